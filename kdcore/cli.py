@@ -1,0 +1,57 @@
+"""`python -m kdcore COMMAND ...`. Each command lives in kdcore/commands/<name>.py and exposes
+`add_arguments(parser)` and `run(args) -> int`; it is imported only when used, so `--help` is fast."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from kdcore.errors import KDError
+
+COMMANDS = {
+    "layers": "list a model's candidate hint layers with their output shapes",
+    "models": "list the model zoo",
+    "train": "train a run from a YAML spec",
+    "eval": "evaluate a checkpoint on a dataset",
+    "worker": "run a background worker that executes queued runs",
+    "submit": "queue a YAML spec (or a sweep) in the run store",
+    "runs": "list runs in the store",
+    "cancel": "cancel a queued or running run",
+    "logs": "print a run's log lines",
+}
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"kdcore.commands.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kdcore", description="KD Studio command line")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=name)
+        try:
+            _command_module(name).add_arguments(p)
+        except ModuleNotFoundError:  # a command not built yet stays listed but unusable
+            p.set_defaults(_missing=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", False):
+        print(f"error: the '{args.command}' command is not available in this build", file=sys.stderr)
+        return 2
+    try:
+        return int(_command_module(args._module).run(args) or 0)
+    except KDError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

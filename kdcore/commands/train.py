@@ -1,0 +1,86 @@
+"""`python -m kdcore train SPEC.yaml [--device ...] [--out DIR]`: a progress bar, a line per epoch, a summary."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kdcore.errors import KDError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="YAML run spec (see examples/)")
+    p.add_argument("--device", help="override the spec's device: auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--out", help="output folder (default runs_out/<spec name>)")
+    p.add_argument("--epochs", type=int, help="override the spec's epochs")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+class ConsoleCallbacks:
+    """tqdm progress bar over steps, one line per epoch."""
+
+    def __init__(self, epochs: int, quiet: bool):
+        self.epochs, self.quiet, self.bar = epochs, quiet, None
+
+    def on_start(self, info: dict) -> None:
+        from tqdm import tqdm
+
+        if not self.quiet:
+            total = info["steps_per_epoch"] * self.epochs
+            self.bar = tqdm(total=total, initial=info["start_step"], unit="step", file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+    def on_resume(self, epoch: int, step: int) -> None:
+        pass
+
+    def on_step(self, epoch: int, step: int, metrics: dict) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(epoch=epoch, loss=f"{metrics['loss/total']:.4f}", refresh=False)
+            self.bar.update(step - self.bar.n)
+
+    def on_epoch(self, epoch: int, step: int, metrics: dict) -> None:
+        pass
+
+    def on_log(self, message: str) -> None:
+        (self.bar.write if self.bar is not None else print)(message)
+
+    def should_stop(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary_lines(info: dict, final: dict) -> list[str]:
+    lines = [f"student {info['student']}: test acc {final.get('test/acc', float('nan')):.4f}, "
+             f"{info['student_params']:,} params, {info['student_flops']:,} FLOPs/image"]
+    if "teacher" in info:
+        lines.insert(0, f"teacher {info['teacher']}: test acc {info['teacher_test_acc']:.4f}, "
+                        f"{info['teacher_params']:,} params, {info['teacher_flops']:,} FLOPs/image")
+        lines.append(f"agreement with teacher {final.get('fidelity/agreement', float('nan')):.4f}, "
+                     f"compression {info['compression']:.1f}x fewer parameters, "
+                     f"teacher-logit cache {'used' if info['teacher_cache'] else 'not used'}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdcore.spec import load_spec
+    from kdcore.train import train
+
+    spec = load_spec(args.spec)
+    updates = {k: v for k, v in (("device", args.device), ("epochs", args.epochs)) if v is not None}
+    if updates:
+        spec = type(spec).from_dict({**spec.to_dict(), **updates})
+    out = Path(args.out or Path("runs_out") / (spec.name or Path(args.spec).stem))
+    cb = ConsoleCallbacks(spec.epochs, args.quiet)
+    try:
+        result = train(spec, out, cb, resume=not args.fresh)
+    finally:
+        cb.close()
+    print("\n".join(["summary:"] + ["  " + line for line in summary_lines(result.info, result.final)]))
+    print(f"  wrote {out / 'checkpoint.pt'}, {out / 'metrics.csv'}, {out / 'spec.yaml'}")
+    if result.status != "completed":
+        raise KDError(f"the run ended as {result.status}")
+    return 0

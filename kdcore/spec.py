@@ -1,0 +1,299 @@
+"""RunSpec: the one object that describes a run. The dashboard form builds it, the store saves it as
+JSON, the worker loads it, the trainer consumes it and `python -m kdcore train spec.yaml` reads it."""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdcore.errors import KDError
+
+
+class SpecError(KDError):
+    """A spec that cannot run. `problems` lists one sentence per bad field, each naming the field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class _Strict(BaseModel):
+    # Unknown keys are refused so a typo in YAML ("rhoo: 4") is reported, not silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSpec(_Strict):
+    name: str = "digits"
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    augment: bool | None = Field(None, description="None = the dataset's default augmentation")
+    path: str | None = Field(None, description="image folder, relative to the data root")
+
+
+class TeacherSpec(_Strict):
+    """Where the teacher comes from: a zoo model with a checkpoint file, a finished run, or torchvision weights."""
+
+    source: Literal["checkpoint", "run", "torchvision"] = "checkpoint"
+    model: str | None = None
+    checkpoint: str | None = None
+    run_id: str | None = None
+    weights: str | None = Field(None, description="torchvision weights name, e.g. DEFAULT")
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "TeacherSpec":
+        if self.source == "checkpoint" and not self.checkpoint:
+            raise ValueError("a checkpoint teacher needs `checkpoint` (a file path)")
+        if self.source == "run" and not self.run_id:
+            raise ValueError("a run teacher needs `run_id`")
+        if self.source == "torchvision" and not (self.model and self.model.startswith("tv_")):
+            raise ValueError("a torchvision teacher needs `model` naming a tv_* model, e.g. tv_resnet18")
+        return self
+
+
+class LogitSpec(_Strict):
+    """The survey's L_LB = α·H(y, σ(z_s)) + β·ρ²·D_soft(σ(z_t; ρ), σ(z_s; ρ)), or another logit method."""
+
+    method: Literal["kd", "logit_matching", "dkd"] = "kd"
+    rho: float = Field(4.0, gt=0, description="temperature ρ > 0")
+    alpha: float = Field(0.1, ge=0, description="weight of the hard-label term")
+    beta: float = Field(0.9, ge=0, description="weight of the soft-label term")
+    soft_loss: Literal["kl", "ce"] = "kl"
+    rho_squared: bool = True
+    dkd_alpha: float = Field(1.0, ge=0)
+    dkd_beta: float = Field(8.0, ge=0)
+    dkd_warmup_epochs: int = Field(20, ge=0)
+
+    @model_validator(mode="after")
+    def _weights_not_both_zero(self) -> "LogitSpec":
+        if self.alpha == 0 and self.beta == 0:
+            raise ValueError("alpha and beta cannot both be 0: nothing would be learned")
+        return self
+
+
+class HintSpec(_Strict):
+    """One (hint, guided) pair: L_FB = weight · D(Φ_t(f_t), Φ_s(f_s)). A preset fills Φ, D and weight."""
+
+    teacher_layer: str
+    student_layer: str
+    preset: str | None = None
+    phi_t: Literal["identity", "attention", "margin_relu"] | None = None
+    phi_s: Literal["identity", "regressor", "attention"] | None = None
+    distance: Literal["l1", "l2", "mmd", "kl", "partial_l2"] | None = None
+    weight: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _preset_or_custom(self) -> "HintSpec":
+        if self.preset is None and None in (self.phi_t, self.phi_s, self.distance):
+            raise ValueError("a hint pair needs a preset or all of phi_t, phi_s and distance")
+        return self
+
+
+class TransferSpec(_Strict):
+    """The transfer set (the survey's noisy-data motive)."""
+
+    kind: Literal["labelled", "partial_labels", "noisy", "omit_classes"] = "labelled"
+    label_fraction: float = Field(0.05, gt=0, le=1, description="partial_labels: fraction of train labels kept")
+    noise_std: float = Field(0.0, ge=0, description="noisy: std of Gaussian noise added to the inputs")
+    omit_classes: list[int] = Field(default_factory=list, description="omit_classes: classes removed from the transfer set")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "TransferSpec":
+        if self.kind == "omit_classes" and not self.omit_classes:
+            raise ValueError("omit_classes needs at least one class in `omit_classes`")
+        if self.kind == "noisy" and self.noise_std <= 0:
+            raise ValueError("a noisy transfer set needs noise_std > 0")
+        return self
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleSpec(_Strict):
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    milestones: list[int] = Field(default_factory=list, description="step: epochs at which lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class RunSpec(_Strict):
+    name: str | None = None
+    dataset: DataSpec = Field(default_factory=DataSpec)
+    student: str = "mlp_64"
+    teacher: TeacherSpec | None = Field(None, description="no teacher = plain supervised training")
+    logit: LogitSpec = Field(default_factory=LogitSpec)
+    hints: list[HintSpec] = Field(default_factory=list)
+    hint_stage_epochs: int = Field(0, ge=0, description="FitNets two-stage: epochs of hint-only training before KD")
+    transfer: TransferSpec = Field(default_factory=TransferSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    eval_batch_size: int = Field(1024, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+    compile: bool = False
+    channels_last: bool | None = Field(None, description="None = on for conv nets on CUDA")
+    teacher_cache: Literal["auto", "off"] = "auto"
+    probe_size: int = Field(64, ge=0, le=1024)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("device must be auto, cpu, mps, cuda or cuda:N")
+        return v
+
+    @model_validator(mode="after")
+    def _teacher_needed(self) -> "RunSpec":
+        if self.teacher is None and self.hints:
+            raise ValueError("hint pairs need a teacher")
+        if self.hint_stage_epochs and not self.hints:
+            raise ValueError("hint_stage_epochs (FitNets two-stage) needs at least one hint pair")
+        if self.hint_stage_epochs >= self.epochs:
+            raise ValueError("hint_stage_epochs must be fewer than epochs")
+        return self
+
+    # ---- derived, read-only views -------------------------------------------------------------
+    @property
+    def is_distillation(self) -> bool:
+        return self.teacher is not None
+
+    @property
+    def method_label(self) -> str:
+        """Short method name for tables: 'scratch', 'KD ρ=4', 'FitNets + KD', ..."""
+        if self.teacher is None:
+            return "scratch"
+        parts = [{"kd": f"KD ρ={self.logit.rho:g}", "logit_matching": "logit MSE", "dkd": "DKD"}[self.logit.method]]
+        presets = sorted({h.preset or "custom hint" for h in self.hints})
+        return " + ".join(presets + parts)
+
+    # ---- YAML / JSON ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSpec":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise SpecError(format_validation_error(err)) from None
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RunSpec":
+        data = _parse_yaml(text)
+        data.pop("sweep", None)
+        return cls.from_dict(data)
+
+
+def _parse_yaml(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError([f"the spec is not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(["the spec must be a YAML mapping of fields (name: value)"])
+    return data
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    """One sentence per problem, each starting with the dotted field path."""
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "spec"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "is not a known field"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg} (got {e['input']!r})"
+        problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([f"spec file {path} does not exist"])
+    return RunSpec.from_yaml(path.read_text())
+
+
+# ---- sweeps ----------------------------------------------------------------------------------------
+
+class SweepSpec(_Strict):
+    """One field swept over values: `sweep: {field: logit.rho, values: [1, 2, 4, 8, 16]}`. A list of
+    several fields (`fields: [logit.alpha, logit.beta]`, values as pairs) sweeps them together."""
+
+    field: str | None = None
+    fields: list[str] | None = None
+    values: list[Any] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_field_form(self) -> "SweepSpec":
+        if (self.field is None) == (self.fields is None):
+            raise ValueError("a sweep names either `field` or `fields`")
+        return self
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.field] if self.field else list(self.fields or [])
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {} if node.get(key) is None else node[key]
+        if not isinstance(node[key], dict):
+            raise SpecError([f"sweep: {dotted} does not name a field"])
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def expand_sweep(data: dict[str, Any]) -> tuple[list[RunSpec], SweepSpec | None]:
+    """A spec mapping with an optional `sweep:` block becomes one RunSpec per value."""
+    data = copy.deepcopy(data)
+    raw = data.pop("sweep", None)
+    if raw is None:
+        return [RunSpec.from_dict(data)], None
+    try:
+        sweep = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(["sweep." + p for p in format_validation_error(err)]) from None
+    specs = []
+    for value in sweep.values:
+        values = value if sweep.fields else [value]
+        if len(values) != len(sweep.paths):
+            raise SpecError([f"sweep.values: {value!r} must give one value per field in {sweep.paths}"])
+        variant = copy.deepcopy(data)
+        for path, v in zip(sweep.paths, values):
+            _set_path(variant, path, v)
+        label = ", ".join(f"{p}={v}" for p, v in zip(sweep.paths, values))
+        variant["name"] = f"{data.get('name') or 'sweep'} [{label}]"
+        try:
+            specs.append(RunSpec.from_dict(variant))
+        except SpecError as err:
+            raise SpecError([f"sweep value {label}: {p}" for p in err.problems]) from None
+    return specs, sweep
+
+
+def load_spec_file(path: str | Path) -> tuple[list[RunSpec], SweepSpec | None]:
+    """Read a YAML spec that may hold a sweep."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([f"spec file {path} does not exist"])
+    return expand_sweep(_parse_yaml(path.read_text()))

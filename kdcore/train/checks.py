@@ -1,0 +1,82 @@
+"""Checks a RunSpec needs beyond its own fields: names that exist, layers that exist, a teacher that fits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdcore.errors import KDError
+from kdcore.paths import run_dir
+from kdcore.spec import RunSpec, SpecError
+from kdcore.train.checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint
+
+
+def teacher_model_record(spec: RunSpec) -> dict | None:
+    """The teacher's model record (name, classes, channels, size) when it can be known before training."""
+    t = spec.teacher
+    if t is None:
+        return None
+    if t.source == "torchvision":
+        return None
+    path = Path(t.checkpoint) if t.source == "checkpoint" else run_dir(t.run_id) / CHECKPOINT_NAME
+    if t.source == "run" and not path.is_file():
+        saved_spec = run_dir(t.run_id) / "spec.yaml"
+        if saved_spec.is_file():  # the teacher run has started: its spec names the model
+            teacher_spec = RunSpec.from_yaml(saved_spec.read_text())
+            return {"name": teacher_spec.student, "num_classes": None}
+        return None
+    data = load_checkpoint(path)
+    if data.get("format") == FORMAT:
+        return data["model"]
+    return {"name": t.model, "num_classes": None} if t.model else None
+
+
+def check_spec(spec: RunSpec, *, teacher_model: str | None = None) -> list[str]:
+    """Every problem as 'field: sentence'. `teacher_model` names the teacher's architecture when the
+    caller knows it (e.g. a teacher run not started yet)."""
+    from kdcore.data import dataset_info
+    from kdcore.models import build_model
+    from kdcore.models.layers import check_layer_pair
+
+    problems: list[str] = []
+    try:
+        info = dataset_info(spec.dataset.name)
+    except KDError as err:
+        return [f"dataset.name: {err}"]
+    c, h, _ = info.input_shape
+    try:
+        student = build_model(spec.student, info.num_classes, c, h)
+    except KDError as err:
+        return [f"student: {err}"]
+    record = None
+    try:
+        record = teacher_model_record(spec)
+    except KDError as err:
+        problems.append(f"teacher.checkpoint: {err}")
+    if record and record.get("num_classes") not in (None, info.num_classes):
+        problems.append(f"teacher: the teacher predicts {record['num_classes']} classes but "
+                        f"{info.title} has {info.num_classes}")
+    name = teacher_model or (record or {}).get("name")
+    if spec.hints and name:
+        try:
+            teacher = build_model(name, info.num_classes, c, h)
+        except KDError as err:
+            return problems + [f"teacher.model: {err}"]
+        from kdcore.train.distiller import resolve_hint
+
+        for i, hint in enumerate(spec.hints):
+            try:
+                resolved = resolve_hint(hint, teacher)
+                check = check_layer_pair(teacher, resolved.teacher_path, student, hint.student_layer,
+                                         info.input_shape, resolved.phi_t, resolved.phi_s, resolved.distance)
+            except KDError as err:
+                problems.append(f"hints.{i}: {err}")
+                continue
+            if not check.ok:
+                problems.append(f"hints.{i}: {check.reason}")
+    return problems
+
+
+def validate_spec(spec: RunSpec, *, teacher_model: str | None = None) -> RunSpec:
+    problems = check_spec(spec, teacher_model=teacher_model)
+    if problems:
+        raise SpecError(problems)
+    return spec

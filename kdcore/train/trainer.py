@@ -1,0 +1,445 @@
+"""One trainer for every run: scratch baselines, teachers, logit KD, hint methods, two-stage FitNets."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdcore.errors import KDError, OutOfMemoryError, TrainingDivergedError
+from kdcore.paths import run_dir
+from kdcore.spec import RunSpec
+from kdcore.train.callbacks import NullCallbacks, TrainCallbacks
+from kdcore.train.checkpoint import (CHECKPOINT_NAME, FORMAT, load_checkpoint, load_model_from_checkpoint,
+                                     model_record, save_atomic)
+from kdcore.train.distiller import Distiller, build_logit_loss_for, resolve_hint
+from kdcore.train.fidelity import accuracy, fidelity_report
+from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
+
+SPLIT_SEED = 0  # data splits are fixed across runs so every run is scored on the same validation set
+POINTS_PER_EPOCH = 50  # step metrics are averaged over intervals so a GPU is not synced every step
+
+
+@dataclass
+class TrainResult:
+    status: str
+    epochs_done: int
+    step: int
+    final: dict[str, float]
+    out_dir: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise KDError(f"device {requested} was asked for but this machine has no CUDA GPU; use device: auto or cpu")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise KDError("device mps was asked for but this machine has no Apple GPU; use device: auto or cpu")
+    return torch.device(requested)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    if requested == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if requested == "fp16" and device.type != "cuda":
+        raise KDError("fp16 with a gradient scaler needs a CUDA device; use bf16 or fp32 here")
+    return requested
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def lr_factor(spec: RunSpec, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at a global step: linear warm-up, then cosine, step or constant."""
+    epoch_f = step / steps_per_epoch
+    warm = spec.schedule.warmup_epochs
+    if warm and epoch_f < warm:
+        return (step + 1) / (warm * steps_per_epoch)
+    if spec.schedule.name == "cosine":
+        progress = (epoch_f - warm) / max(spec.epochs - warm, 1e-9)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if spec.schedule.name == "step":
+        return spec.schedule.gamma ** sum(epoch_f >= m for m in spec.schedule.milestones)
+    return 1.0
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device, precision: str,
+            channels_last: bool = False) -> Tensor:
+    """Logits (float32) for a whole split, in eval mode, restoring the model's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device, precision):
+            outs.append(model(xb).float())
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def load_teacher(spec: RunSpec, num_classes: int, in_channels: int, input_size: int) -> tuple[nn.Module, dict]:
+    t = spec.teacher
+    if t.source == "run":
+        path = run_dir(t.run_id) / CHECKPOINT_NAME
+        if not path.is_file():
+            raise KDError(f"teacher run {t.run_id} has no checkpoint yet (it must complete first)")
+        model, record = load_model_from_checkpoint(path)
+    elif t.source == "checkpoint":
+        model, record = load_model_from_checkpoint(t.checkpoint, t.model, num_classes=num_classes,
+                                                   in_channels=in_channels, input_size=input_size)
+    else:  # torchvision weights (downloaded by torchvision on first use)
+        import torchvision
+
+        try:
+            model = torchvision.models.get_model(t.model.removeprefix("tv_"), weights=t.weights or "DEFAULT")
+        except Exception as err:
+            raise KDError(f"could not load torchvision weights {t.weights or 'DEFAULT'} for {t.model} ({err})") from None
+        classes = next(m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)).out_features
+        record = model_record(t.model, classes, 3, 224)
+    if record["num_classes"] != num_classes:
+        raise KDError(f"the teacher predicts {record['num_classes']} classes but the dataset has {num_classes}")
+    if record["in_channels"] != in_channels:
+        raise KDError(f"the teacher takes {record['in_channels']}-channel images but the dataset has {in_channels}")
+    return model, record
+
+
+class _Interval:
+    """Step metrics accumulated on the device and read back once per interval."""
+
+    def __init__(self) -> None:
+        self.reset(time.perf_counter())
+
+    def reset(self, now: float) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.totals: list[Tensor] = []
+        self.steps = 0
+        self.images = 0
+        self.started = now
+
+    def add(self, losses: dict[str, Tensor], total: Tensor, images: int) -> None:
+        for k, v in losses.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.totals.append(total.detach().float())
+        self.steps += 1
+        self.images += images
+
+
+class Trainer:
+    def __init__(self, spec: RunSpec, out_dir: str | Path, callbacks: TrainCallbacks | None = None):
+        self.spec = spec
+        self.out_dir = Path(out_dir)
+        self.cb = callbacks or NullCallbacks()
+
+    # ---- setup -----------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from kdcore.data import default_augmentation, load_dataset, stratified_subset
+        from kdcore.data.augment import Augmentation
+        from kdcore.models import build_model, count_flops, count_parameters
+
+        spec = self.spec
+        self.device = resolve_device(spec.device)
+        self.precision = resolve_precision(spec.precision, self.device)
+        torch.manual_seed(spec.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.data = load_dataset(spec.dataset.name, val_fraction=spec.dataset.val_fraction, seed=SPLIT_SEED,
+                                 device=self.device, path=spec.dataset.path)
+        info = self.data.info
+        c, h, w = info.input_shape
+        self.input_shape = info.input_shape
+        if spec.dataset.augment is None:
+            self.augment = default_augmentation(spec.dataset.name)
+        else:
+            self.augment = default_augmentation(spec.dataset.name) if spec.dataset.augment else Augmentation()
+
+        self.student = build_model(spec.student, info.num_classes, c, h)
+        self.teacher, self.teacher_record = None, None
+        if spec.teacher is not None:
+            self.teacher, self.teacher_record = load_teacher(spec, info.num_classes, c, h)
+        hints = [resolve_hint(hsp, self.teacher) for hsp in spec.hints]
+        self.distiller = Distiller(self.student, self.teacher, build_logit_loss_for(spec), hints, self.input_shape)
+        self.channels_last = (spec.channels_last if spec.channels_last is not None
+                              else self.device.type == "cuda" and has_conv(self.student))
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.distiller.to(self.device, memory_format=fmt)
+        if spec.compile:
+            self.distiller.use_compiled_student(torch.compile(self.student))
+
+        self.transfer: TransferSet = build_transfer_set(self.data.train.x, self.data.train.y, spec.transfer,
+                                                        has_teacher=self.teacher is not None, seed=spec.seed)
+        if len(self.transfer) == 0:
+            raise KDError("the transfer set is empty: no training sample is left after the transfer options")
+        self.steps_per_epoch = math.ceil(len(self.transfer) / spec.batch_size)
+        self.log_every = max(1, self.steps_per_epoch // POINTS_PER_EPOCH)
+
+        params = self.distiller.trainable_parameters()
+        o = spec.optimizer
+        if o.name == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                             nesterov=o.nesterov and o.momentum > 0)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(spec, s, self.steps_per_epoch))
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+
+        # The cache is faithful only if the student sees exactly the inputs the teacher saw.
+        self.cache_allowed = (self.teacher is not None and not hints and not self.augment
+                              and self.transfer.noise_std == 0 and spec.teacher_cache == "auto")
+        self.teacher_cache: Tensor | None = None
+        self.teacher_test_logits = self.teacher_val_logits = None
+        if self.teacher is not None:
+            self.teacher_test_logits = self._predict(self.teacher, self.data.test.x)
+            self.teacher_val_logits = self._predict(self.teacher, self.data.val.x)
+        if self.cache_allowed:
+            self.teacher_cache = self._predict(self.teacher, self.transfer.x)
+
+        per_class = math.ceil(spec.probe_size / info.num_classes) if spec.probe_size else 0
+        probe_idx = stratified_subset(self.data.test.y, per_class=per_class, seed=SPLIT_SEED)[:spec.probe_size] \
+            if per_class else torch.empty(0, dtype=torch.long)
+        self.probe_idx = probe_idx.to(self.device)
+        self.probes: dict[str, Any] = {
+            "indices": probe_idx.cpu(), "labels": self.data.test.y[self.probe_idx].cpu(),
+            "images": (self.data.denormalize(self.data.test.x[self.probe_idx]).clamp(0, 1) * 255).to(torch.uint8).cpu(),
+            "class_names": list(info.class_names),
+            "teacher": (self.teacher_test_logits[self.probe_idx].cpu() if self.teacher is not None else None),
+            "student": [], "epochs": [],
+        }
+        s_params, s_flops = count_parameters(self.student), count_flops(self.student, self.input_shape)
+        self.info: dict[str, Any] = {
+            "device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
+            "dataset": info.name, "classes": info.num_classes, "input_shape": list(self.input_shape),
+            "train_size": len(self.data.train), "val_size": len(self.data.val), "test_size": len(self.data.test),
+            "transfer_size": len(self.transfer), "labelled": self.transfer.labelled,
+            "student": spec.student, "student_params": s_params, "student_flops": s_flops,
+            "teacher_cache": self.teacher_cache is not None, "augmentation": bool(self.augment),
+            "steps_per_epoch": self.steps_per_epoch, "method": spec.method_label,
+        }
+        if self.teacher is not None:
+            t_params, t_flops = count_parameters(self.teacher), count_flops(self.teacher, self.input_shape)
+            self.info.update({
+                "teacher": self.teacher_record["name"], "teacher_params": t_params, "teacher_flops": t_flops,
+                "compression": t_params / max(s_params, 1),
+                "teacher_test_acc": accuracy(self.teacher_test_logits, self.data.test.y),
+            })
+
+    def _predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        return predict(model, x, self.spec.eval_batch_size, self.device, self.precision, self.channels_last)
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def _checkpoint(self, epoch: int, step: int, history: list[dict]) -> None:
+        info = self.data.info
+        state = {
+            "format": FORMAT,
+            "model": model_record(self.spec.student, info.num_classes, info.input_shape[0], info.input_shape[1]),
+            "state_dict": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
+            "feature_losses": self.distiller.feature_losses.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "epoch": epoch, "step": step,
+            "rng_cpu": torch.get_rng_state(),
+            "history": history,
+            "spec": self.spec.to_dict(),
+        }
+        save_atomic(state, self.out_dir / CHECKPOINT_NAME)
+        save_atomic(self.probes, self.out_dir / "probes.pt")
+        self._write_metrics_csv(history)
+
+    def _write_metrics_csv(self, history: list[dict]) -> None:
+        names = sorted({k for row in history for k in row} - {"epoch", "step"})
+        with open(self.out_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch", "step", *names])
+            writer.writeheader()
+            writer.writerows(history)
+
+    def _restore(self) -> tuple[int, int, list[dict]]:
+        ckpt = load_checkpoint(self.out_dir / CHECKPOINT_NAME)
+        if ckpt.get("spec") != self.spec.to_dict():
+            raise KDError(f"{self.out_dir} holds a checkpoint of a different spec; use another output folder")
+        self.student.load_state_dict(ckpt["state_dict"])
+        self.distiller.feature_losses.load_state_dict(ckpt["feature_losses"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        probes_path = self.out_dir / "probes.pt"
+        if probes_path.is_file():
+            saved = torch.load(probes_path, map_location="cpu", weights_only=True)
+            keep = [i for i, e in enumerate(saved["epochs"]) if e <= ckpt["epoch"]]
+            self.probes["student"] = [saved["student"][i] for i in keep]
+            self.probes["epochs"] = [saved["epochs"][i] for i in keep]
+        return ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run(self, resume: bool = True) -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._setup()
+            (self.out_dir / "spec.yaml").write_text(self.spec.to_yaml())
+            start_epoch, step, history = 0, 0, []
+            if resume and (self.out_dir / CHECKPOINT_NAME).is_file():
+                start_epoch, step, history = self._restore()
+                self.cb.on_resume(start_epoch, step)
+                self.cb.on_log(f"resumed after epoch {start_epoch} (step {step})")
+            self.info.update(start_epoch=start_epoch, start_step=step)
+            self.cb.on_start(dict(self.info))
+            self.cb.on_log(self._start_line())
+            for epoch in range(start_epoch + 1, self.spec.epochs + 1):
+                result = self._epoch(epoch, step)
+                if result is None:
+                    self.cb.on_log(f"cancelled during epoch {epoch}; the checkpoint of epoch {epoch - 1} is kept")
+                    return TrainResult("cancelled", epoch - 1, step, history[-1] if history else {}, self.out_dir, self.info)
+                step, metrics = result
+                history.append({"epoch": epoch, "step": step, **metrics})
+                self._checkpoint(epoch, step, history)
+                self.cb.on_epoch(epoch, step, metrics)
+                self.cb.on_log(self._epoch_line(epoch, metrics))
+            return TrainResult("completed", self.spec.epochs, step, history[-1] if history else {}, self.out_dir, self.info)
+        except torch.cuda.OutOfMemoryError:
+            raise OutOfMemoryError(
+                f"the GPU ran out of memory at batch size {self.spec.batch_size}; try a smaller batch size "
+                f"(e.g. {max(1, self.spec.batch_size // 2)}) or a smaller model") from None
+        finally:
+            if hasattr(self, "distiller"):
+                self.distiller.close()
+
+    def _epoch(self, epoch: int, step: int) -> tuple[int, dict[str, float]] | None:
+        from kdcore.data import TensorSplit, iterate_batches
+
+        spec = self.spec
+        # Every epoch's randomness derives from (seed, epoch): a resumed run replays exactly.
+        epoch_seed = spec.seed * 1_000_003 + epoch
+        torch.manual_seed(epoch_seed)
+        order_gen = torch.Generator().manual_seed(epoch_seed)
+        device_gen = torch.Generator(device=self.device).manual_seed(epoch_seed)
+        hint_only = epoch <= spec.hint_stage_epochs
+        self.distiller.train()
+        interval = _Interval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        labelled = torch.zeros((), device=self.device)
+        seen = 0
+        started = time.perf_counter()
+        split = TensorSplit(self.transfer.x, self.transfer.y)
+        for x, y, idx in iterate_batches(split, spec.batch_size, shuffle=True, generator=order_gen):
+            if self.cb.should_stop():
+                return None
+            if self.augment:
+                x = self.augment(x, device_gen)
+            if self.transfer.noise_std:
+                x = x + self.transfer.noise_std * torch.randn(x.shape, device=x.device, generator=device_gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            cached = self.teacher_cache[idx] if self.teacher_cache is not None else None
+            with autocast_for(self.device, self.precision):
+                z_s, losses = self.distiller(x, y, epoch=epoch - 1, teacher_logits=cached, hint_only=hint_only)
+            total = sum(v.float() for v in losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.scale(total).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                total.backward()
+                self.optimizer.step()
+            self.scheduler.step()
+            step += 1
+            is_lab = y != UNLABELLED
+            loss_sum += total.detach().float() * len(y)
+            correct += ((z_s.detach().argmax(1) == y) & is_lab).sum()
+            labelled += is_lab.sum()
+            seen += len(y)
+            interval.add(losses, total, len(y))
+            if interval.steps >= self.log_every:
+                self._report_interval(interval, epoch, step)
+        if interval.steps:
+            self._report_interval(interval, epoch, step)
+        return step, self._evaluate(epoch, float(loss_sum) / max(seen, 1),
+                                    float(correct) / max(float(labelled), 1), time.perf_counter() - started)
+
+    def _report_interval(self, interval: _Interval, epoch: int, step: int) -> None:
+        totals = torch.stack(interval.totals)
+        finite = torch.isfinite(totals)
+        if not bool(finite.all()):
+            first_bad = step - interval.steps + 1 + int((~finite).nonzero()[0])
+            raise TrainingDivergedError(
+                f"the loss became {'NaN' if totals[~finite][0].isnan() else 'infinite'} at epoch {epoch}, "
+                f"step {first_bad}; lower the learning rate or the loss weights")
+        now = time.perf_counter()
+        metrics = {f"loss/{k}": float(v) / interval.steps for k, v in interval.sums.items()}
+        metrics["loss/total"] = float(totals.mean())
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics["throughput"] = interval.images / max(now - interval.started, 1e-9)
+        if self.device.type == "cuda":
+            metrics["gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self.cb.on_step(epoch, step, metrics)
+        interval.reset(now)
+
+    def _evaluate(self, epoch: int, train_loss: float, train_acc: float, seconds: float) -> dict[str, float]:
+        d = self.data
+        student_test = self._predict(self.student, d.test.x)
+        student_val = self._predict(self.student, d.val.x)
+        metrics = {
+            "train/loss": train_loss, "train/acc": train_acc,
+            "val/acc": accuracy(student_val, d.val.y) if len(d.val) else float("nan"),
+            "test/acc": accuracy(student_test, d.test.y), "epoch_time": seconds,
+        }
+        metrics.update(fidelity_report(student_test, self.teacher_test_logits, d.test.y,
+                                       self.spec.logit.rho if self.teacher is not None else 1.0))
+        if self.teacher is not None:
+            metrics["teacher/test_acc"] = self.info["teacher_test_acc"]
+        if len(self.probe_idx):
+            self.probes["student"].append(student_test[self.probe_idx].cpu())
+            self.probes["epochs"].append(epoch)
+        return metrics
+
+    # ---- log lines ---------------------------------------------------------------------------------
+    def _start_line(self) -> str:
+        i = self.info
+        line = (f"{i['method']}: {i['student']} ({i['student_params']:,} params) on {i['dataset']}, "
+                f"{i['transfer_size']} transfer samples ({i['labelled']} labelled), {i['device']} {i['precision']}")
+        if self.teacher is not None:
+            line += (f"; teacher {i['teacher']} ({i['teacher_params']:,} params, test acc "
+                     f"{i['teacher_test_acc']:.4f}), teacher-logit cache {'on' if i['teacher_cache'] else 'off'}")
+        return line
+
+    def _epoch_line(self, epoch: int, m: dict[str, float]) -> str:
+        line = (f"epoch {epoch}/{self.spec.epochs}: loss {m['train/loss']:.4f}, train acc {m['train/acc']:.4f}, "
+                f"val acc {m['val/acc']:.4f}, test acc {m['test/acc']:.4f}")
+        if "fidelity/agreement" in m:
+            line += f", agreement {m['fidelity/agreement']:.4f}"
+        return line + f" ({m['epoch_time']:.1f}s)"
+
+
+def train(spec: RunSpec, out_dir: str | Path, callbacks: TrainCallbacks | None = None, *,
+          resume: bool = True) -> TrainResult:
+    """Run a spec to completion (or cancellation), writing artifacts to out_dir."""
+    return Trainer(spec, out_dir, callbacks).run(resume=resume)

@@ -1,0 +1,215 @@
+"""The trainer on digits, on the CPU: determinism, resume, the teacher cache, failures."""
+import math
+
+import pytest
+import torch
+
+from kdcore.errors import KDError, TrainingDivergedError
+from kdcore.spec import RunSpec
+from kdcore.train import RecordingCallbacks, train
+from kdcore.train.checkpoint import load_checkpoint
+from kdcore.train.transfer import UNLABELLED, build_transfer_set
+
+
+def digits_spec(**over) -> RunSpec:
+    base = {"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 3, "batch_size": 64,
+            "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0005}, "probe_size": 20}
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return RunSpec.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    train(digits_spec(student="cnn_small", epochs=4), out)
+    return out / "checkpoint.pt"
+
+
+def kd_spec(teacher_ckpt, **over) -> RunSpec:
+    return digits_spec(teacher={"source": "checkpoint", "checkpoint": str(teacher_ckpt)},
+                       logit={"rho": 4.0, "alpha": 0.5, "beta": 0.5}, **over)
+
+
+class StopAfter(RecordingCallbacks):
+    """Cancels the run once `steps` optimisation steps have been reported done."""
+
+    def __init__(self, epochs_done: int):
+        super().__init__()
+        self.epochs_done = epochs_done
+
+    def should_stop(self) -> bool:
+        return len(self.epochs) >= self.epochs_done
+
+
+def test_scratch_run_writes_artifacts_and_reports_every_epoch(tmp_path):
+    cb = RecordingCallbacks()
+    result = train(digits_spec(), tmp_path, cb)
+    assert result.status == "completed" and result.epochs_done == 3
+    assert [e for e, _, _ in cb.epochs] == [1, 2, 3]
+    assert {"train/acc", "val/acc", "test/acc", "calib/ece_student"} <= set(cb.epochs[-1][2])
+    assert {"loss/total", "loss/hard", "lr", "throughput"} <= set(cb.steps[-1][2])
+    steps = [s for _, s, _ in cb.steps]
+    assert steps == sorted(set(steps)) and steps[-1] == result.step
+    for name in ("checkpoint.pt", "metrics.csv", "spec.yaml", "probes.pt"):
+        assert (tmp_path / name).is_file()
+    assert RunSpec.from_yaml((tmp_path / "spec.yaml").read_text()) == digits_spec()
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only load
+    assert ckpt["epoch"] == 3 and ckpt["model"]["name"] == "mlp_64"
+    assert len((tmp_path / "metrics.csv").read_text().strip().splitlines()) == 4
+
+
+def test_kd_run_reports_fidelity_and_probe_logits(tmp_path, teacher_ckpt):
+    cb = RecordingCallbacks()
+    train(kd_spec(teacher_ckpt), tmp_path, cb)
+    last = cb.epochs[-1][2]
+    assert 0 <= last["fidelity/agreement"] <= 1 and last["fidelity/kl_rho1"] >= 0
+    assert {"loss/hard", "loss/soft"} <= set(cb.steps[-1][2])
+    assert cb.info["teacher"] == "cnn_small" and cb.info["compression"] > 1
+    probes = torch.load(tmp_path / "probes.pt", weights_only=True)
+    assert probes["teacher"].shape == (20, 10) and len(probes["student"]) == 3
+    assert probes["images"].dtype == torch.uint8 and probes["epochs"] == [1, 2, 3]
+    # class-stratified: 20 probes over 10 classes -> 2 per class
+    assert torch.bincount(probes["labels"], minlength=10).tolist() == [2] * 10
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, teacher_ckpt):
+    # augmentation, shuffling and dropout-free KD: every random draw must replay after resume
+    spec = kd_spec(teacher_ckpt, epochs=4, dataset={"name": "digits", "augment": True})
+    straight = train(spec, tmp_path / "straight")
+    stopper = StopAfter(epochs_done=2)
+    first = train(spec, tmp_path / "resumed", stopper)
+    assert first.status == "cancelled" and first.epochs_done == 2
+    cb = RecordingCallbacks()
+    second = train(spec, tmp_path / "resumed", cb)
+    assert cb.resumed_at == (2, first.step) and [e for e, _, _ in cb.epochs] == [3, 4]
+    assert second.step == straight.step
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    history = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_teacher_weights_and_bn_statistics_are_never_updated(tmp_path, teacher_ckpt):
+    before = load_checkpoint(teacher_ckpt)["state_dict"]
+    from kdcore.train.trainer import Trainer
+
+    trainer = Trainer(kd_spec(teacher_ckpt, epochs=2), tmp_path)
+    trainer.run()
+    after = trainer.teacher.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k].cpu()), k
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+    assert load_checkpoint(teacher_ckpt)["state_dict"]["fc.weight"].equal(before["fc.weight"])
+
+
+@pytest.mark.parametrize("over, cached", [
+    ({"dataset": {"name": "digits", "augment": False}}, True),
+    ({"dataset": {"name": "digits", "augment": True}}, False),
+    ({"dataset": {"name": "digits", "augment": False}, "teacher_cache": "off"}, False),
+    ({"dataset": {"name": "digits", "augment": False}, "transfer": {"kind": "noisy", "noise_std": 0.1}}, False),
+])
+def test_teacher_cache_is_used_only_when_inputs_are_fixed(tmp_path, teacher_ckpt, over, cached):
+    cb = RecordingCallbacks()
+    train(kd_spec(teacher_ckpt, epochs=1, **over), tmp_path, cb)
+    assert cb.info["teacher_cache"] is cached
+
+
+def test_teacher_cache_does_not_change_the_result(tmp_path, teacher_ckpt):
+    fixed = {"dataset": {"name": "digits", "augment": False}, "epochs": 2}
+    cb_on, cb_off = RecordingCallbacks(), RecordingCallbacks()
+    train(kd_spec(teacher_ckpt, **fixed), tmp_path / "on", cb_on)
+    train(kd_spec(teacher_ckpt, teacher_cache="off", **fixed), tmp_path / "off", cb_off)
+    assert cb_on.info["teacher_cache"] and not cb_off.info["teacher_cache"]
+    a = load_checkpoint(tmp_path / "on" / "checkpoint.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "off" / "checkpoint.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_hint_run_with_a_regressor_trains_student_side_transforms(tmp_path, teacher_ckpt):
+    spec = kd_spec(teacher_ckpt, epochs=1, student="lenet5_half",
+                   hints=[{"teacher_layer": "stage2", "student_layer": "conv2", "preset": "fitnets"}])
+    cb = RecordingCallbacks()
+    train(spec, tmp_path, cb)
+    assert any(k.startswith("loss/hint0") for k in cb.steps[-1][2])
+    assert not cb.info["teacher_cache"]  # hints need the teacher's features every step
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["feature_losses"]
+
+
+def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path, monkeypatch):
+    import kdcore.train.trainer as trainer_mod
+
+    real = trainer_mod.build_logit_loss_for
+
+    class NanAtStep5(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            out = self.inner(*args, **kwargs)
+            if self.calls == 5:
+                out["hard"] = out["hard"] * float("nan")
+            return out
+
+    monkeypatch.setattr(trainer_mod, "build_logit_loss_for", lambda spec: NanAtStep5(real(spec)))
+    with pytest.raises(TrainingDivergedError, match=r"NaN at epoch 1, step 5"):
+        train(digits_spec(epochs=2), tmp_path)
+
+
+def test_omitted_class_is_absent_from_the_transfer_set():
+    x, y = torch.randn(100, 1, 8, 8), torch.arange(100) % 10
+    from kdcore.spec import TransferSpec
+
+    ts = build_transfer_set(x, y, TransferSpec(kind="omit_classes", omit_classes=[3, 7]), has_teacher=True, seed=0)
+    assert len(ts) == 80 and not torch.isin(ts.y, torch.tensor([3, 7])).any()
+
+
+def test_partial_labels_keep_a_stratified_fraction():
+    from kdcore.spec import TransferSpec
+
+    x, y = torch.randn(1000, 4), torch.arange(1000) % 10
+    spec = TransferSpec(kind="partial_labels", label_fraction=0.05)
+    kd = build_transfer_set(x, y, spec, has_teacher=True, seed=0)
+    assert len(kd) == 1000 and kd.labelled == 50
+    assert torch.bincount(kd.y[kd.y != UNLABELLED], minlength=10).tolist() == [5] * 10
+    scratch = build_transfer_set(x, y, spec, has_teacher=False, seed=0)
+    assert len(scratch) == 50 and scratch.labelled == 50
+
+
+def test_teacher_with_another_class_count_is_refused(tmp_path, teacher_ckpt, monkeypatch):
+    from kdcore.train.checkpoint import save_atomic
+
+    data = load_checkpoint(teacher_ckpt)
+    data["model"] = {**data["model"], "num_classes": 7}
+    data["state_dict"] = {k: (v[:7] if k.startswith("fc.") else v) for k, v in data["state_dict"].items()}
+    bad = tmp_path / "seven.pt"
+    save_atomic(data, bad)
+    with pytest.raises(KDError, match="teacher predicts 7 classes but the dataset has 10"):
+        train(kd_spec(bad), tmp_path / "out")
+    from kdcore.train.checks import check_spec
+
+    assert any("7 classes" in p for p in check_spec(kd_spec(bad)))
+
+
+def test_a_missing_teacher_checkpoint_is_one_sentence(tmp_path):
+    with pytest.raises(KDError, match="does not exist"):
+        train(kd_spec(tmp_path / "missing.pt"), tmp_path / "out")
+
+
+def test_lr_schedule_warms_up_then_decays():
+    from kdcore.train.trainer import lr_factor
+
+    spec = digits_spec(epochs=10, schedule={"name": "cosine", "warmup_epochs": 2})
+    factors = [lr_factor(spec, s, 10) for s in range(100)]
+    assert factors[0] == pytest.approx(0.05) and factors[19] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[20:], factors[21:])) and factors[-1] < 0.01
+    step = digits_spec(epochs=10, schedule={"name": "step", "milestones": [3, 6], "gamma": 0.1})
+    assert [lr_factor(step, s * 10, 10) for s in (0, 3, 6)] == pytest.approx([1, 0.1, 0.01])
