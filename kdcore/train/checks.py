@@ -60,13 +60,19 @@ def check_spec(spec: RunSpec, *, teacher_model: str | None = None) -> list[str]:
             teacher = build_model(name, info.num_classes, c, h)
         except KDError as err:
             return problems + [f"teacher.model: {err}"]
+        from kdcore.models.layers import layer_output_shapes
         from kdcore.train.distiller import resolve_hint
 
         for i, hint in enumerate(spec.hints):
             try:
                 resolved = resolve_hint(hint, teacher)
+                phi_s = resolved.phi_s
+                if resolved.phi_s_auto:
+                    t_shape = layer_output_shapes(teacher, info.input_shape, [resolved.teacher_path])[resolved.teacher_path]
+                    s_shape = layer_output_shapes(student, info.input_shape, [hint.student_layer])[hint.student_layer]
+                    phi_s = resolved.student_transform(t_shape, s_shape)
                 check = check_layer_pair(teacher, resolved.teacher_path, student, hint.student_layer,
-                                         info.input_shape, resolved.phi_t, resolved.phi_s, resolved.distance)
+                                         info.input_shape, resolved.phi_t, phi_s, resolved.distance)
             except KDError as err:
                 problems.append(f"hints.{i}: {err}")
                 continue

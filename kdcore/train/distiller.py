@@ -23,6 +23,15 @@ class ResolvedHint:
     regressor_relu: bool
     teacher_bn_path: str | None
     label: str
+    preset: str | None = None
+    phi_s_auto: bool = False  # the preset may swap identity for a regressor when widths differ
+
+    def student_transform(self, teacher_shape: tuple, student_shape: tuple) -> str:
+        if not self.phi_s_auto:
+            return self.phi_s
+        from kdcore.losses.presets import get_preset, preset_student_transform
+
+        return preset_student_transform(get_preset(self.preset), teacher_shape, student_shape)
 
 
 def resolve_hint(hint: HintSpec, teacher: nn.Module) -> ResolvedHint:
@@ -48,7 +57,8 @@ def resolve_hint(hint: HintSpec, teacher: nn.Module) -> ResolvedHint:
         teacher_path, bn_path = chosen[0].path, chosen[0].bn_path
     label = f"{hint.preset or distance}:{hint.student_layer}"
     return ResolvedHint(teacher_path, hint.student_layer, phi_t, phi_s, distance, float(weight),
-                        bool(preset.regressor_relu) if preset else False, bn_path, label)
+                        bool(preset.regressor_relu) if preset else False, bn_path, label,
+                        preset=hint.preset, phi_s_auto=hint.phi_s is None and bool(preset and preset.regressor_if_needed))
 
 
 class Distiller(nn.Module):
@@ -75,8 +85,9 @@ class Distiller(nn.Module):
                     if path not in shapes:
                         raise KDError(f"the {who} has no layer named '{path}'")
                 bn = teacher.get_submodule(h.teacher_bn_path) if h.teacher_bn_path else None
+                t_shape, s_shape = t_shapes[h.teacher_path], s_shapes[h.student_path]
                 self.feature_losses.append(FeatureKD(
-                    t_shapes[h.teacher_path], s_shapes[h.student_path], phi_t=h.phi_t, phi_s=h.phi_s,
+                    t_shape, s_shape, phi_t=h.phi_t, phi_s=h.student_transform(t_shape, s_shape),
                     distance=h.distance, weight=h.weight, teacher_bn=bn, regressor_relu=h.regressor_relu))
             self._t_hooks = FeatureHooks(teacher, [h.teacher_path for h in hints])
             self._s_hooks = FeatureHooks(student, [h.student_path for h in hints])

@@ -360,7 +360,7 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             cached = self.teacher_cache[idx] if self.teacher_cache is not None else None
             with autocast_for(self.device, self.precision):
-                z_s, losses = self.distiller(x, y, epoch=epoch - 1, teacher_logits=cached, hint_only=hint_only)
+                z_s, losses = self.distiller(x, y, epoch=epoch, teacher_logits=cached, hint_only=hint_only)
             total = sum(v.float() for v in losses.values())
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:

@@ -1,0 +1,16 @@
+"""The model zoo (CIFAR ResNets, WRNs, VGGs, MobileNetV2, LeNet-5, MLPs, a small CNN, torchvision
+classifiers), parameter/FLOP counts, and layer tooling (listing, hooks, pre-ReLU points) in
+`kdcore.models.layers`."""
+from kdcore.models.registry import ModelEntry, build_model, list_models, model_entry
+from kdcore.models.stats import ModelStats, count_flops, count_parameters, model_stats
+
+__all__ = [
+    "ModelEntry",
+    "ModelStats",
+    "build_model",
+    "count_flops",
+    "count_parameters",
+    "list_models",
+    "model_entry",
+    "model_stats",
+]

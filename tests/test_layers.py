@@ -1,0 +1,244 @@
+"""Layer tooling: listing with shapes, feature hooks, pre-ReLU points, pair checks and the
+`layers` / `models` commands."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from kdcore.cli import main
+from kdcore.errors import IncompatibleLayersError, UnknownNameError
+from kdcore.models import build_model
+from kdcore.models.layers import (
+    FeatureHooks,
+    LayerInfo,
+    PreReluPoint,
+    check_layer_pair,
+    classifier_path,
+    hint_candidates,
+    list_layers,
+    penultimate_path,
+    pre_relu_points,
+)
+
+CIFAR = (3, 32, 32)
+
+
+def _no_hooks_left(model: nn.Module) -> bool:
+    return all(not m._forward_hooks for m in model.modules())
+
+
+def test_list_layers_on_a_zoo_model():
+    model = build_model("resnet8x4", 100)
+    model.train()
+    model.layer2.eval()  # a submodule's own mode must survive the dry run
+    layers = {info.path: info for info in list_layers(model, CIFAR)}
+    assert "" not in layers
+    assert layers["layer3"] == LayerInfo("layer3", "Sequential", (256, 8, 8), 0, 1)
+    assert layers["conv1"].shape == (32, 32, 32) and layers["conv1"].params == 3 * 32 * 9
+    assert layers["layer1.0.bn2"].params == 2 * 64 and layers["layer1.0.bn2"].type == "BatchNorm2d"
+    assert layers["layer2"].shape == (128, 16, 16)
+    assert layers["flatten"].shape == (256,)
+    assert layers["fc"].shape == (100,) and layers["fc"].params == 256 * 100 + 100
+    assert model.training and model.layer1.training and not model.layer2.training
+    assert _no_hooks_left(model)
+
+
+def test_list_layers_on_a_torchvision_model():
+    model = build_model("tv_resnet18", 10)
+    layers = {info.path: info for info in list_layers(model, CIFAR)}
+    assert layers["conv1"].shape == (64, 16, 16)
+    assert layers["maxpool"].shape == (64, 8, 8)
+    assert layers["layer4"].shape == (512, 1, 1)
+    assert layers["avgpool"].shape == (512, 1, 1)
+    assert layers["fc"].shape == (10,)
+    assert layers["layer1.0.relu"].calls == 2  # torchvision reuses one ReLU per block
+    assert penultimate_path(model) == "avgpool" and classifier_path(model) == "fc"
+    assert pre_relu_points(model) == []
+
+
+class _TupleOut(nn.Module):
+    def forward(self, x):
+        return x, x.sum()
+
+
+class _Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pair = _TupleOut()
+        self.unused = nn.Linear(3, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        first, _ = self.pair(x)
+        return self.fc(first)
+
+
+def test_non_tensor_outputs_and_unused_modules():
+    layers = {info.path: info for info in list_layers(_Odd(), (4,))}
+    assert layers["pair"].shape == () and layers["pair"].calls == 1
+    assert layers["unused"].shape == () and layers["unused"].calls == 0
+    assert layers["fc"].shape == (2,)
+    assert classifier_path(_Odd()) == "fc"  # no declaration: the last Linear
+
+
+def test_hint_candidates_keep_features_and_drop_activations():
+    model = build_model("resnet20", 10)
+    kept = {info.path for info in hint_candidates(model, list_layers(model, CIFAR))}
+    assert {"conv1", "bn1", "layer1", "layer2.1", "layer3.2.bn2", "layer3.2.preact", "flatten", "fc"} <= kept
+    assert not {"relu", "layer1.0.relu1", "layer1.0.relu2", "pool"} & kept
+
+
+def test_feature_hooks_collect_outputs_and_remove_cleanly():
+    model = build_model("resnet8", 10)
+    x = torch.randn(2, *CIFAR)
+    with FeatureHooks(model, ["layer1.0.bn2", "fc", "fc"]) as hooks:
+        logits = model(x)
+        assert set(hooks.outputs) == {"layer1.0.bn2", "fc"}
+        assert hooks.outputs["layer1.0.bn2"].shape == (2, 16, 32, 32)
+        assert torch.equal(hooks.outputs["fc"], logits)
+        assert hooks.outputs["fc"].requires_grad  # the student's features keep their graph
+        hooks.clear()
+        assert hooks.outputs == {}
+    assert _no_hooks_left(model)
+    model(x)  # nothing collected any more
+    assert hooks.outputs == {}
+
+    hooks = FeatureHooks(model, ["layer2"], detach=True)
+    model(x)
+    assert not hooks.outputs["layer2"].requires_grad
+    hooks.remove()
+    hooks.remove()  # twice is harmless
+    assert _no_hooks_left(model)
+
+
+def test_feature_hooks_see_bn_outputs_before_an_inplace_relu():
+    """torchvision's ReLU(inplace=True) would overwrite a hooked BN output; hooks switch it off."""
+    torch.manual_seed(0)
+    model = build_model("tv_resnet18", 10)
+    assert model.relu.inplace
+    with FeatureHooks(model, ["bn1", "layer1.0.bn1"]) as hooks:
+        assert not model.relu.inplace
+        model(torch.randn(2, *CIFAR))
+        assert (hooks.outputs["bn1"] < 0).any() and (hooks.outputs["layer1.0.bn1"] < 0).any()
+        with FeatureHooks(model, ["fc"]):  # nested hooks on the same model share the switch
+            pass
+        assert not model.relu.inplace
+    assert model.relu.inplace and model.layer1[0].relu.inplace
+
+
+def test_unknown_path_names_close_valid_paths():
+    model = build_model("resnet8", 10)
+    with pytest.raises(UnknownNameError) as info:
+        FeatureHooks(model, ["layer1.0.bn2", "layer1.0.bn3"])
+    message = str(info.value)
+    assert "'layer1.0.bn3'" in message and "layer1.0.bn2" in message and "\n" not in message
+    assert _no_hooks_left(model) and model.relu.inplace is False  # zoo ReLUs are never in place
+    with pytest.raises(UnknownNameError, match="--all"):
+        FeatureHooks(model, ["qqqqqq"])
+
+
+def test_pre_relu_points_are_pre_relu():
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10)
+    points = pre_relu_points(model)
+    assert len(points) == 9 and sum(p.stage_end for p in points) == 3
+    assert PreReluPoint("layer3.2.preact", "layer3.2.bn2", True) in points
+    modules = dict(model.named_modules())
+    assert all(isinstance(modules[p.bn_path], nn.BatchNorm2d) for p in points)
+    relus = [p.path.replace("preact", "relu2") for p in points]
+    with FeatureHooks(model, [p.path for p in points] + relus) as hooks:
+        model(torch.randn(4, *CIFAR))
+    for point, relu in zip(points, relus):
+        assert (hooks.outputs[point.path] < 0).any(), point.path
+        assert (hooks.outputs[relu] >= 0).all()
+        assert torch.equal(hooks.outputs[relu], hooks.outputs[point.path].clamp_min(0))
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("wrn_16_2", [("block2.layer.0.preact", "block2.layer.0.bn1"), ("block3.layer.0.preact", "block3.layer.0.bn1"), ("preact", "bn1")]),
+        ("vgg8", [(f"block{i}.2", f"block{i}.1") for i in range(5)]),
+        ("mobilenetv2", [(f"blocks.{i}.{j}.preact", f"blocks.{i}.{j}.conv.7") for i, j in ((1, 1), (2, 2), (4, 2), (6, 0))]),
+        ("cnn_small", [("stage1.preact", "stage1.bn2"), ("stage2.preact", "stage2.bn2")]),
+    ],
+)
+def test_pre_relu_stage_ends_of_each_family(name, expected):
+    model = build_model(name, 10)
+    modules = dict(model.named_modules())
+    stage_ends = [(p.path, p.bn_path) for p in pre_relu_points(model) if p.stage_end]
+    assert stage_ends == expected
+    assert all(isinstance(modules[bn], nn.BatchNorm2d) for _, bn in stage_ends)
+
+
+def test_models_without_bn_have_no_pre_relu_points():
+    assert pre_relu_points(build_model("mlp_800_800", 10, 1, 28)) == []
+    assert pre_relu_points(build_model("lenet5", 10, 1, 28)) == []
+
+
+def test_check_layer_pair_uses_the_dry_run_shapes():
+    teacher, student = build_model("resnet32x4", 100), build_model("resnet8x4", 100)
+    same = check_layer_pair(teacher, "layer3", student, "layer3", CIFAR)
+    assert same.ok and same.transform == "identity"
+    small = build_model("resnet8", 100)
+    mismatch = check_layer_pair(teacher, "layer3", small, "layer3", CIFAR)
+    assert not mismatch.ok  # 256 vs 64 channels needs a regressor
+    fixed = check_layer_pair(teacher, "layer3", small, "layer3", CIFAR, phi_s="regressor")
+    assert fixed.ok and "regressor" in fixed.transform
+    attention = check_layer_pair(teacher, "layer2", small, "layer3", CIFAR, "attention", "attention")
+    assert attention.ok and attention.transform == "attention+pool"
+    with pytest.raises(UnknownNameError, match="layer4"):
+        check_layer_pair(teacher, "layer4", small, "layer3", CIFAR)
+    with pytest.raises(IncompatibleLayersError, match="single tensor"):
+        check_layer_pair(_Odd(), "pair", _Odd(), "fc", (4,))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kdcore", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_layers_command_prints_the_hint_table():
+    result = _cli("layers", "resnet8x4", "--dataset", "cifar100")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    layer3 = next(line for line in lines if line.split()[0] == "layer3")
+    assert "256x8x8" in layer3.split()
+    assert any(line.startswith("layer3.0.preact") and "pre-ReLU" in line for line in lines)
+    assert not any(line.split()[0] == "layer1.0.relu1" for line in lines[2:-1])
+    header = lines[1]
+    assert header.split() == ["PATH", "TYPE", "OUTPUT", "PARAMS", "NOTE"]
+    # aligned: every row's TYPE column starts where the header's does
+    type_col = header.index("TYPE")
+    assert all(line[type_col - 2 : type_col] == "  " for line in lines[3:-1])
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["layers", "resnet9", "--dataset", "cifar100"], "error: unknown model 'resnet9'; did you mean resnet8"),
+        (["layers", "resnet8", "--dataset", "cifar1000"], "error: "),
+    ],
+)
+def test_wrong_names_exit_non_zero_with_one_line(args, expected):
+    result = _cli(*args)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(expected)
+    assert "cifar1000" in result.stderr or "resnet9" in result.stderr
+
+
+def test_layers_all_and_models_commands(capsys):
+    assert main(["layers", "mlp_64", "--dataset", "digits", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "relu1" in out and "penultimate feature" in out and "64" in out
+    assert main(["models", "--dataset", "digits", "--family", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "mlp_800_800" in out and "resnet8" not in out
+    row = next(line for line in out.splitlines() if line.startswith("mlp_64 "))
+    assert "4.81K" in row  # 64·64+64 + 64·10+10 = 4,810 parameters on 8x8 digits
+    assert main(["models", "--family", "nope"]) == 2
+    assert "unknown model family 'nope'" in capsys.readouterr().err
