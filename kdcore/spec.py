@@ -31,6 +31,8 @@ class DataSpec(_Strict):
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     augment: bool | None = Field(None, description="None = the dataset's default augmentation")
     path: str | None = Field(None, description="image folder, relative to the data root")
+    train_limit: int | None = Field(None, ge=1, description="use only a class-stratified subset of this many "
+                                                            "training samples (quick experiments)")
 
 
 class TeacherSpec(_Strict):
@@ -193,12 +195,12 @@ class RunSpec(_Strict):
 
     @classmethod
     def from_yaml(cls, text: str) -> "RunSpec":
-        data = _parse_yaml(text)
+        data = parse_spec_yaml(text)
         data.pop("sweep", None)
         return cls.from_dict(data)
 
 
-def _parse_yaml(text: str) -> dict[str, Any]:
+def parse_spec_yaml(text: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -296,4 +298,4 @@ def load_spec_file(path: str | Path) -> tuple[list[RunSpec], SweepSpec | None]:
     path = Path(path)
     if not path.is_file():
         raise SpecError([f"spec file {path} does not exist"])
-    return expand_sweep(_parse_yaml(path.read_text()))
+    return expand_sweep(parse_spec_yaml(path.read_text()))

@@ -192,7 +192,11 @@ class Trainer:
         if spec.compile:
             self.distiller.use_compiled_student(torch.compile(self.student))
 
-        self.transfer: TransferSet = build_transfer_set(self.data.train.x, self.data.train.y, spec.transfer,
+        train = self.data.train
+        if spec.dataset.train_limit and spec.dataset.train_limit < len(train):
+            keep = stratified_subset(train.y, fraction=spec.dataset.train_limit / len(train), seed=SPLIT_SEED)
+            train = train.subset(keep.to(train.y.device))
+        self.transfer: TransferSet = build_transfer_set(train.x, train.y, spec.transfer,
                                                         has_teacher=self.teacher is not None, seed=spec.seed)
         if len(self.transfer) == 0:
             raise KDError("the transfer set is empty: no training sample is left after the transfer options")

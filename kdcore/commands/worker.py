@@ -1,0 +1,122 @@
+"""`python -m kdcore worker [--device cuda:0] [--slots 1]`: execute queued runs from the store until stopped.
+
+Each slot is one process that claims one run at a time; with --slots N > 1 the slots are child processes
+started with the `spawn` method (never fork: CUDA must not be initialised in a process that forks).
+SIGTERM / Ctrl-C hands the current run back to the queue (resumed later from its checkpoint); a second one
+stops at once. The log goes to KD_HOME/worker-<id>.log (and to stderr unless --quiet)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import sys
+
+from kdcore.errors import KDError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (default), cpu, mps, cuda or cuda:N")
+    p.add_argument("--slots", type=int, default=1, help="runs at once on this device, one process each (default 1)")
+    p.add_argument("--db", help="database URL (default: $KD_DATABASE_URL, else KD_HOME/kdstudio.db)")
+    p.add_argument("--worker-id", help="a name for this worker (default: host-random)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at an empty queue (default 1)")
+    p.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 5)")
+    p.add_argument("--stale-after", type=float,
+                   help="seconds without a heartbeat after which a run is taken over (default 60)")
+    p.add_argument("--max-attempts", type=int, help="claims of one run before it is failed (default 3)")
+    p.add_argument("--exit-when-idle", action="store_true", help="exit once no run is queued or running")
+    p.add_argument("--max-runs", type=int, help="exit after this many runs")
+    p.add_argument("--quiet", action="store_true", help="log only to KD_HOME/worker-<id>.log")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", args.device):
+        raise KDError(f"--device must be auto, cpu, mps, cuda or cuda:N (got {args.device!r})")
+    if args.slots < 1:
+        raise KDError("--slots must be at least 1")
+    from kdcore.jobs.worker import restrict_visible_device
+
+    restrict_visible_device(args.device)  # before anything can initialise CUDA; children inherit it
+    import multiprocessing
+
+    multiprocessing.set_start_method("spawn", force=True)
+    from kdcore.jobs.launcher import new_worker_id
+
+    worker_id = args.worker_id or new_worker_id()
+    options = {k: getattr(args, k) for k in ("device", "db", "poll", "heartbeat", "stale_after", "max_attempts",
+                                             "exit_when_idle", "max_runs", "quiet")}
+    code = run_slot(worker_id, options) if args.slots == 1 else _run_slots(worker_id, args.slots, options)
+    _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's module teardown (seconds with torch loaded), once logs are flushed
+    and database connections closed: a stopped worker should be gone at once."""
+    from kdcore.jobs.db import dispose_engines
+
+    dispose_engines()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_slot(worker_id: str, options: dict) -> int:
+    """One worker process: claim and execute runs until stopped. Also the target of spawned slots."""
+    from kdcore.jobs import store as store_module
+    from kdcore.jobs.store import RunStore
+    from kdcore.jobs.worker import Worker, WorkerConfig
+    from kdcore.paths import kd_home
+
+    _configure_logging(kd_home() / f"worker-{worker_id}.log", quiet=options["quiet"])
+    config = WorkerConfig(
+        device=options["device"], poll_interval_s=options["poll"],
+        heartbeat_interval_s=options["heartbeat"] or store_module.HEARTBEAT_INTERVAL_S,
+        stale_after_s=options["stale_after"] or store_module.STALE_AFTER_S,
+        max_attempts=options["max_attempts"] or store_module.MAX_ATTEMPTS,
+        exit_when_idle=options["exit_when_idle"], max_runs=options["max_runs"],
+    )
+    worker = Worker(RunStore(options["db"]), config, worker_id=worker_id)
+    worker.install_signal_handlers()
+    worker.run_forever()
+    return 0
+
+
+def _run_slots(worker_id: str, slots: int, options: dict) -> int:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    children = [ctx.Process(target=run_slot, args=(f"{worker_id}-s{i}", options), name=f"slot-{i}")
+                for i in range(slots)]
+    for child in children:
+        child.start()
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.is_alive() and child.pid:
+                try:
+                    os.kill(child.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    signal.signal(signal.SIGTERM, forward)
+    # Ctrl-C already reaches every slot (same process group); forwarding it too would count twice.
+    signal.signal(signal.SIGINT, lambda _s, _f: None)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0) for child in children)
+
+
+def _configure_logging(path, *, quiet: bool) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    if not quiet:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)

@@ -1,0 +1,144 @@
+"""The run store's tables. One schema for SQLite (a laptop) and PostgreSQL (a team).
+
+Times of day are timezone-aware UTC datetimes; metric wall times are plain epoch seconds (charts want floats).
+`SCHEMA_VERSION` is stored in `kd_meta`; a later change adds a step to `MIGRATIONS` in kdcore/jobs/db.py."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key for long metric histories.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC; always returns an aware datetime (SQLite forgets the zone, PostgreSQL keeps it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+meta_table = Table(
+    "kd_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "kd_runs",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("spec", JSON, nullable=False),
+    Column("owner", String(100)),
+    Column("worker_id", String(64)),
+    Column("device", String(32)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("sweep_id", String(16), index=True),
+    # No foreign key: a teacher run may be deleted; its queued students then fail with a clear reason.
+    Column("depends_on", String(16), index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("heartbeat_at", UTCDateTime),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("final", JSON),
+    Column("info", JSON),  # what the trainer reported on start: device, parameters, FLOPs, steps per epoch, ...
+    Column("epoch", Integer, nullable=False, default=0),
+    Column("step", Integer, nullable=False, default=0),
+    Index("ix_kd_runs_queue", "status", "created_at"),
+)
+
+run_tags = Table(
+    "kd_run_tags",
+    metadata,
+    Column("run_id", String(16), ForeignKey("kd_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+    Index("ix_kd_run_tags_tag", "tag"),
+)
+
+metrics = Table(
+    "kd_metrics",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", String(16), ForeignKey("kd_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("wall_time", Float, nullable=False),
+    Column("kind", String(8), nullable=False),  # "step" | "epoch"
+    # The safety net behind resume: one value per (run, name, step), so history can never hold duplicates.
+    UniqueConstraint("run_id", "name", "step", name="uq_kd_metrics_point"),
+    Index("ix_kd_metrics_run_step", "run_id", "step"),
+)
+
+events = Table(
+    "kd_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", String(16), ForeignKey("kd_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("time", UTCDateTime, nullable=False),
+    Column("level", String(10), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+artifacts = Table(
+    "kd_artifacts",
+    metadata,
+    Column("run_id", String(16), ForeignKey("kd_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("path", Text, nullable=False),  # relative to KD_HOME when inside it, so a moved KD_HOME still works
+)
+
+workers = Table(
+    "kd_workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("device", String(32), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime),
+    Column("current_run", String(16)),
+)

@@ -1,0 +1,722 @@
+"""The run store: the single truth the dashboard, the CLI and the workers share.
+
+The first half of `RunStore` is what the dashboard and the CLI use (submit, list, read, cancel, ...);
+the second half ("worker side") is what a worker uses to claim runs and report on them. Every write
+that a worker makes about a run is conditional on still owning it (worker id + attempt number), so
+a worker that was presumed dead and comes back can never write over the worker that took its run over."""
+from __future__ import annotations
+
+import getpass
+import logging
+import secrets
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import RowMapping
+
+from kdcore.errors import KDError
+from kdcore.jobs import schema as t
+from kdcore.jobs.db import default_url, get_engine, is_postgres, read_tx, write_tx
+from kdcore.jobs.records import TERMINAL_STATUSES, EventRecord, MetricPoint, RunRecord, RunStatus, WorkerRecord
+from kdcore.paths import kd_home, run_dir
+from kdcore.spec import RunSpec, SpecError, parse_spec_yaml, expand_sweep
+
+if TYPE_CHECKING:
+    import pandas
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 5.0  # how often a worker says it is alive
+STALE_AFTER_S = 60.0  # a running run whose heartbeat is older than this is taken over by another worker
+MAX_ATTEMPTS = 3  # claims of one run (first run + resumes after a dead worker) before it is failed
+ARTIFACT_FILES = {"checkpoint": "checkpoint.pt", "metrics_csv": "metrics.csv", "spec_yaml": "spec.yaml",
+                  "probes": "probes.pt"}
+
+
+class RunNotFoundError(KDError):
+    """No run has this id."""
+
+
+class RunStateError(KDError):
+    """The run is in a state that does not allow the operation (e.g. deleting a running run)."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _new_id() -> str:
+    return secrets.token_hex(4)
+
+
+def _clean_tags(tags: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for tag in tags:
+        tag = str(tag).strip()
+        if tag:
+            if len(tag) > 100:
+                raise KDError(f"the tag {tag[:20]!r}... is longer than 100 characters")
+            seen.setdefault(tag, None)
+    return list(seen)
+
+
+def _statuses(status: RunStatus | str | Iterable[RunStatus | str] | None) -> list[str] | None:
+    if status is None:
+        return None
+    items = [status] if isinstance(status, (str, RunStatus)) else list(status)
+    out = []
+    for s in items:
+        try:
+            out.append(RunStatus(s).value)
+        except ValueError:
+            raise KDError(f"unknown run status {s!r} (one of {', '.join(x.value for x in RunStatus)})") from None
+    return out
+
+
+class RunStore:
+    """Runs, metrics, events, artifacts and workers in one database (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str | None = None):
+        self.url = url or default_url()
+        self.engine = get_engine(self.url)
+
+    def __repr__(self) -> str:
+        return f"RunStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def is_postgres(self) -> bool:
+        return is_postgres(self.engine)
+
+    # =============================================================================================
+    # Dashboard and CLI side
+    # =============================================================================================
+    def submit(self, spec: RunSpec | Mapping[str, Any], *, name: str | None = None, owner: str | None = None,
+               tags: Sequence[str] = (), depends_on: str | None = None, sweep_id: str | None = None,
+               check: bool = True) -> str:
+        """Queue one run; returns its id. An invalid spec raises SpecError listing every problem.
+        A teacher given as another run makes this run wait for it (depends_on defaults to that run).
+        check=False skips the checks that build models (field validation always runs)."""
+        return self._submit_many([self._as_spec(spec)], name=name, owner=owner, tags=tags,
+                                 depends_on=depends_on, sweep_id=sweep_id, check=check)[0]
+
+    def submit_yaml(self, text: str, *, owner: str | None = None, tags: Sequence[str] = (),
+                    check: bool = True) -> list[str]:
+        """Queue a YAML spec; a `sweep:` block in it queues one run per value, grouped by one sweep id."""
+        specs, sweep = expand_sweep(parse_spec_yaml(text))
+        return self._submit_many(specs, owner=owner, tags=tags, sweep_id=_new_id() if sweep else None, check=check)
+
+    def submit_sweep(self, base: RunSpec | Mapping[str, Any], field: str | Sequence[str], values: list, *,
+                     owner: str | None = None, tags: Sequence[str] = (), check: bool = True) -> list[str]:
+        """One run per value of a dotted field ("logit.rho", [1, 2, 4, 8, 16]), or of several fields swept
+        together (["logit.alpha", "logit.beta"], [[0.1, 0.9], [0.5, 0.5]]). Returns the ids in value order."""
+        data = self._as_spec(base).to_dict()
+        fields = [f.strip() for f in field.split(",")] if isinstance(field, str) else list(field)
+        data["sweep"] = {"field": fields[0], "values": list(values)} if len(fields) == 1 else \
+            {"fields": fields, "values": list(values)}
+        specs, _ = expand_sweep(data)
+        return self._submit_many(specs, owner=owner, tags=tags, sweep_id=_new_id(), check=check)
+
+    def get(self, run_id: str) -> RunRecord:
+        """One run by id (or by a unique prefix of at least 4 characters)."""
+        with read_tx(self.engine) as conn:
+            run_id = self._resolve_id(conn, run_id)
+            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).mappings().one()
+            tags = self._tags_of(conn, [run_id])
+        return self._record(row, tags.get(run_id, []))
+
+    def list_runs(self, *, status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+                  owner: str | None = None, tag: str | None = None, sweep_id: str | None = None,
+                  search: str | None = None, limit: int = 500) -> list[RunRecord]:
+        """Runs, newest first. `search` matches part of the name or the start of the id (any case)."""
+        r = t.runs.c
+        query = select(t.runs).order_by(r.created_at.desc(), r.id.desc()).limit(max(1, int(limit)))
+        if (statuses := _statuses(status)) is not None:
+            query = query.where(r.status.in_(statuses))
+        if owner is not None:
+            query = query.where(r.owner == owner)
+        if sweep_id is not None:
+            query = query.where(r.sweep_id == sweep_id)
+        if tag is not None:
+            query = query.where(exists().where(t.run_tags.c.run_id == r.id, t.run_tags.c.tag == tag))
+        if search:
+            needle = search.strip().lower()
+            escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(or_(func.lower(r.name).like(f"%{escaped}%", escape="\\"),
+                                    r.id.like(f"{escaped}%", escape="\\")))
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(query).mappings().all()
+            tags = self._tags_of(conn, [row["id"] for row in rows])
+        return [self._record(row, tags.get(row["id"], [])) for row in rows]
+
+    def metrics(self, run_id: str, *, since_step: int = -1, names: Sequence[str] | None = None,
+                kind: str | None = None) -> list[MetricPoint]:
+        """Points with step > since_step, in step order. A chart that remembers the last step it drew
+        asks only for what is new: all points of one step are always written together, in step order."""
+        m = t.metrics.c
+        query = (select(m.step, m.epoch, m.name, m.value, m.wall_time)
+                 .where(m.run_id == run_id, m.step > since_step).order_by(m.step, m.id))
+        if names is not None:
+            query = query.where(m.name.in_(list(names)))
+        if kind is not None:
+            if kind not in ("step", "epoch"):
+                raise KDError(f"metric kind must be 'step' or 'epoch', not {kind!r}")
+            query = query.where(m.kind == kind)
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(query).all()
+        return [MetricPoint(int(s), int(e), n, float(v), float(w)) for s, e, n, v, w in rows]
+
+    def metrics_frame(self, run_id: str, since_step: int = -1) -> "pandas.DataFrame":
+        """The same points as a long table: columns step, epoch, name, value, wall_time."""
+        import pandas as pd
+
+        points = self.metrics(run_id, since_step=since_step)
+        return pd.DataFrame(
+            {"step": [p.step for p in points], "epoch": [p.epoch for p in points],
+             "name": [p.name for p in points], "value": [p.value for p in points],
+             "wall_time": [p.wall_time for p in points]},
+            columns=["step", "epoch", "name", "value", "wall_time"],
+        )
+
+    def events(self, run_id: str, *, since_id: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """Log lines with id > since_id, oldest first."""
+        e = t.events.c
+        query = (select(e.id, e.time, e.level, e.message).where(e.run_id == run_id, e.id > since_id)
+                 .order_by(e.id).limit(max(1, int(limit))))
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(query).all()
+        return [EventRecord(int(i), tm, lv, msg) for i, tm, lv, msg in rows]
+
+    def cancel(self, run_id: str, *, by: str | None = None) -> None:
+        """A queued run is cancelled at once; a running one is asked to stop (its worker stops it between
+        steps, keeping the last checkpoint). Cancelling a finished run is an error."""
+        by = by or _current_user()
+        now = _now()
+        with write_tx(self.engine) as conn:
+            run_id = self._resolve_id(conn, run_id)
+            status = RunStatus(conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)).scalar_one())
+            if status is RunStatus.QUEUED:
+                conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(
+                    status=RunStatus.CANCELLED.value, cancel_requested=True, finished_at=now))
+                self._event(conn, run_id, f"cancelled by {by} before it started", now=now)
+            elif status is RunStatus.RUNNING:
+                conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(cancel_requested=True))
+                self._event(conn, run_id, f"cancel requested by {by}", now=now)
+            else:
+                raise RunStateError(f"run {run_id} has already {status.value}; there is nothing to cancel")
+        self.resolve_dependencies()
+
+    def delete(self, run_id: str, *, by: str | None = None) -> None:
+        """Remove a run, its metrics, events and artifact files. A running run must be cancelled first."""
+        with write_tx(self.engine) as conn:
+            run_id = self._resolve_id(conn, run_id)
+            status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)).scalar_one()
+            if status == RunStatus.RUNNING.value:
+                raise RunStateError(f"run {run_id} is running; cancel it before deleting it")
+            for table in (t.metrics, t.events, t.artifacts, t.run_tags):
+                conn.execute(delete(table).where(table.c.run_id == run_id))
+            conn.execute(delete(t.runs).where(t.runs.c.id == run_id))
+        log.info("run %s deleted by %s", run_id, by or _current_user())
+        shutil.rmtree(run_dir(run_id), ignore_errors=True)
+        self.resolve_dependencies()  # runs waiting for it can no longer start
+
+    def set_tags(self, run_id: str, tags: Sequence[str]) -> None:
+        clean = _clean_tags(tags)
+        with write_tx(self.engine) as conn:
+            run_id = self._resolve_id(conn, run_id)
+            conn.execute(delete(t.run_tags).where(t.run_tags.c.run_id == run_id))
+            if clean:
+                conn.execute(insert(t.run_tags), [{"run_id": run_id, "tag": tag} for tag in clean])
+
+    def rename(self, run_id: str, name: str) -> None:
+        name = (name or "").strip()
+        if not name:
+            raise KDError("a run name cannot be empty")
+        if len(name) > 200:
+            raise KDError("a run name can have at most 200 characters")
+        with write_tx(self.engine) as conn:
+            run_id = self._resolve_id(conn, run_id)
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(name=name))
+
+    def duplicate(self, run_id: str) -> RunSpec:
+        """The run's spec with its current name and tags, ready to edit and submit as a new run."""
+        record = self.get(run_id)
+        return RunSpec.from_dict({**record.spec.to_dict(), "name": record.name, "tags": list(record.tags)})
+
+    def artifacts(self, run_id: str) -> dict[str, Path]:
+        """kind -> path of the artifact files that exist on this machine (checkpoint, metrics_csv,
+        spec_yaml, probes, ...)."""
+        with read_tx(self.engine) as conn:
+            run_id = self._resolve_id(conn, run_id)
+            rows = conn.execute(select(t.artifacts.c.kind, t.artifacts.c.path)
+                                .where(t.artifacts.c.run_id == run_id)).all()
+        found = {kind: _absolute(path) for kind, path in rows}
+        # Files the trainer wrote but the worker had no chance to register (a killed worker) count too.
+        for kind, filename in ARTIFACT_FILES.items():
+            found.setdefault(kind, run_dir(run_id) / filename)
+        return {kind: path for kind, path in sorted(found.items()) if path.is_file()}
+
+    def workers(self, *, alive_only: bool = True, stale_after_s: float = STALE_AFTER_S) -> list[WorkerRecord]:
+        """Workers that have registered, newest first. Alive = not stopped and heartbeating recently."""
+        cutoff = _now() - timedelta(seconds=stale_after_s)
+        w = t.workers.c
+        query = select(t.workers).order_by(w.started_at.desc())
+        if alive_only:
+            query = query.where(w.stopped_at.is_(None), w.heartbeat_at >= cutoff)
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(query).mappings().all()
+        return [WorkerRecord(id=r["id"], host=r["host"], pid=r["pid"], device=r["device"],
+                             started_at=r["started_at"], heartbeat_at=r["heartbeat_at"],
+                             current_run=r["current_run"],
+                             alive=r["stopped_at"] is None and r["heartbeat_at"] >= cutoff,
+                             stopped_at=r["stopped_at"])
+                for r in rows]
+
+    def queue_counts(self) -> dict[str, int]:
+        """status -> number of runs, every status present (0 when none)."""
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(select(t.runs.c.status, func.count()).group_by(t.runs.c.status)).all()
+        counts = {s.value: 0 for s in RunStatus}
+        counts.update({status: int(n) for status, n in rows})
+        return counts
+
+    def sweep_ids(self) -> list[str]:
+        """Sweep groups, newest first."""
+        r = t.runs.c
+        query = (select(r.sweep_id, func.max(r.created_at).label("latest")).where(r.sweep_id.is_not(None))
+                 .group_by(r.sweep_id).order_by(func.max(r.created_at).desc()))
+        with read_tx(self.engine) as conn:
+            return [row[0] for row in conn.execute(query).all()]
+
+    # =============================================================================================
+    # Worker side
+    # =============================================================================================
+    def register_worker(self, worker_id: str, *, host: str, pid: int, device: str) -> None:
+        now = _now()
+        with write_tx(self.engine) as conn:
+            # Forget this id's earlier registration and workers silent for a week (the table stays small).
+            conn.execute(delete(t.workers).where(or_(t.workers.c.id == worker_id,
+                                                     t.workers.c.heartbeat_at < now - timedelta(days=7))))
+            conn.execute(insert(t.workers).values(id=worker_id, host=host[:200], pid=pid, device=device,
+                                                  started_at=now, heartbeat_at=now))
+
+    def stop_worker(self, worker_id: str) -> None:
+        with write_tx(self.engine) as conn:
+            conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
+                         .values(stopped_at=_now(), current_run=None))
+
+    def heartbeat(self, worker_id: str, run_id: str | None = None, attempt: int | None = None) -> bool:
+        """The worker (and the run it executes) are alive. Returns False when the worker no longer owns
+        the run (another worker took it over, or it was deleted): the caller must stop working on it."""
+        now = _now()
+        with write_tx(self.engine) as conn:
+            conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
+                         .values(heartbeat_at=now, current_run=run_id))
+            if run_id is None:
+                return True
+            done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt))
+                                .values(heartbeat_at=now))
+            return done.rowcount == 1
+
+    def claim_next(self, worker_id: str, *, device: str) -> RunRecord | None:
+        """Atomically take the oldest runnable run (queued, not waiting for an unfinished run) and mark it
+        running for this worker; None if there is none. Two workers can never claim the same run: the
+        UPDATE only succeeds while the row is still queued (and on PostgreSQL rows another worker is
+        claiming are skipped with FOR UPDATE SKIP LOCKED rather than waited for)."""
+        r = t.runs.c
+        dep = t.runs.alias("dep")
+        waiting_done = or_(r.depends_on.is_(None),
+                           exists().where(dep.c.id == r.depends_on, dep.c.status == RunStatus.COMPLETED.value))
+        query = (select(r.id).where(r.status == RunStatus.QUEUED.value, waiting_done)
+                 .order_by(r.created_at, r.id).limit(5))
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True, of=t.runs)
+        now = _now()
+        with write_tx(self.engine) as conn:
+            for (run_id,) in conn.execute(query).all():
+                done = conn.execute(
+                    update(t.runs).where(r.id == run_id, r.status == RunStatus.QUEUED.value).values(
+                        status=RunStatus.RUNNING.value, worker_id=worker_id, device=device,
+                        attempts=r.attempts + 1, started_at=func.coalesce(r.started_at, now),
+                        heartbeat_at=now, finished_at=None, error=None))
+                if done.rowcount != 1:
+                    continue
+                attempts = conn.execute(select(r.attempts).where(r.id == run_id)).scalar_one()
+                self._event(conn, run_id, f"claimed by worker {worker_id} on {device} (attempt {attempts})", now=now)
+                conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
+                             .values(current_run=run_id, heartbeat_at=now))
+                row = conn.execute(select(t.runs).where(r.id == run_id)).mappings().one()
+                tags = self._tags_of(conn, [run_id])
+                return self._record(row, tags.get(run_id, []))
+        return None
+
+    def should_stop(self, run_id: str, worker_id: str, attempt: int) -> tuple[bool, bool]:
+        """(cancel requested, still owned) for the run a worker executes."""
+        r = t.runs.c
+        with read_tx(self.engine) as conn:
+            row = conn.execute(select(r.cancel_requested, r.worker_id, r.attempts, r.status)
+                               .where(r.id == run_id)).first()
+        if row is None:
+            return True, False
+        owned = row.worker_id == worker_id and row.attempts == attempt and row.status == RunStatus.RUNNING.value
+        return bool(row.cancel_requested), owned
+
+    def record_progress(self, run_id: str, worker_id: str, attempt: int, *,
+                        points: Sequence[Mapping[str, Any]] = (), events: Sequence[tuple[datetime, str, str]] = (),
+                        truncate_after_step: int | None = None, epoch: int | None = None, step: int | None = None,
+                        final: Mapping[str, float] | None = None, device: str | None = None,
+                        info: Mapping[str, Any] | None = None,
+                        artifacts: Mapping[str, Path] | None = None) -> bool:
+        """One transaction of a run's progress: drop void points (after a resume), add metric points
+        (dicts with step, epoch, name, value, wall_time, kind) and log lines, update the progress
+        columns. Returns False, writing nothing, when the worker no longer owns the run."""
+        values: dict[str, Any] = {"heartbeat_at": _now()}
+        if epoch is not None:
+            values["epoch"] = epoch
+        if step is not None:
+            values["step"] = step
+        if final is not None:
+            values["final"] = _finite(final)
+        if device is not None:
+            values["device"] = device
+        if info is not None:
+            values["info"] = _json_safe(dict(info))
+        with write_tx(self.engine) as conn:
+            done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt)).values(**values))
+            if done.rowcount != 1:
+                return False
+            if truncate_after_step is not None:
+                conn.execute(delete(t.metrics).where(t.metrics.c.run_id == run_id,
+                                                     t.metrics.c.step > truncate_after_step))
+            if points:
+                self._insert_points(conn, run_id, points)
+            for when, level, message in events:
+                self._event(conn, run_id, message, level=level, now=when)
+            if artifacts:
+                self._put_artifacts(conn, run_id, artifacts)
+        return True
+
+    def finish_run(self, run_id: str, worker_id: str, attempt: int, status: RunStatus, *,
+                   error: str | None = None, final: Mapping[str, float] | None = None,
+                   message: str | None = None, level: str = "info",
+                   artifacts: Mapping[str, Path] | None = None) -> bool:
+        """End a run the worker owns as completed, failed or cancelled."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"finish_run needs a final status, not {status}")
+        now = _now()
+        values: dict[str, Any] = {"status": status.value, "finished_at": now, "heartbeat_at": now, "error": error}
+        if final is not None:
+            values["final"] = _finite(final)
+        with write_tx(self.engine) as conn:
+            done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt)).values(**values))
+            if done.rowcount != 1:
+                return False
+            if message:
+                self._event(conn, run_id, message, level=level, now=now)
+            if artifacts:
+                self._put_artifacts(conn, run_id, artifacts)
+            conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(current_run=None))
+        if status is not RunStatus.COMPLETED:
+            self.resolve_dependencies()
+        return True
+
+    def release_run(self, run_id: str, worker_id: str, attempt: int, reason: str) -> bool:
+        """Put a run the worker owns back in the queue (the worker is shutting down); another worker
+        resumes it from its checkpoint. A release does not count as a failed attempt."""
+        r = t.runs.c
+        with write_tx(self.engine) as conn:
+            done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt)).values(
+                status=RunStatus.QUEUED.value, worker_id=None, attempts=r.attempts - 1))
+            if done.rowcount != 1:
+                return False
+            self._event(conn, run_id, f"released by worker {worker_id}: {reason}", level="warning")
+            conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(current_run=None))
+        return True
+
+    def reap_stale(self, *, stale_after_s: float = STALE_AFTER_S, max_attempts: int = MAX_ATTEMPTS) -> list[str]:
+        """Running runs whose worker stopped heartbeating: queued again (to resume from their checkpoint),
+        failed after `max_attempts` claims, or cancelled if a cancel was pending. Returns their ids."""
+        r = t.runs.c
+        cutoff = _now() - timedelta(seconds=stale_after_s)
+        stale = and_(r.status == RunStatus.RUNNING.value, r.heartbeat_at < cutoff)
+        query = select(r.id, r.attempts, r.cancel_requested, r.worker_id).where(stale)
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        reaped = []
+        now = _now()
+        with write_tx(self.engine) as conn:
+            for run_id, attempts, cancel, worker in conn.execute(query).all():
+                lost = f"worker {worker} stopped heartbeating (no sign of life for over {stale_after_s:g} s)"
+                if cancel:
+                    values = {"status": RunStatus.CANCELLED.value, "finished_at": now}
+                    message, level = f"{lost}; the run was being cancelled, so it is now cancelled", "warning"
+                elif attempts >= max_attempts:
+                    error = f"its worker stopped responding on {attempts} attempts; giving up after {max_attempts}"
+                    values = {"status": RunStatus.FAILED.value, "finished_at": now, "error": error}
+                    message, level = f"{lost}; {error}", "error"
+                else:
+                    values = {"status": RunStatus.QUEUED.value, "worker_id": None}
+                    message, level = f"{lost}; queued again to resume from its last checkpoint", "warning"
+                done = conn.execute(update(t.runs).where(r.id == run_id, stale).values(**values))
+                if done.rowcount == 1:
+                    self._event(conn, run_id, message, level=level, now=now)
+                    reaped.append(run_id)
+        if reaped:
+            self.resolve_dependencies()
+        return reaped
+
+    def resolve_dependencies(self) -> list[str]:
+        """Fail queued runs whose dependency (their teacher run) failed, was cancelled or deleted."""
+        r = t.runs.c
+        dep = t.runs.alias("dep")
+        query = (select(r.id, r.depends_on, r.spec, dep.c.status)
+                 .select_from(t.runs.outerjoin(dep, dep.c.id == r.depends_on))
+                 .where(r.status == RunStatus.QUEUED.value, r.depends_on.is_not(None),
+                        or_(dep.c.id.is_(None),
+                            dep.c.status.in_([RunStatus.FAILED.value, RunStatus.CANCELLED.value]))))
+        failed: list[str] = []
+        for _ in range(100):  # a chain A <- B <- C fails one link per pass
+            now = _now()
+            with write_tx(self.engine) as conn:
+                rows = conn.execute(query).all()
+                for run_id, dep_id, spec, dep_status in rows:
+                    teacher = (spec or {}).get("teacher") or {}
+                    what = "teacher run" if teacher.get("run_id") == dep_id else "run"
+                    outcome = {None: "was deleted", "failed": "failed", "cancelled": "was cancelled"}[dep_status]
+                    error = f"{what} {dep_id} {outcome}, so this run cannot start"
+                    done = conn.execute(update(t.runs).where(r.id == run_id, r.status == RunStatus.QUEUED.value)
+                                        .values(status=RunStatus.FAILED.value, error=error, finished_at=now))
+                    if done.rowcount == 1:
+                        self._event(conn, run_id, error, level="error", now=now)
+                        failed.append(run_id)
+            if not rows:
+                break
+        return failed
+
+    def log_event(self, run_id: str, message: str, *, level: str = "info") -> None:
+        with write_tx(self.engine) as conn:
+            self._event(conn, run_id, message, level=level)
+
+    # =============================================================================================
+    # Internals
+    # =============================================================================================
+    @staticmethod
+    def _as_spec(spec: RunSpec | Mapping[str, Any]) -> RunSpec:
+        # Re-validated even when it is a RunSpec: an object built with model_construct skips validation.
+        data = spec.to_dict() if isinstance(spec, RunSpec) else dict(spec)
+        if "sweep" in data:
+            raise SpecError(["sweep: a sweep block needs submit_yaml or submit_sweep"])
+        return RunSpec.from_dict(data)
+
+    def _submit_many(self, specs: list[RunSpec], *, name: str | None = None, owner: str | None = None,
+                     tags: Sequence[str] = (), depends_on: str | None = None, sweep_id: str | None = None,
+                     check: bool = True) -> list[str]:
+        extra_tags = _clean_tags(tags)
+        plans = []
+        with read_tx(self.engine) as conn:
+            for spec in specs:
+                dep = depends_on
+                if dep is None and spec.teacher is not None and spec.teacher.source == "run":
+                    dep = spec.teacher.run_id
+                dep_row = None
+                if dep is not None:
+                    field = "teacher.run_id" if spec.teacher is not None and spec.teacher.run_id == dep else "depends_on"
+                    dep_row = conn.execute(select(t.runs.c.id, t.runs.c.status, t.runs.c.spec)
+                                           .where(t.runs.c.id == dep)).first()
+                    if dep_row is None:
+                        raise SpecError([f"{field}: there is no run {dep!r} in the store"])
+                    if dep_row.status in (RunStatus.FAILED.value, RunStatus.CANCELLED.value):
+                        raise SpecError([f"{field}: run {dep} {dep_row.status}, so it cannot be waited for"])
+                plans.append((spec, dep, dep_row))
+        if check:
+            for spec, _dep, dep_row in plans:
+                _check_spec(spec, teacher_model=(dep_row.spec or {}).get("student") if dep_row is not None else None)
+
+        ids: list[str] = []
+        now = _now()
+        with write_tx(self.engine) as conn:
+            for i, (spec, dep, _row) in enumerate(plans):
+                run_id = _new_id()
+                while conn.execute(select(t.runs.c.id).where(t.runs.c.id == run_id)).first() is not None:
+                    run_id = _new_id()
+                run_name = (name if name and len(specs) == 1 else None) or spec.name or _default_name(spec)
+                conn.execute(insert(t.runs).values(
+                    id=run_id, name=run_name[:200], status=RunStatus.QUEUED.value, spec=spec.to_dict(),
+                    owner=owner, attempts=0, sweep_id=sweep_id, depends_on=dep,
+                    # distinct, increasing times keep a sweep's runs in value order in the queue
+                    created_at=now + timedelta(microseconds=i), cancel_requested=False, final={},
+                    epoch=0, step=0))
+                run_tags = _clean_tags([*spec.tags, *extra_tags])
+                if run_tags:
+                    conn.execute(insert(t.run_tags), [{"run_id": run_id, "tag": tag} for tag in run_tags])
+                waiting = f"; waits for run {dep}" if dep else ""
+                self._event(conn, run_id, f"submitted by {owner or _current_user()}{waiting}", now=now)
+                ids.append(run_id)
+        return ids
+
+    def _resolve_id(self, conn: Connection, run_id: str) -> str:
+        run_id = str(run_id).strip()
+        if conn.execute(select(t.runs.c.id).where(t.runs.c.id == run_id)).first() is not None:
+            return run_id
+        if len(run_id) >= 4 and all(c in "0123456789abcdef" for c in run_id.lower()):
+            found = conn.execute(select(t.runs.c.id).where(t.runs.c.id.like(f"{run_id.lower()}%")).limit(2)).all()
+            if len(found) == 1:
+                return found[0][0]
+            if len(found) > 1:
+                raise RunNotFoundError(f"more than one run id starts with {run_id!r}; give more characters")
+        raise RunNotFoundError(f"there is no run {run_id!r} in the store")
+
+    @staticmethod
+    def _owned(run_id: str, worker_id: str, attempt: int | None):
+        r = t.runs.c
+        cond = and_(r.id == run_id, r.worker_id == worker_id, r.status == RunStatus.RUNNING.value)
+        return cond if attempt is None else and_(cond, r.attempts == attempt)
+
+    @staticmethod
+    def _tags_of(conn: Connection, run_ids: list[str]) -> dict[str, list[str]]:
+        if not run_ids:
+            return {}
+        out: dict[str, list[str]] = {}
+        for start in range(0, len(run_ids), 500):  # keep the IN list within every driver's limits
+            chunk = run_ids[start:start + 500]
+            rows = conn.execute(select(t.run_tags.c.run_id, t.run_tags.c.tag)
+                                .where(t.run_tags.c.run_id.in_(chunk)).order_by(t.run_tags.c.tag)).all()
+            for run_id, tag in rows:
+                out.setdefault(run_id, []).append(tag)
+        return out
+
+    @staticmethod
+    def _event(conn: Connection, run_id: str, message: str, *, level: str = "info",
+               now: datetime | None = None) -> None:
+        conn.execute(insert(t.events).values(run_id=run_id, time=now or _now(), level=level, message=message))
+
+    def _insert_points(self, conn: Connection, run_id: str, points: Sequence[Mapping[str, Any]]) -> None:
+        # Last value wins for a repeated (name, step), in the batch and against what is stored already.
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        for p in points:
+            value = float(p["value"])
+            if value != value:  # NaN (e.g. val/acc without a validation split): nothing to draw, and SQLite
+                continue        # would store it as NULL
+            rows[(p["name"], int(p["step"]))] = {
+                "run_id": run_id, "step": int(p["step"]), "epoch": int(p["epoch"]), "name": str(p["name"])[:100],
+                "value": value, "wall_time": float(p["wall_time"]), "kind": p.get("kind", "step")}
+        if not rows:
+            return
+        values = list(rows.values())
+        if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg2":
+            # psycopg2's executemany is one round trip per row, and SQLAlchemy compiling a multi-row VALUES
+            # is slow too: execute_values sends one statement per 1000 rows.
+            from psycopg2.extras import execute_values
+
+            columns = ("run_id", "step", "epoch", "name", "value", "wall_time", "kind")
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                execute_values(
+                    cursor,
+                    f"INSERT INTO {t.metrics.name} ({', '.join(columns)}) VALUES %s "
+                    "ON CONFLICT (run_id, name, step) DO UPDATE SET value = excluded.value, "
+                    "epoch = excluded.epoch, wall_time = excluded.wall_time, kind = excluded.kind",
+                    [tuple(v[c] for c in columns) for v in values], page_size=1000)
+            finally:
+                cursor.close()
+        else:  # sqlite3's executemany runs in C, in-process: already fast
+            conn.execute(_upsert(self.engine.dialect.name, t.metrics), values)
+
+    def _put_artifacts(self, conn: Connection, run_id: str, artifacts: Mapping[str, Path]) -> None:
+        rows = [{"run_id": run_id, "kind": kind, "path": _relative(Path(path))} for kind, path in artifacts.items()]
+        conn.execute(delete(t.artifacts).where(t.artifacts.c.run_id == run_id,
+                                               t.artifacts.c.kind.in_(list(artifacts))))
+        conn.execute(insert(t.artifacts), rows)
+
+    @staticmethod
+    def _record(row: RowMapping, tags: list[str]) -> RunRecord:
+        error = row["error"]
+        try:
+            spec = RunSpec.from_dict(row["spec"])
+        except SpecError as err:  # a spec stored by another version: show the run rather than hide it
+            spec = RunSpec()
+            error = error or f"its stored spec is no longer valid here ({err})"
+        return RunRecord(
+            id=row["id"], name=row["name"], status=RunStatus(row["status"]), spec=spec, owner=row["owner"],
+            worker_id=row["worker_id"], device=row["device"], attempts=int(row["attempts"]), error=error,
+            tags=list(tags), sweep_id=row["sweep_id"], depends_on=row["depends_on"], created_at=row["created_at"],
+            started_at=row["started_at"], finished_at=row["finished_at"], heartbeat_at=row["heartbeat_at"],
+            final={k: float("nan") if v is None else float(v) for k, v in (row["final"] or {}).items()}, epoch=int(row["epoch"]), step=int(row["step"]),
+            cancel_requested=bool(row["cancel_requested"]), info=dict(row["info"] or {}),
+        )
+
+
+def _upsert(dialect: str, table):
+    """INSERT that replaces the value of an existing (run_id, name, step)."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:  # other databases: plain inserts, the unique constraint still refuses duplicates
+        return insert(table)
+    stmt = dialect_insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=["run_id", "name", "step"],
+        set_={"value": stmt.excluded.value, "epoch": stmt.excluded.epoch,
+              "wall_time": stmt.excluded.wall_time, "kind": stmt.excluded.kind})
+
+
+def _check_spec(spec: RunSpec, *, teacher_model: str | None) -> None:
+    """The checks that need the model and dataset registries (imported here: they load torch)."""
+    from kdcore.train.checks import check_spec
+
+    problems = check_spec(spec, teacher_model=teacher_model)
+    if problems:
+        raise SpecError(problems)
+
+
+def _default_name(spec: RunSpec) -> str:
+    return f"{spec.student} {spec.method_label} on {spec.dataset.name}"
+
+
+def _finite(values: Mapping[str, float]) -> dict[str, float | None]:
+    # JSON has no NaN/inf (PostgreSQL refuses them): store None instead.
+    out: dict[str, float | None] = {}
+    for k, v in values.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        out[str(k)] = f if f == f and f not in (float("inf"), float("-inf")) else None
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON: non-finite floats become None, unknown objects their str()."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def _relative(path: Path) -> str:
+    path = path.resolve()
+    try:
+        return path.relative_to(kd_home().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _absolute(stored: str) -> Path:
+    path = Path(stored)
+    return path if path.is_absolute() else kd_home() / path
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"
