@@ -1,0 +1,280 @@
+"""Who is using the dashboard, and which runs they may change.
+
+The login mode follows the configuration, strongest first:
+- "oidc": an `[auth]` block in .streamlit/secrets.toml → Streamlit's OpenID Connect login (st.login, st.user).
+- "password": a shared team password in $KD_SHARED_PASSWORD or st.secrets["shared_password"]; a user types a
+  name and the password. The name is claimed, not proven: it keeps teammates from cancelling each other's runs
+  by mistake, it is no barrier between teammates who know the password (use OIDC for that).
+- "off": neither (a laptop) → the operating-system user, who may change every run.
+$KD_REQUIRE_LOGIN=1 (the team deployment sets it) makes "off" a refusal, so a server whose login is
+misconfigured never opens to everyone. Admins ($KD_ADMINS, comma-separated, or st.secrets["admins"]) may
+cancel and delete anyone's run; everyone else only their own."""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from kdcore.errors import KDError
+
+MODES = ("oidc", "password", "off")
+SESSION_KEY = "kd_auth_session"  # {"name": ..., "key": fingerprint of the password it was checked against}
+NAME_PATTERN = re.compile(r"[\w.@+\- ]{1,64}")
+# st.user claims tried in order for the name a run is stored under.
+OIDC_NAME_CLAIMS = ("email", "preferred_username", "name", "sub")
+_TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    is_admin: bool = False
+    mode: str = "off"
+
+
+class LoginConfigError(Exception):
+    """Login is required here but nothing to log in with is configured."""
+
+
+class PermissionDeniedError(KDError):
+    """A user tried to cancel or delete a run that is neither theirs nor theirs to administer."""
+
+
+# ---- configuration -------------------------------------------------------------------------------
+def _secrets() -> Mapping[str, Any]:
+    try:
+        return st.secrets.to_dict()
+    except Exception:  # noqa: BLE001 - no secrets.toml at all: the laptop case
+        return {}
+
+
+def oidc_providers(secrets: Mapping[str, Any] | None = None) -> list[str | None] | None:
+    """The st.login() providers of the [auth] block ([None] for the single unnamed one), or None without one."""
+    auth = (_secrets() if secrets is None else secrets).get("auth")
+    if not isinstance(auth, Mapping) or not auth:
+        return None
+    named = [key for key, value in auth.items() if isinstance(value, Mapping) and "client_id" in value]
+    if "client_id" in auth or not named:
+        return [None, *named]
+    return named
+
+
+def shared_password(secrets: Mapping[str, Any] | None = None) -> str | None:
+    value = os.environ.get("KD_SHARED_PASSWORD", "")
+    if not value:
+        value = str((_secrets() if secrets is None else secrets).get("shared_password", "") or "")
+    return value or None
+
+
+def login_required() -> bool:
+    return os.environ.get("KD_REQUIRE_LOGIN", "").strip().lower() in _TRUE
+
+
+def login_mode(secrets: Mapping[str, Any] | None = None) -> str:
+    """"oidc", "password" or "off" (see the module docstring); raises LoginConfigError when login is required
+    but neither is configured."""
+    secrets = _secrets() if secrets is None else secrets
+    if oidc_providers(secrets):
+        return "oidc"
+    if shared_password(secrets):
+        return "password"
+    if login_required():
+        raise LoginConfigError("This server requires a login, but neither an [auth] block in secrets.toml nor a "
+                               "shared password (KD_SHARED_PASSWORD) is configured.")
+    return "off"
+
+
+def admins(secrets: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """Admin names (case-insensitive) from $KD_ADMINS and st.secrets["admins"] (a list or a comma string)."""
+    secrets = _secrets() if secrets is None else secrets
+    names: list[str] = os.environ.get("KD_ADMINS", "").split(",")
+    configured = secrets.get("admins", [])
+    names += configured.split(",") if isinstance(configured, str) else [str(n) for n in configured]
+    return frozenset(n.strip().casefold() for n in names if n.strip())
+
+
+def is_admin(name: str, admin_names: frozenset[str] | None = None) -> bool:
+    return name.strip().casefold() in (admins() if admin_names is None else admin_names)
+
+
+def can_modify(user: User, run_owner: str | None) -> bool:
+    """May this user cancel or delete a run of `run_owner`? Admins: any run; others: their own.
+    A run without an owner (queued from the CLI) is only an admin's to change."""
+    if user.is_admin:
+        return True
+    return run_owner is not None and run_owner.strip() != "" and run_owner.strip() == user.name.strip()
+
+
+def denial(user: User, run_owner: str | None, action: str) -> str | None:
+    """None when `user` may `action` ("cancel", "delete") a run of `run_owner`, else the sentence saying why not."""
+    if can_modify(user, run_owner):
+        return None
+    whose = f"its owner ({run_owner})" if run_owner else "the person who launched it"
+    return f"Only {whose} or an admin may {action} this run."
+
+
+def check_credentials(name: str, password: str, expected: str) -> str | None:
+    """None when a name and the shared password are right, else the sentence to show."""
+    if not NAME_PATTERN.fullmatch(name.strip()):
+        return "Type your name (letters, digits, spaces and . @ + - _, at most 64 characters)."
+    # Constant-time comparison: the time taken tells nothing about how much of the password was right.
+    if not hmac.compare_digest(password.encode("utf-8"), expected.encode("utf-8")):
+        return "That password is not the team's password."
+    return None
+
+
+def _fingerprint(password: str) -> str:
+    # A session remembers which password it was admitted with; changing the password logs everyone out.
+    return hashlib.sha256(b"kdstudio-login:" + password.encode("utf-8")).hexdigest()[:16]
+
+
+def local_user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "local"
+
+
+# ---- the gate --------------------------------------------------------------------------------------
+def current_user() -> User | None:
+    """The signed-in user of this session (the local user when login is off), or None; renders nothing."""
+    try:
+        mode = login_mode()
+    except LoginConfigError:
+        return None
+    if mode == "off":
+        return User(local_user_name(), is_admin=True, mode="off")
+    if mode == "oidc":
+        if not st.user.get("is_logged_in", False):
+            return None
+        name = next((str(st.user.get(c)) for c in OIDC_NAME_CLAIMS if st.user.get(c)), "")
+        return User(name, is_admin=is_admin(name), mode="oidc") if name else None
+    session = st.session_state.get(SESSION_KEY)
+    password = shared_password()
+    if not isinstance(session, dict) or password is None or session.get("key") != _fingerprint(password):
+        return None
+    return User(session["name"], is_admin=is_admin(session["name"]), mode="password")
+
+
+def require_login() -> User:
+    """The signed-in user; otherwise renders the login screen and stops the script (nothing else runs)."""
+    user = current_user()
+    if user is not None:
+        return user
+    try:
+        mode = login_mode()
+    except LoginConfigError as err:
+        st.title("KD Studio")
+        st.error(str(err))
+        st.stop()
+    st.title("KD Studio")
+    if mode == "oidc":
+        _oidc_screen(oidc_providers() or [None])
+    else:
+        _password_screen(shared_password() or "")
+    st.stop()  # NoReturn: the pages never run for a visitor who is not signed in
+
+
+def _oidc_screen(providers: list[str | None]) -> None:
+    st.markdown("Sign in to use this team's KD Studio.")
+    if st.user.get("is_logged_in", False):  # signed in, but the provider sent no usable name
+        st.error("Your identity provider sent no e-mail, user name or subject to name you by.")
+        st.button("Sign out", key="auth_logout", on_click=st.logout)
+        return
+    for provider in providers:
+        label = "Sign in" if provider is None else f"Sign in with {provider.replace('_', ' ').title()}"
+        if st.button(label, type="primary", key=f"auth_login_{provider or 'default'}", icon=":material/login:"):
+            if provider is None:
+                st.login()
+            else:
+                st.login(provider)
+
+
+def _password_screen(expected: str) -> None:
+    st.markdown("Sign in with your name and the team's password.")
+    with st.form("auth_login_form"):
+        name = st.text_input("Your name", key="auth_name", max_chars=64)
+        password = st.text_input("Team password", type="password", key="auth_password")
+        submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:")
+    if submitted:
+        problem = check_credentials(name, password, expected)
+        if problem:
+            st.error(problem)
+        else:
+            st.session_state[SESSION_KEY] = {"name": name.strip(), "key": _fingerprint(expected)}
+            st.rerun()
+
+
+def sign_out() -> None:
+    st.session_state.pop(SESSION_KEY, None)
+
+
+def account_box(user: User) -> None:
+    """Who is signed in and a sign-out button (for the sidebar); nothing when login is off."""
+    if user.mode == "off":
+        return
+    st.caption(f"Signed in as **{user.name}**" + (" (admin)" if user.is_admin else ""))
+    if user.mode == "oidc":
+        st.button("Sign out", key="auth_logout", icon=":material/logout:", on_click=st.logout)
+    else:
+        st.button("Sign out", key="auth_logout", icon=":material/logout:", on_click=sign_out)
+
+
+def current_name() -> str | None:
+    """The name runs submitted in this session are stored under (None only outside a signed-in session)."""
+    user = current_user()
+    return user.name if user else None
+
+
+class OwnedStore:
+    """A RunStore as one user sees it: submissions carry the user as their owner, and cancel and delete are
+    refused (PermissionDeniedError) on runs the user may not modify and record who did them. With nobody
+    signed in every change is refused. Everything else is the store's own."""
+
+    def __init__(self, store: Any, user: User | None):
+        self._store, self.user = store, user
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def _me(self) -> User:
+        if self.user is None:
+            raise PermissionDeniedError("Sign in to launch, cancel or delete runs.")
+        return self.user
+
+    def submit(self, *args: Any, **kw: Any) -> str:
+        kw.setdefault("owner", self._me().name)
+        return self._store.submit(*args, **kw)
+
+    def submit_sweep(self, *args: Any, **kw: Any) -> list[str]:
+        kw.setdefault("owner", self._me().name)
+        return self._store.submit_sweep(*args, **kw)
+
+    def submit_yaml(self, *args: Any, **kw: Any) -> list[str]:
+        kw.setdefault("owner", self._me().name)
+        return self._store.submit_yaml(*args, **kw)
+
+    def cancel(self, run_id: str) -> None:
+        self._check(run_id, "cancel")
+        self._store.cancel(run_id, by=self._me().name)
+
+    def delete(self, run_id: str) -> None:
+        self._check(run_id, "delete")
+        self._store.delete(run_id, by=self._me().name)
+
+    def _check(self, run_id: str, action: str) -> None:
+        problem = denial(self._me(), self._store.get(run_id).owner, action)
+        if problem:
+            raise PermissionDeniedError(problem)
+
+
+def as_owner(store: Any, user: User | None = None) -> OwnedStore:
+    """`store` acting for `user` (default: the signed-in user of this session)."""
+    return OwnedStore(store, user or current_user())

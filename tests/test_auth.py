@@ -1,0 +1,231 @@
+"""Login and permissions: the gate in front of every page (OIDC, shared password, or off on a laptop), runs
+carrying their owner, the "mine" filter, and cancel/delete refused on other users' runs."""
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.errors import AppTestError
+
+from app import auth
+from app.auth import User
+from kdcore.jobs import RunStatus, RunStore
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = str(ROOT / "app" / "main.py")
+RUNS_PAGE = str(ROOT / "pages" / "runs.py")
+RUN_PAGE_REL = "../pages/run.py"  # one run's view with its actions, /run?run=<id>
+PASSWORD = "correct horse battery staple"
+SPEC = {"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 1}
+OIDC = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "kd",
+        "client_secret": "s", "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration"}
+
+
+@pytest.fixture()
+def login_env(kd_home, monkeypatch):
+    """No login configured, no embedded worker; each test turns on what it checks."""
+    for name in ("KD_SHARED_PASSWORD", "KD_ADMINS", "KD_REQUIRE_LOGIN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KD_LOCAL_WORKER", "0")
+    return kd_home
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error",
+                                   "success") for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def popover_disabled(at: AppTest, label: str) -> bool:
+    """Whether the popover button `label` is disabled (AppTest has no popover element of its own)."""
+    found = []
+
+    def walk(node) -> None:
+        if getattr(node, "type", None) == "popover" and node.proto.popover.label == label:
+            found.append(node.proto.popover.disabled)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    assert found, f"no popover {label!r}"
+    return found[0]
+
+
+def sign_in(at: AppTest, name: str, password: str) -> AppTest:
+    at.text_input(key="auth_name").input(name)
+    at.text_input(key="auth_password").input(password)
+    at.button[0].click()  # the form's submit button
+    return at.run()
+
+
+def assert_only_login(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.label for t in at.text_input] == ["Your name", "Team password"]
+    shown = texts(at)
+    assert "Quick start" not in shown and "Runs" not in shown and "Latest runs" not in shown
+    assert not at.dataframe and not at.toggle
+
+
+# ---- rules ---------------------------------------------------------------------------------------
+def test_only_the_owner_or_an_admin_may_modify_a_run():
+    alice, admin = User("alice"), User("carol", is_admin=True)
+    assert auth.can_modify(alice, "alice") and auth.can_modify(alice, " alice ")
+    assert not auth.can_modify(alice, "bob") and not auth.can_modify(alice, "Alice")
+    assert not auth.can_modify(alice, None) and not auth.can_modify(alice, "")
+    assert auth.can_modify(admin, "bob") and auth.can_modify(admin, None)
+    assert auth.denial(alice, "bob", "cancel") == "Only its owner (bob) or an admin may cancel this run."
+    assert auth.denial(alice, "alice", "delete") is None
+
+
+def test_admins_come_from_the_environment_and_the_secrets(monkeypatch):
+    monkeypatch.setenv("KD_ADMINS", " Carol, dave@example.com ,")
+    assert auth.admins({}) == {"carol", "dave@example.com"}
+    assert auth.admins({"admins": ["Eve"]}) == {"carol", "dave@example.com", "eve"}
+    assert auth.admins({"admins": "frank, gina"}) >= {"frank", "gina"}
+    assert auth.is_admin("CAROL", auth.admins({})) and not auth.is_admin("alice", auth.admins({}))
+
+
+def test_login_mode_follows_the_configuration(monkeypatch):
+    for name in ("KD_SHARED_PASSWORD", "KD_REQUIRE_LOGIN"):
+        monkeypatch.delenv(name, raising=False)
+    assert auth.login_mode({}) == "off"
+    assert auth.login_mode({"shared_password": "pw"}) == "password"
+    assert auth.login_mode({"auth": OIDC, "shared_password": "pw"}) == "oidc"  # OIDC wins
+    assert auth.oidc_providers({"auth": OIDC}) == [None]
+    named = {"redirect_uri": OIDC["redirect_uri"], "cookie_secret": "x", "google": {"client_id": "g"},
+             "microsoft": {"client_id": "m"}}
+    assert auth.oidc_providers({"auth": named}) == ["google", "microsoft"]
+    monkeypatch.setenv("KD_SHARED_PASSWORD", "from-env")
+    assert auth.login_mode({}) == "password" and auth.shared_password({"shared_password": "x"}) == "from-env"
+    monkeypatch.delenv("KD_SHARED_PASSWORD")
+    monkeypatch.setenv("KD_REQUIRE_LOGIN", "1")
+    with pytest.raises(auth.LoginConfigError, match="requires a login"):
+        auth.login_mode({})
+
+
+def test_credentials_are_compared_in_constant_time(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    assert auth.check_credentials("alice", PASSWORD, PASSWORD) is None
+    assert calls == [(PASSWORD.encode(), PASSWORD.encode())]
+    assert auth.check_credentials("alice", "wrong", PASSWORD) == "That password is not the team's password."
+    assert "Type your name" in auth.check_credentials("  ", PASSWORD, PASSWORD)
+    assert "Type your name" in auth.check_credentials("<script>", PASSWORD, PASSWORD)
+
+
+def test_the_store_as_a_user_sees_it(login_env):
+    store = RunStore()
+    alice, bob, admin = User("alice"), User("bob"), User("carol", is_admin=True)
+    mine = auth.as_owner(store, alice).submit(SPEC, check=False)
+    theirs = auth.as_owner(store, bob).submit(SPEC, check=False)
+    assert store.get(mine).owner == "alice" and store.get(theirs).owner == "bob"
+    assert [r.id for r in store.list_runs(owner="alice")] == [mine]
+
+    with pytest.raises(auth.PermissionDeniedError, match=r"Only its owner \(bob\)"):
+        auth.as_owner(store, alice).cancel(theirs)
+    with pytest.raises(auth.PermissionDeniedError):
+        auth.as_owner(store, alice).delete(theirs)
+    assert store.get(theirs).status is RunStatus.QUEUED  # untouched
+
+    auth.as_owner(store, alice).cancel(mine)
+    assert store.get(mine).status is RunStatus.CANCELLED
+    assert any("alice" in e.message for e in store.events(mine))
+    auth.as_owner(store, admin).delete(theirs)
+    assert [r.id for r in store.list_runs()] == [mine]
+    with pytest.raises(auth.PermissionDeniedError, match="Sign in"):
+        auth.OwnedStore(store, None).submit(SPEC, check=False)
+
+
+# ---- the gate in the app -------------------------------------------------------------------------
+def test_without_credentials_only_the_login_shows(login_env, monkeypatch):
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert_only_login(at)
+    # A page reached without the app's main script keeps its own gate.
+    page = AppTest.from_file(RUNS_PAGE, default_timeout=60).run()
+    assert_only_login(page)
+
+    sign_in(at, "alice", "not the password")
+    assert_only_login(at)
+    assert "That password is not the team's password." in [e.value for e in at.error]
+
+
+def test_with_the_shared_password_a_user_sees_the_runs_but_cannot_touch_others(login_env, monkeypatch):
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
+    store = RunStore()
+    alices = store.submit(SPEC, name="alice's run", owner="alice", check=False)
+    bobs = store.submit(SPEC, name="bob's run", owner="bob", check=False)
+
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(at, "alice", PASSWORD)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Signed in as **alice**" in texts(at)
+    at.switch_page("../pages/runs.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert set(table["id"]) == {alices, bobs}
+    at.toggle(key="runs_mine").set_value(True).run()
+    assert list(at.dataframe[0].value["id"]) == [alices]
+
+    # Another user's run: cancel and delete are disabled (OwnedStore refuses them too: test above).
+    at.query_params["run"] = bobs
+    at.switch_page(RUN_PAGE_REL).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.button(key="cancel_run").disabled and popover_disabled(at, "Delete")
+    with pytest.raises(AppTestError, match="disabled"):  # a browser cannot press it either
+        at.button(key="cancel_run").click()
+    assert store.get(bobs).status is RunStatus.QUEUED
+    # Her own run: both allowed, and cancelling works.
+    at.query_params["run"] = alices
+    at.run()
+    assert not at.button(key="cancel_run").disabled and not popover_disabled(at, "Delete")
+    at.button(key="cancel_run").click().run()
+    assert store.get(alices).status is RunStatus.CANCELLED
+
+    # Signing out brings the login back.
+    at.query_params.pop("run", None)
+    at.button(key="auth_logout").click().run()
+    assert_only_login(at)
+
+
+def test_an_admin_may_cancel_anyones_run(login_env, monkeypatch):
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
+    monkeypatch.setenv("KD_ADMINS", "carol")
+    bobs = RunStore().submit(SPEC, name="bob's run", owner="bob", check=False)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(at, "carol", PASSWORD)
+    assert "(admin)" in texts(at)
+    at.query_params["run"] = bobs
+    at.switch_page(RUN_PAGE_REL).run()
+    assert not at.button(key="cancel_run").disabled and not popover_disabled(at, "Delete")
+
+
+def test_an_auth_block_chooses_oidc(login_env, monkeypatch):
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)  # OIDC wins over the shared password
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.secrets["auth"] = OIDC
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [b.label for b in at.button] == ["Sign in"] and not at.text_input
+    assert "Quick start" not in texts(at)
+
+    at.user = {"is_logged_in": True, "email": "dave@example.com", "name": "Dave"}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Signed in as **dave@example.com**" in texts(at) and "Quick start" in texts(at)
+
+
+def test_login_is_off_on_a_laptop_unless_required(login_env, monkeypatch):
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert not at.exception and not at.text_input
+    assert "Quick start" in texts(at) and "Signed in" not in texts(at)
+
+    monkeypatch.setenv("KD_REQUIRE_LOGIN", "1")
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    assert "requires a login" in " ".join(e.value for e in at.error) and "Quick start" not in texts(at)
