@@ -37,9 +37,9 @@ RUN apt-get update \
 WORKDIR /opt/kdstudio
 
 # Dependencies before the source: the multi-gigabyte torch layer is reused while only the code changes.
-# Authlib enables Streamlit's OpenID Connect login (st.login) when secrets.toml has an [auth] block.
+# (requirements.txt includes Authlib, which Streamlit's OpenID Connect login, st.login, needs.)
 COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt Authlib==1.9.10
+RUN pip install --no-cache-dir -r requirements.txt
 
 # The project, installed; app/, pages/ and .streamlit/config.toml stay here because
 # `streamlit run app/main.py` runs from this folder. Source files stay root-owned: read-only to the app.
