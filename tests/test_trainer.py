@@ -1,6 +1,9 @@
 """The trainer on digits, on the CPU: determinism, resume, the teacher cache, failures."""
 import math
 
+import numpy as np
+from PIL import Image
+
 import pytest
 import torch
 
@@ -213,3 +216,18 @@ def test_lr_schedule_warms_up_then_decays():
     assert all(a >= b for a, b in zip(factors[20:], factors[21:])) and factors[-1] < 0.01
     step = digits_spec(epochs=10, schedule={"name": "step", "milestones": [3, 6], "gamma": 0.1})
     assert [lr_factor(step, s * 10, 10) for s in (0, 3, 6)] == pytest.approx([1, 0.1, 0.01])
+
+
+def test_imagefolder_spec_is_checked_against_its_folder(kd_home, monkeypatch, tmp_path):
+    root = tmp_path / "data"
+    for cls in ("cat", "dog", "fox"):
+        (root / "animals" / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "animals" / cls / "a.png")
+    monkeypatch.setenv("KD_DATA_DIR", str(root))
+    from kdcore.train.checks import check_spec
+
+    ok = RunSpec.from_dict({"dataset": {"name": "imagefolder", "path": "animals"}, "student": "cnn_small"})
+    assert check_spec(ok) == []
+    outside = RunSpec.from_dict({"dataset": {"name": "imagefolder", "path": "../elsewhere"}, "student": "cnn_small"})
+    assert check_spec(outside)[0].startswith("dataset.path:")
+    assert check_spec(RunSpec.from_dict({"dataset": {"name": "imagefolder"}}))[0].startswith("dataset.path:")

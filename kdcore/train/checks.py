@@ -32,15 +32,20 @@ def teacher_model_record(spec: RunSpec) -> dict | None:
 def check_spec(spec: RunSpec, *, teacher_model: str | None = None) -> list[str]:
     """Every problem as 'field: sentence'. `teacher_model` names the teacher's architecture when the
     caller knows it (e.g. a teacher run not started yet)."""
-    from kdcore.data import dataset_info
+    from kdcore.data import dataset_info, describe_imagefolder
     from kdcore.models import build_model
     from kdcore.models.layers import check_layer_pair
 
     problems: list[str] = []
     try:
         info = dataset_info(spec.dataset.name)
+        if spec.dataset.name == "imagefolder":  # classes come from the chosen folder's subfolders
+            if not spec.dataset.path:
+                return ["dataset.path: an image-folder dataset needs a folder under the data root"]
+            info = describe_imagefolder(spec.dataset.path)
     except KDError as err:
-        return [f"dataset.name: {err}"]
+        field = "dataset.path" if spec.dataset.name == "imagefolder" else "dataset.name"
+        return [f"{field}: {err}"]
     c, h, _ = info.input_shape
     try:
         student = build_model(spec.student, info.num_classes, c, h)

@@ -1,0 +1,473 @@
+"""The New-experiment form without Streamlit: form values (a dict keyed by widget key) → RunSpec(s),
+every problem mapped to the widget that can fix it, and submission to the store.
+
+The page reads its widgets into a dict, calls `check_form`, writes each problem under its widget
+and, on Launch, calls `submit_form`. Tests drive the same functions with plain dicts."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdcore.errors import KDError
+from kdcore.spec import RunSpec, SpecError, expand_sweep
+
+GENERAL = "general"  # problems no single widget owns: shown beside the Launch button
+PENDING_TEACHER = "new-teacher"  # stands in for the id of a teacher run not submitted yet
+
+TEACHER_SOURCES = {
+    "none": "No teacher (train from scratch)",
+    "zoo": "Train a new teacher from the zoo",
+    "run": "A finished run",
+    "upload": "An uploaded checkpoint",
+    "torchvision": "torchvision pretrained weights",
+}
+LOGIT_METHODS = {"kd": "Hinton KD (soft labels at ρ)", "logit_matching": "Logit matching (MSE, ρ→∞)",
+                 "dkd": "Decoupled KD (DKD)"}
+TRANSFER_KINDS = {"labelled": "All training samples, all labels", "partial_labels": "Only a fraction of the labels",
+                  "noisy": "Noisy inputs", "omit_classes": "Some classes left out"}
+CUSTOM = "custom"
+# Fields a sweep can vary, with how a user would name them.
+SWEEP_FIELDS = {
+    "logit.rho": "temperature ρ", "logit.alpha": "hard-label weight α", "logit.beta": "soft-label weight β",
+    "optimizer.lr": "learning rate", "epochs": "epochs", "batch_size": "batch size",
+    "transfer.label_fraction": "label fraction", "transfer.noise_std": "input noise std",
+    "seed": "seed", "student": "student model", "optimizer.weight_decay": "weight decay",
+}
+
+DEFAULTS: dict[str, Any] = {
+    "name": "", "tags": "", "dataset": "digits", "data_path": "", "val_fraction": 0.1, "augment": "default",
+    "teacher_source": "none", "teacher_zoo_model": "cnn_small", "teacher_epochs": 20, "teacher_run": None,
+    "teacher_checkpoint_path": "", "teacher_upload_model": None, "teacher_tv_model": "tv_resnet18",
+    "teacher_tv_weights": "DEFAULT",
+    "student": "mlp_64",
+    "method": "kd", "rho": 4.0, "alpha": 0.1, "beta": 0.9, "soft_loss": "kl", "rho_squared": True,
+    "dkd_alpha": 1.0, "dkd_beta": 8.0, "dkd_warmup_epochs": 20,
+    "hint_count": 0, "hint_stage_epochs": 0,
+    "transfer_kind": "labelled", "label_fraction": 0.05, "noise_std": 0.1, "omit_classes": [],
+    "optimizer": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
+    "schedule": "cosine", "warmup_epochs": 0, "milestones": "", "gamma": 0.1,
+    "epochs": 20, "batch_size": 64, "device": "auto", "precision": "auto", "seed": 0,
+    "sweep_on": False, "sweep_field": "logit.rho", "sweep_values": "1, 2, 4, 8, 16",
+}
+HINT_DEFAULTS: dict[str, Any] = {"teacher": None, "student": None, "mode": "fitnets", "phi_t": "identity",
+                                 "phi_s": "regressor", "distance": "l2", "weight": None}
+
+# Spec field (dotted, as SpecError names it) -> widget key. Longest matching prefix wins.
+FIELD_WIDGETS: dict[str, str] = {
+    "name": "name", "tags": "tags",
+    "dataset": "dataset", "dataset.name": "dataset", "dataset.path": "data_path",
+    "dataset.val_fraction": "val_fraction", "dataset.augment": "augment",
+    "student": "student",
+    "teacher": "teacher_source", "teacher.source": "teacher_source", "teacher.run_id": "teacher_run",
+    "teacher.checkpoint": "teacher_checkpoint_path", "teacher.weights": "teacher_tv_weights",
+    "logit": "alpha", "logit.method": "method", "logit.rho": "rho", "logit.alpha": "alpha", "logit.beta": "beta",
+    "logit.soft_loss": "soft_loss", "logit.rho_squared": "rho_squared", "logit.dkd_alpha": "dkd_alpha",
+    "logit.dkd_beta": "dkd_beta", "logit.dkd_warmup_epochs": "dkd_warmup_epochs",
+    "hints": "hint_count", "hint_stage_epochs": "hint_stage_epochs",
+    "transfer": "transfer_kind", "transfer.kind": "transfer_kind", "transfer.label_fraction": "label_fraction",
+    "transfer.noise_std": "noise_std", "transfer.omit_classes": "omit_classes",
+    "optimizer": "optimizer", "optimizer.name": "optimizer", "optimizer.lr": "lr", "optimizer.momentum": "momentum",
+    "optimizer.weight_decay": "weight_decay", "optimizer.nesterov": "nesterov",
+    "schedule": "schedule", "schedule.name": "schedule", "schedule.warmup_epochs": "warmup_epochs",
+    "schedule.milestones": "milestones", "schedule.gamma": "gamma",
+    "epochs": "epochs", "batch_size": "batch_size", "eval_batch_size": "batch_size", "device": "device",
+    "precision": "precision", "seed": "seed",
+    "sweep": "sweep_values", "sweep.field": "sweep_field", "sweep.values": "sweep_values",
+    "depends_on": "teacher_run",
+}
+# Whole-spec rules name no field; these words tell which widget can fix them.
+_ROOT_RULES = (("hint_stage_epochs", "hint_stage_epochs"), ("hint pairs need a teacher", "teacher_source"))
+
+
+def hint_key(i: int, part: str) -> str:
+    return f"hint_{i}_{part}"
+
+
+def teacher_model_widget(source: str) -> str:
+    return {"zoo": "teacher_zoo_model", "upload": "teacher_upload_model",
+            "torchvision": "teacher_tv_model"}.get(source, "teacher_source")
+
+
+def widget_for(field_path: str, values: Mapping[str, Any] | None = None) -> str:
+    """The widget that owns a dotted spec field ("logit.rho" -> "rho", "hints.1.student_layer" -> "hint_1_student")."""
+    path = field_path.strip()
+    if m := re.fullmatch(r"hints\.(\d+)(?:\.(\w+))?", path):
+        part = {"teacher_layer": "teacher", "student_layer": "student", "phi_t": "phi_t", "phi_s": "phi_s",
+                "distance": "distance", "weight": "weight", "preset": "mode"}.get(m.group(2) or "", "student")
+        return hint_key(int(m.group(1)), part)
+    if path == "teacher.model":
+        return teacher_model_widget((values or {}).get("teacher_source", "none"))
+    parts = path.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in FIELD_WIDGETS:
+            return FIELD_WIDGETS[key]
+    return GENERAL
+
+
+def split_problem(problem: str) -> tuple[str, str]:
+    """'logit.rho: Input should be greater than 0 (got -1.0)' -> ('logit.rho', 'Input should be ...')."""
+    head, sep, tail = problem.partition(": ")
+    if sep and re.fullmatch(r"[\w.\-\[\]]+", head):
+        return head, tail
+    return "", problem
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def map_problems(problems: list[str], values: Mapping[str, Any] | None = None,
+                 rename: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """SpecError problems -> {widget key: [sentences]}. `rename` redirects widgets (teacher spec errors)."""
+    out: dict[str, list[str]] = {}
+    for problem in problems:
+        path, message = split_problem(problem)
+        if path in ("", "spec"):
+            widget = next((w for word, w in _ROOT_RULES if word in message), GENERAL)
+        else:
+            widget = widget_for(path, values)
+        if rename and widget in rename:
+            widget = rename[widget]
+        out.setdefault(widget, [])
+        sentence = _sentence(message)
+        if sentence not in out[widget]:
+            out[widget].append(sentence)
+    return out
+
+
+def _merge(into: dict[str, list[str]], more: Mapping[str, list[str]]) -> None:
+    for key, msgs in more.items():
+        bucket = into.setdefault(key, [])
+        bucket += [m for m in msgs if m not in bucket]
+
+
+# ----------------------------------------------------------------------------------------- parsing
+def parse_number_list(text: str, *, integers: bool = False) -> list:
+    """'1, 2, 4' -> [1, 2, 4]; raises ValueError with a sentence when it is not a list of numbers."""
+    text = (text or "").strip().strip("[]")
+    if not text:
+        return []
+    out = []
+    for part in re.split(r"[,\s;]+", text):
+        if not part:
+            continue
+        try:
+            number = float(part)
+        except ValueError:
+            raise ValueError(f"'{part}' is not a number") from None
+        if integers:
+            if number != int(number):
+                raise ValueError(f"'{part}' is not a whole number")
+            number = int(number)
+        out.append(number)
+    return out
+
+
+def parse_sweep_values(text: str) -> list:
+    """Comma-separated values: numbers stay numbers ('1, 2.5' -> [1, 2.5]), anything else is a string."""
+    items = [p.strip() for p in (text or "").strip().strip("[]").split(",") if p.strip()]
+    values = []
+    for item in items:
+        try:
+            value = yaml.safe_load(item)
+        except yaml.YAMLError:
+            value = item
+        values.append(value if isinstance(value, (int, float, str, bool)) else item)
+    return values
+
+
+def parse_tags(text: str) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+# ------------------------------------------------------------------------------------ form -> spec
+def hint_values(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    pairs = []
+    for i in range(int(values.get("hint_count") or 0)):
+        pairs.append({part: values.get(hint_key(i, part), default) for part, default in HINT_DEFAULTS.items()})
+    return pairs
+
+
+def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The RunSpec mapping the form describes (not yet validated). Text fields that do not parse add a
+    problem under their widget and are left out."""
+    v = {**DEFAULTS, **values}
+    problems = problems if problems is not None else {}
+    source = v["teacher_source"]
+    data: dict[str, Any] = {
+        "dataset": {"name": v["dataset"], "val_fraction": v["val_fraction"],
+                    "augment": {"default": None, "on": True, "off": False}.get(v["augment"])},
+        "student": v["student"],
+        "epochs": v["epochs"], "batch_size": v["batch_size"], "device": v["device"],
+        "precision": v["precision"], "seed": v["seed"],
+        "tags": parse_tags(v["tags"]),
+        "optimizer": {"name": v["optimizer"], "lr": v["lr"], "weight_decay": v["weight_decay"]},
+        "schedule": {"name": v["schedule"], "warmup_epochs": v["warmup_epochs"]},
+    }
+    if (v.get("name") or "").strip():
+        data["name"] = v["name"].strip()
+    if v["dataset"] == "imagefolder":
+        data["dataset"]["path"] = (v.get("data_path") or "").strip() or None
+    if v["optimizer"] == "sgd":
+        data["optimizer"].update(momentum=v["momentum"], nesterov=v["nesterov"])
+    if v["schedule"] == "step":
+        try:
+            data["schedule"]["milestones"] = parse_number_list(v["milestones"], integers=True)
+        except ValueError as err:
+            problems.setdefault("milestones", []).append(_sentence(f"{err}; give epochs like 10, 20"))
+        data["schedule"]["gamma"] = v["gamma"]
+    kind = v["transfer_kind"]
+    data["transfer"] = {"kind": kind}
+    if kind == "partial_labels":
+        data["transfer"]["label_fraction"] = v["label_fraction"]
+    elif kind == "noisy":
+        data["transfer"]["noise_std"] = v["noise_std"]
+    elif kind == "omit_classes":
+        data["transfer"]["omit_classes"] = [int(c) for c in (v["omit_classes"] or [])]
+
+    if source != "none":
+        if source in ("zoo", "run"):
+            run_id = PENDING_TEACHER if source == "zoo" else v.get("teacher_run")
+            data["teacher"] = {"source": "run", "run_id": run_id}
+        elif source == "upload":
+            data["teacher"] = {"source": "checkpoint", "checkpoint": (v.get("teacher_checkpoint_path") or None),
+                               "model": v.get("teacher_upload_model") or None}
+        elif source == "torchvision":
+            data["teacher"] = {"source": "torchvision", "model": v.get("teacher_tv_model"),
+                               "weights": (v.get("teacher_tv_weights") or "").strip() or None}
+        logit = {"method": v["method"], "alpha": v["alpha"], "beta": v["beta"]}
+        if v["method"] in ("kd", "dkd"):
+            logit.update(rho=v["rho"], soft_loss=v["soft_loss"], rho_squared=v["rho_squared"])
+        if v["method"] == "dkd":
+            logit.update(dkd_alpha=v["dkd_alpha"], dkd_beta=v["dkd_beta"], dkd_warmup_epochs=v["dkd_warmup_epochs"])
+        data["logit"] = logit
+        hints = []
+        for i, h in enumerate(hint_values(v)):
+            if not h["teacher"] or not h["student"]:
+                problems.setdefault(hint_key(i, "teacher" if not h["teacher"] else "student"), []).append(
+                    "Pick a layer for both sides of the pair, or remove the pair.")
+                continue
+            hint: dict[str, Any] = {"teacher_layer": h["teacher"], "student_layer": h["student"]}
+            if h["mode"] == CUSTOM:
+                hint.update(phi_t=h["phi_t"], phi_s=h["phi_s"], distance=h["distance"])
+            else:
+                hint["preset"] = h["mode"]
+            if h["weight"] is not None:
+                hint["weight"] = h["weight"]
+            hints.append(hint)
+        data["hints"] = hints
+        if hints:
+            data["hint_stage_epochs"] = v["hint_stage_epochs"]
+    return data
+
+
+def teacher_spec_dict(values: Mapping[str, Any], student_data: Mapping[str, Any]) -> dict[str, Any]:
+    """The run that trains a new zoo teacher: same dataset and optimiser, all labels, its own epochs."""
+    v = {**DEFAULTS, **values}
+    data = copy.deepcopy(dict(student_data))
+    for key in ("teacher", "logit", "hints", "hint_stage_epochs", "transfer", "name"):
+        data.pop(key, None)
+    data["student"] = v["teacher_zoo_model"]
+    data["epochs"] = v["teacher_epochs"]
+    data["name"] = f"{v['teacher_zoo_model']} teacher on {v['dataset']}"
+    return data
+
+
+@dataclass(frozen=True)
+class TeacherRun:
+    """What the form needs to know about a teacher run from the store."""
+
+    id: str
+    dataset: str
+    model: str
+    status: str
+
+
+@dataclass
+class FormCheck:
+    spec: RunSpec | None = None
+    teacher_spec: RunSpec | None = None  # a new zoo teacher, submitted first
+    sweep: tuple[str, list] | None = None
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.spec is not None and not self.problems
+
+    def count(self) -> int:
+        return sum(len(m) for m in self.problems.values())
+
+
+DeepCheck = Callable[[RunSpec, str | None], list[str]]
+
+
+def default_deep_check(spec: RunSpec, teacher_model: str | None) -> list[str]:
+    """kdcore's checks that build models: names, layers, teacher fit (import deferred: it loads torch)."""
+    from kdcore.train.checks import check_spec
+
+    return check_spec(spec, teacher_model=teacher_model)
+
+
+def check_form(values: Mapping[str, Any], *, teacher_run: TeacherRun | None = None,
+               deep_check: DeepCheck | None = default_deep_check,
+               dataset_classes: int | None = None) -> FormCheck:
+    """Validate the form: field rules (pydantic), then the deep checks, all mapped to widgets."""
+    v = {**DEFAULTS, **values}
+    result = FormCheck()
+    problems: dict[str, list[str]] = {}
+    data = spec_dict(v, problems)
+    source = v["teacher_source"]
+
+    try:
+        spec = RunSpec.from_dict(data)
+    except SpecError as err:
+        _merge(problems, map_problems(err.problems, v))
+        spec = None
+
+    teacher_spec = None
+    if source == "zoo":
+        try:
+            teacher_spec = RunSpec.from_dict(teacher_spec_dict(v, data))
+        except SpecError as err:
+            _merge(problems, map_problems(err.problems, v, rename={"student": "teacher_zoo_model",
+                                                                   "epochs": "teacher_epochs"}))
+    if v["dataset"] == "imagefolder" and not (v.get("data_path") or "").strip():
+        problems.setdefault("data_path", []).append("Name the image folder (one subfolder per class).")
+    if source == "run":
+        _merge(problems, _teacher_run_problems(v, teacher_run))
+    if source == "upload" and not (v.get("teacher_checkpoint_path") or "").strip():
+        problems.setdefault("teacher_checkpoint_path", []).append("Upload the teacher's checkpoint (.pt).")
+    if source == "torchvision" and dataset_classes not in (None, 1000):
+        problems.setdefault("teacher_tv_model", []).append(_sentence(
+            f"torchvision weights predict the 1000 ImageNet classes but this dataset has {dataset_classes}; "
+            "use them with a 1000-class image folder, or pick another teacher"))
+
+    sweep = None
+    if v.get("sweep_on"):
+        sweep_field, raw = v.get("sweep_field"), parse_sweep_values(v.get("sweep_values", ""))
+        if len(raw) < 2:
+            problems.setdefault("sweep_values", []).append("Give at least two values, separated by commas.")
+        elif spec is not None:
+            try:
+                expand_sweep({**spec.to_dict(), "sweep": {"field": sweep_field, "values": raw}})
+                sweep = (sweep_field, raw)
+            except SpecError as err:
+                msgs = [_sentence(split_problem(p)[1] if p.startswith("sweep.") else p) for p in err.problems]
+                problems.setdefault("sweep_values", []).extend(msgs)
+
+    if spec is not None and deep_check is not None and not problems:
+        teacher_model = {"zoo": v["teacher_zoo_model"], "run": teacher_run.model if teacher_run else None}.get(source)
+        try:
+            deep = list(deep_check(spec, teacher_model))
+            if teacher_spec is not None:  # the teacher run's own "student" is the teacher model
+                for problem in deep_check(teacher_spec, None):
+                    path, message = split_problem(problem)
+                    deep.append(f"teacher.model: {message}" if path == "student" else problem)
+        except KDError as err:
+            deep = [str(err)]
+        _merge(problems, map_problems(deep, v))
+
+    result.problems = problems
+    result.spec = spec
+    result.teacher_spec = teacher_spec
+    result.sweep = sweep
+    return result
+
+
+def _teacher_run_problems(v: Mapping[str, Any], teacher_run: TeacherRun | None) -> dict[str, list[str]]:
+    if not v.get("teacher_run"):
+        return {"teacher_run": ["Pick the run whose model is the teacher (runs appear here once submitted)."]}
+    if teacher_run is None:
+        return {"teacher_run": [f"There is no run {v['teacher_run']} in the store."]}
+    if teacher_run.status in ("failed", "cancelled"):
+        return {"teacher_run": [f"Run {teacher_run.id} {teacher_run.status}: it has no trained model to learn from."]}
+    if teacher_run.dataset != v["dataset"]:
+        return {"teacher_run": [f"Run {teacher_run.id} was trained on {teacher_run.dataset}, not {v['dataset']}."]}
+    return {}
+
+
+def submit_form(store: Any, check: FormCheck, *, owner: str | None = None) -> list[str]:
+    """Queue what the form describes and return the new run ids, the one to open first:
+    the new teacher (if any) is queued first and the student waits for it."""
+    if not check.ok:
+        raise SpecError([p for msgs in check.problems.values() for p in msgs] or ["the form is not complete"])
+    spec = check.spec
+    ids: list[str] = []
+    if check.teacher_spec is not None:
+        teacher_id = store.submit(check.teacher_spec, owner=owner)
+        spec = RunSpec.from_dict({**spec.to_dict(), "teacher": {"source": "run", "run_id": teacher_id}})
+        ids.append(teacher_id)
+    if check.sweep is not None:
+        field_name, sweep_values = check.sweep
+        student_ids = store.submit_sweep(spec, field_name, sweep_values, owner=owner)
+    else:
+        student_ids = [store.submit(spec, owner=owner)]
+    return student_ids + ids
+
+
+# ------------------------------------------------------------------------------------ spec -> form
+def values_from_spec(spec: RunSpec) -> dict[str, Any]:
+    """Form values that rebuild `spec` (Duplicate opens the form prefilled with these)."""
+    v: dict[str, Any] = dict(DEFAULTS)
+    v.update(
+        name=spec.name or "", tags=", ".join(spec.tags), dataset=spec.dataset.name, data_path=spec.dataset.path or "",
+        val_fraction=spec.dataset.val_fraction,
+        augment={None: "default", True: "on", False: "off"}[spec.dataset.augment],
+        student=spec.student, epochs=spec.epochs, batch_size=spec.batch_size, device=spec.device,
+        precision=spec.precision, seed=spec.seed,
+        optimizer=spec.optimizer.name, lr=spec.optimizer.lr, momentum=spec.optimizer.momentum,
+        weight_decay=spec.optimizer.weight_decay, nesterov=spec.optimizer.nesterov,
+        schedule=spec.schedule.name, warmup_epochs=spec.schedule.warmup_epochs,
+        milestones=", ".join(map(str, spec.schedule.milestones)), gamma=spec.schedule.gamma,
+        transfer_kind=spec.transfer.kind, label_fraction=spec.transfer.label_fraction,
+        noise_std=spec.transfer.noise_std or DEFAULTS["noise_std"], omit_classes=list(spec.transfer.omit_classes),
+        method=spec.logit.method, rho=spec.logit.rho, alpha=spec.logit.alpha, beta=spec.logit.beta,
+        soft_loss=spec.logit.soft_loss, rho_squared=spec.logit.rho_squared, dkd_alpha=spec.logit.dkd_alpha,
+        dkd_beta=spec.logit.dkd_beta, dkd_warmup_epochs=spec.logit.dkd_warmup_epochs,
+        hint_stage_epochs=spec.hint_stage_epochs, hint_count=len(spec.hints),
+    )
+    t = spec.teacher
+    if t is None:
+        v["teacher_source"] = "none"
+    elif t.source == "run":
+        v.update(teacher_source="run", teacher_run=t.run_id)
+    elif t.source == "checkpoint":
+        v.update(teacher_source="upload", teacher_checkpoint_path=t.checkpoint or "", teacher_upload_model=t.model)
+    else:
+        v.update(teacher_source="torchvision", teacher_tv_model=t.model, teacher_tv_weights=t.weights or "")
+    for i, h in enumerate(spec.hints):
+        v[hint_key(i, "teacher")] = h.teacher_layer
+        v[hint_key(i, "student")] = h.student_layer
+        v[hint_key(i, "mode")] = h.preset or CUSTOM
+        v[hint_key(i, "phi_t")] = h.phi_t or HINT_DEFAULTS["phi_t"]
+        v[hint_key(i, "phi_s")] = h.phi_s or HINT_DEFAULTS["phi_s"]
+        v[hint_key(i, "distance")] = h.distance or HINT_DEFAULTS["distance"]
+        v[hint_key(i, "weight")] = h.weight
+    return v
+
+
+# ------------------------------------------------------------------------------------ uploads
+def save_upload(data: bytes, filename: str, folder: Path) -> Path:
+    """Keep an uploaded checkpoint under KD_HOME/uploads, named by its content so re-uploads are free.
+    It is only ever read with torch.load(weights_only=True)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(filename).stem)[:40] or "checkpoint"
+    path = folder / f"{stem}-{digest}.pt"
+    if not path.is_file():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path

@@ -1,0 +1,39 @@
+"""KD Studio dashboard: `streamlit run app/main.py`.
+
+Starts the embedded local worker once per process (unless one is alive or KD_LOCAL_WORKER=0),
+shows workers and the queue in the sidebar and runs the page the user picked from pages/."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # a checkout run without `pip install -e .`
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="KD Studio", page_icon=":material/school:", layout="wide")
+
+from app import auth, navigation, state, widgets  # noqa: E402
+
+
+@st.cache_resource(show_spinner=False)
+def _one_thread_for_the_ui() -> None:
+    # The dashboard only does dry runs and tiny forward passes; the cores belong to the worker.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+_one_thread_for_the_ui()
+# Signed-out visitors see the login screen only: no page, no navigation (st.stop() inside).
+user = auth.require_login()
+worker_problem = state.ensure_worker_once()
+page = st.navigation(navigation.all_pages())
+with st.sidebar:
+    if worker_problem:
+        st.warning(worker_problem)
+    widgets.live_sidebar()
+    auth.account_box(user)
+page.run()

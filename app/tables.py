@@ -1,0 +1,263 @@
+"""Tables the pages show, built from store records as pandas DataFrames (no Streamlit here)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+RUN_COLUMNS = ["status", "name", "final acc", "best acc", "agreement", "method", "ρ / α / β",
+               "teacher → student", "dataset", "duration", "tags", "id", "created"]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def status_text(status: Any) -> str:
+    return str(getattr(status, "value", status))
+
+
+def teacher_student(record: Any) -> str:
+    teacher = record.teacher_label
+    return f"{teacher} → {record.student}" if teacher else f"{record.student} (no teacher)"
+
+
+def logit_settings(record: Any) -> str:
+    spec = record.spec
+    if spec.teacher is None:
+        return "—"
+    lg = spec.logit
+    return f"{lg.rho:g} / {lg.alpha:g} / {lg.beta:g}"
+
+
+def _num(value: Any) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f
+
+
+def runs_frame(records: Sequence[Any], best: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """One row per run with the columns of the Runs table; accuracies as fractions (NaN when unknown)."""
+    best = best or {}
+    rows = []
+    for r in records:
+        final = r.final or {}
+        rows.append({
+            "id": r.id,
+            "status": status_text(r.status),
+            "name": r.name,
+            "dataset": r.dataset,
+            "teacher → student": teacher_student(r),
+            "method": r.method_label,
+            "ρ / α / β": logit_settings(r),
+            "final acc": _num(final.get("test/acc")),
+            "best acc": _num(best.get(r.id, final.get("test/acc"))),
+            "agreement": _num(final.get("fidelity/agreement")),
+            "duration": format_duration(r.duration_s),
+            "created": r.created_at,
+            "tags": ", ".join(r.tags),
+        })
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+SORTS = {
+    "newest first": ("created", False),
+    "oldest first": ("created", True),
+    "best accuracy": ("best acc", False),
+    "final accuracy": ("final acc", False),
+    "agreement": ("agreement", False),
+    "name": ("name", True),
+    "status": ("status", True),
+}
+
+
+def filter_runs(frame: pd.DataFrame, *, statuses: Iterable[str] = (), datasets: Iterable[str] = (),
+                text: str = "", tags: Iterable[str] = (), sort: str = "newest first") -> pd.DataFrame:
+    """The Runs table after the page's filters and sort. `statuses` are plain values ("running")."""
+    out = frame
+    statuses, datasets, tags = list(statuses), list(datasets), list(tags)
+    if statuses:
+        out = out[out["status"].isin(statuses)]
+    if datasets:
+        out = out[out["dataset"].isin(datasets)]
+    if text.strip():
+        needle = text.strip().lower()
+        hay = (out["name"] + " " + out["id"] + " " + out["teacher → student"] + " " + out["method"]).str.lower()
+        out = out[hay.str.contains(needle, regex=False)]
+    if tags:
+        wanted = set(tags)
+        out = out[out["tags"].map(lambda s: bool(wanted & {t.strip() for t in s.split(",") if t.strip()}))]
+    column, ascending = SORTS.get(sort, SORTS["newest first"])
+    return out.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"logit": {"rho": 4}} -> {"logit.rho": 4}; lists of mappings (hints) get an index: hints.0.preset."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for i, item in enumerate(value):
+                out.update(flatten(item, f"{path}.{i}."))
+        else:
+            out[path] = value
+    return out
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) if value else "[]"
+    return str(value)
+
+
+def spec_comparison(specs: Mapping[str, Mapping[str, Any]], *, only_differences: bool = False) -> pd.DataFrame:
+    """Specs side by side: one row per dotted field, one column per run label, plus a bool column
+    `differs` (True where the runs disagree). Values are strings so mixed types sit in one column."""
+    flat = {label: flatten(spec) for label, spec in specs.items()}
+    fields: list[str] = []
+    for f in flat.values():
+        fields += [k for k in f if k not in fields]
+    rows = []
+    for field in fields:
+        values = [_cell(f.get(field)) for f in flat.values()]
+        row = {"field": field, **dict(zip(flat.keys(), values)), "differs": len(set(values)) > 1}
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["field", *flat.keys(), "differs"])
+    if only_differences:
+        frame = frame[frame["differs"]]
+    return frame.set_index("field")
+
+
+def differing_fields(specs: Sequence[Mapping[str, Any]], ignore: Iterable[str] = ("name", "tags")) -> list[str]:
+    """Dotted fields whose value is not the same in every spec (a sweep's swept field, for one)."""
+    if len(specs) < 2:
+        return []
+    flat = [flatten(s) for s in specs]
+    keys: list[str] = []
+    for f in flat:
+        keys += [k for k in f if k not in keys]
+    skip = set(ignore)
+    return [k for k in keys if k not in skip and len({_cell(f.get(k)) for f in flat}) > 1]
+
+
+FINAL_COLUMNS = {"test/acc": "test acc", "val/acc": "val acc", "fidelity/agreement": "agreement",
+                 "fidelity/kl_rho1": "KL to teacher (ρ=1)", "calib/ece_student": "ECE",
+                 "teacher/test_acc": "teacher acc"}
+
+
+def final_metrics_table(records: Sequence[Any], labels: Mapping[str, str]) -> pd.DataFrame:
+    """Final metrics of several runs: one row per run (its label), one column per metric; metrics no
+    run has are left out."""
+    rows = {labels[r.id]: {col: _num((r.final or {}).get(name)) for name, col in FINAL_COLUMNS.items()}
+            for r in records}
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(FINAL_COLUMNS.values()))
+    frame.index.name = "run"
+    return frame.dropna(axis=1, how="all")
+
+
+def sweep_frame(records: Sequence[Any], field: str) -> pd.DataFrame:
+    """A sweep's runs as rows: columns run, value (of `field`), status, test_acc, agreement."""
+    rows = []
+    for r in records:
+        value = flatten(r.spec.to_dict()).get(field)
+        rows.append({"run": r.name, "id": r.id, "value": value, "status": str(getattr(r.status, "value", r.status)),
+                     "test_acc": _num((r.final or {}).get("test/acc")),
+                     "agreement": _num((r.final or {}).get("fidelity/agreement"))})
+    return pd.DataFrame(rows, columns=["run", "id", "value", "status", "test_acc", "agreement"])
+
+
+def run_labels(records: Sequence[Any], max_len: int = 42) -> dict[str, str]:
+    """Short unique labels for legends and column headers: names without the prefix they all share
+    ("quick start: "), shortened, with the id added where two would read the same."""
+    names = [r.name for r in records]
+    prefix = _common_word_prefix(names) if len(names) > 1 else ""
+    short = {}
+    for r in records:
+        name = r.name[len(prefix):] or r.name
+        short[r.id] = name if len(name) <= max_len else name[: max_len - 1].rstrip() + "…"
+    counts: dict[str, int] = {}
+    for label in short.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {i: (f"{label} ({i})" if counts[label] > 1 else label) for i, label in short.items()}
+
+
+def _common_word_prefix(names: Sequence[str]) -> str:
+    """The longest shared start of all names that ends after a separator (': ', ' ', '-')."""
+    first = min(names, key=len)
+    end = 0
+    for i, ch in enumerate(first):
+        if any(n[i] != ch for n in names):
+            break
+        if ch in " :-_/":
+            end = i + 1
+    return first[:end]
+
+
+def metric_groups(names: Iterable[str]) -> dict[str, list[str]]:
+    """The run view's charts: which logged metric goes in which chart (charts with no metric are left out)."""
+    names = sorted(set(names))
+    groups = {
+        "Loss terms": [n for n in names if n.startswith("loss/")],
+        "Accuracy": [n for n in ("train/acc", "val/acc", "test/acc", "teacher/test_acc") if n in names],
+        "Teacher–student agreement": [n for n in ("fidelity/agreement",) if n in names],
+        "KL to the teacher": [n for n in ("fidelity/kl_rho1", "fidelity/kl_rho") if n in names],
+        "Learning rate": [n for n in ("lr",) if n in names],
+        "Throughput": [n for n in ("throughput",) if n in names],
+        "GPU memory": [n for n in ("gpu_mem_mb",) if n in names],
+    }
+    # the total first: it is the curve people read; a single term equals the total, so it is left out
+    if "loss/total" in groups["Loss terms"] and len(groups["Loss terms"]) == 2:
+        groups["Loss terms"] = ["loss/total"]
+    if "loss/total" in groups["Loss terms"]:
+        groups["Loss terms"] = ["loss/total"] + [n for n in groups["Loss terms"] if n != "loss/total"]
+    return {title: group for title, group in groups.items() if group}
+
+
+FROM_ZERO = {"Learning rate", "Throughput", "GPU memory"}  # charts whose y axis should start at 0
+
+EPOCH_METRICS = {"train/loss", "train/acc", "val/acc", "test/acc", "teacher/test_acc", "fidelity/agreement",
+                 "fidelity/kl_rho1", "fidelity/kl_rho", "calib/ece_student", "calib/ece_teacher", "epoch_time"}
+
+
+def x_axis_for(names: Iterable[str]) -> str:
+    """Epoch metrics are drawn against the epoch, step metrics against the step."""
+    return "epoch" if set(names) <= EPOCH_METRICS else "step"
+
+
+def events_text(events: Sequence[Any], limit: int = 200) -> str:
+    """The log tail as plain text lines: time, level (when not info) and message."""
+    lines = []
+    for e in list(events)[-limit:]:
+        level = "" if e.level == "info" else f"[{e.level.upper()}] "
+        lines.append(f"{e.time:%H:%M:%S}  {level}{e.message}")
+    return "\n".join(lines)
+
+
+def append_points(frame: pd.DataFrame, points: Sequence[Any]) -> pd.DataFrame:
+    """The chart's frame with new MetricPoints added (points replace stored ones with the same name and step)."""
+    if not points:
+        return frame
+    new = pd.DataFrame({"step": [p.step for p in points], "epoch": [p.epoch for p in points],
+                        "name": [p.name for p in points], "value": [p.value for p in points],
+                        "wall_time": [p.wall_time for p in points]})
+    if frame is None or len(frame) == 0:
+        return new
+    out = pd.concat([frame, new], ignore_index=True)
+    return out.drop_duplicates(subset=["name", "step"], keep="last").reset_index(drop=True)

@@ -1,0 +1,96 @@
+"""Small Streamlit building blocks shared by the pages: the sidebar status, problem messages beside
+widgets, run headers and pickers."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import streamlit as st
+
+from app import state
+from app.tables import format_duration, status_text
+
+STATUS_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "failed": "red", "cancelled": "orange"}
+STATUS_ICONS = {"queued": "schedule", "running": "play_circle", "completed": "check_circle", "failed": "error",
+                "cancelled": "cancel"}
+
+
+def init_state(defaults: Mapping[str, Any]) -> None:
+    """Give every key its default once, so widgets are created from session state alone (no value= clash)."""
+    for key, value in defaults.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+
+
+def keep_valid(key: str, options: Sequence[Any], fallback: Any = "first") -> None:
+    """A selection that is no longer an option (a deleted run, another dataset's classes) is reset."""
+    value = st.session_state.get(key)
+    if isinstance(value, list):
+        st.session_state[key] = [v for v in value if v in options]
+    elif value not in options:
+        st.session_state[key] = (options[0] if options else None) if fallback == "first" else fallback
+
+
+def problems_here(problems: Mapping[str, list[str]], key: str) -> None:
+    """The problems of one widget, in red, right under it."""
+    for message in problems.get(key, []):
+        st.markdown(f":red[:material/error: {message}]")
+
+
+def status_badge(status: Any) -> str:
+    value = str(getattr(status, "value", status))
+    icon = STATUS_ICONS.get(value, "help")
+    return f":{STATUS_COLORS.get(value, 'gray')}-badge[:material/{icon}: {status_text(value)}]"
+
+
+def run_caption(record: Any) -> str:
+    teacher = record.teacher_label
+    if teacher:
+        parts = [f"`{record.id}`", record.dataset, f"{teacher} → {record.student}", record.method_label]
+    else:
+        parts = [f"`{record.id}`", record.dataset, record.student, "labels only (no teacher)"]
+    if record.device:
+        parts.append(record.device)
+    if record.is_terminal and record.duration_s is not None:
+        parts.append(f"took {format_duration(record.duration_s)}")
+    elif record.started_at is not None:
+        parts.append(f"started {record.started_at.astimezone():%H:%M:%S}")
+    return " · ".join(parts)
+
+
+def sidebar_status() -> None:
+    """Workers, their devices and the queue, refreshed every few seconds."""
+    store = state.get_store()
+    try:
+        workers = store.workers(alive_only=True)
+        counts = store.queue_counts()
+    except Exception as err:  # noqa: BLE001 - a database that cannot be read must not hide the pages
+        st.warning(f"The run store cannot be read: {err}")
+        return
+    st.markdown("**Workers**")
+    if workers:
+        for w in workers:
+            doing = f"training `{w.current_run}`" if w.current_run else "idle"
+            st.markdown(f":green[●] `{w.id}` · {w.device} · {doing}")
+    elif state.local_worker_starting():
+        st.markdown(":blue[●] The local worker is starting…")
+    else:
+        st.markdown(":orange[●] No worker is running: queued runs wait.")
+        if state.local_worker_enabled():
+            if st.button("Start a local worker", key="start_worker"):
+                pid = state.start_worker_now()
+                st.toast(f"Started a worker (pid {pid})." if pid else "A worker is already starting.")
+        else:
+            st.caption("The embedded worker is off (KD_LOCAL_WORKER=0): start `python -m kdcore worker`.")
+    st.markdown("**Queue**")
+    st.markdown(f"{counts.get('running', 0)} running · {counts.get('queued', 0)} queued · "
+                f"{counts.get('completed', 0)} done · {counts.get('failed', 0)} failed")
+
+
+def live_sidebar() -> None:
+    st.fragment(run_every=3.0)(sidebar_status)()
+
+
+def run_options(records: Sequence[Any]) -> dict[str, str]:
+    """run id -> 'name · status · id' for pickers."""
+    return {r.id: f"{r.name} · {str(r.status.value)} · {r.id}" for r in records}

@@ -1,0 +1,130 @@
+"""Compare: overlay a metric of several runs or of a sweep, their specs side by side (differences
+highlighted), their final metrics and, for a sweep, the swept value against accuracy and agreement."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import figures, state, tables
+
+store = state.get_store()
+S = st.session_state
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _metrics(url: str, run_id: str, version: str) -> pd.DataFrame:
+    return state._store_for(url).metrics_frame(run_id)
+
+
+def metrics_of(record) -> pd.DataFrame:
+    # A finished run never changes: cached for good; a live one per epoch and step.
+    version = record.finished_at.isoformat() if record.finished_at else f"{record.status.value}-{record.step}"
+    return _metrics(store.url, record.id, version)
+
+
+st.title("Compare")
+records = store.list_runs(limit=500)
+if not records:
+    st.info("Nothing to compare yet: launch a few runs first.")
+    st.stop()
+by_id = {r.id: r for r in records}
+labels_all = {r.id: f"{r.name} · {r.status.value} · {r.id}" for r in records}
+
+sweeps = store.sweep_ids()
+mode = "Runs"
+if sweeps:
+    mode = st.segmented_control("Compare", ["Runs", "A sweep"], default="Runs", key="compare_mode",
+                                persist_state="session", required=True)
+sweep_field = None
+if mode == "A sweep" and sweeps:
+    def sweep_label(sid: str) -> str:
+        members = [r for r in records if r.sweep_id == sid]
+        fields = tables.differing_fields([r.spec.to_dict() for r in members])
+        return f"{', '.join(fields) or 'sweep'} · {len(members)} runs · {sid}"
+
+    sweep_id = st.selectbox("Sweep", sweeps, format_func=sweep_label, key="compare_sweep")
+    chosen = sorted((r for r in records if r.sweep_id == sweep_id), key=lambda r: r.created_at)
+    fields = tables.differing_fields([r.spec.to_dict() for r in chosen])
+    sweep_field = fields[0] if fields else None
+else:
+    param = st.query_params.get("runs")
+    if "compare_runs" not in S:
+        wanted = [i for i in (param or "").split(",") if i in by_id]
+        if not wanted:  # the latest finished runs, or simply the latest
+            done = [r.id for r in records if r.status.value == "completed"]
+            wanted = (done or [r.id for r in records])[:3]
+        S["compare_runs"] = wanted
+    S["compare_runs"] = [i for i in S["compare_runs"] if i in by_id]
+    st.multiselect("Runs", list(by_id), format_func=labels_all.get, key="compare_runs", persist_state="session")
+    chosen = [by_id[i] for i in S["compare_runs"]]
+
+if not chosen:
+    st.info("Pick at least one run.")
+    st.stop()
+
+labels = tables.run_labels(chosen)
+frames = []
+for r in chosen:
+    f = metrics_of(r)
+    if len(f):
+        frames.append(f.assign(run=labels[r.id]))
+frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+    columns=["step", "epoch", "name", "value", "wall_time", "run"])
+
+names = sorted(frame["name"].unique()) if len(frame) else []
+preferred = [n for n in ("test/acc", "fidelity/agreement", "loss/total") if n in names]
+c1, c2, c3 = st.columns([3, 1, 2])
+if names:
+    if S.get("compare_metric") not in names:
+        S["compare_metric"] = preferred[0] if preferred else names[0]
+    metric = c1.selectbox("Metric", names, format_func=lambda n: f"{figures.metric_label(n)} ({n})",
+                          key="compare_metric")
+    default_x = tables.x_axis_for([metric])
+    x = c2.radio("x axis", ["step", "epoch"], index=0 if default_x == "step" else 1, horizontal=True,
+                 key=f"compare_x_{metric}")
+    smoothing = c3.slider("Smoothing", 0.0, 0.99, 0.0 if x == "epoch" else 0.6, 0.01, key=f"compare_smooth_{x}")
+    data = frame
+    if x == "epoch" and default_x == "step":  # a step metric per epoch: its mean over the epoch
+        data = frame[frame["name"] == metric].groupby(["run", "epoch", "name"], as_index=False)["value"].mean()
+    st.plotly_chart(figures.overlay_figure(data, metric, x=x, smoothing=smoothing), key="compare_overlay")
+else:
+    st.info("The chosen runs have not logged any metric yet.")
+
+if sweep_field is not None:
+    st.subheader(f"Sweep over {sweep_field}")
+    sweep_data = tables.sweep_frame(chosen, sweep_field)
+    st.plotly_chart(figures.sweep_figure(sweep_data.dropna(subset=["test_acc"]), sweep_field), key="compare_sweep_fig")
+    st.dataframe(sweep_data, hide_index=True, key="compare_sweep_table", placeholder="—",
+                 column_config={"test_acc": st.column_config.NumberColumn("final test acc", format="percent"),
+                                "agreement": st.column_config.NumberColumn(format="percent")})
+
+st.subheader("Final metrics")
+final = tables.final_metrics_table(chosen, labels)
+if len(final):
+    percent = st.column_config.NumberColumn(format="percent")
+    st.dataframe(final, key="compare_final", placeholder="—",
+                 column_config={"run": st.column_config.TextColumn(width="large"),
+                                **{c: percent for c in ("test acc", "val acc", "agreement", "teacher acc")},
+                                "KL to teacher (ρ=1)": st.column_config.NumberColumn(format="%.3f"),
+                                "ECE": st.column_config.NumberColumn(format="%.3f")})
+else:
+    st.caption("No run has finished an epoch yet.")
+
+st.subheader("Specs side by side")
+only_diff = st.toggle("Only the fields that differ", value=len(chosen) > 1, key="compare_only_diff")
+specs = {labels[r.id]: r.spec.to_dict() for r in chosen}
+comparison = tables.spec_comparison(specs, only_differences=only_diff)
+if len(comparison) == 0:
+    st.caption("The specs are identical (apart from nothing at all).")
+else:
+    differs = comparison["differs"]
+    shown = comparison.drop(columns=["differs"])
+
+    def highlight(row: pd.Series) -> list[str]:
+        style = "background-color: rgba(255, 196, 0, 0.28); font-weight: 600" if differs[row.name] else ""
+        return [style] * len(row)
+
+    st.dataframe(shown.style.apply(highlight, axis=1), key="compare_specs",
+                 height=min(38 + 35 * len(shown), 700), placeholder="—")
+    if len(chosen) > 1:
+        st.caption(f"{int(differs.sum())} field(s) differ (highlighted).")

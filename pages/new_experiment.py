@@ -1,0 +1,470 @@
+"""New experiment: dataset, teacher, student, logit KD, hint pairs, transfer set, training, sweep, Launch.
+
+Problems are computed from the widgets' current values before they are drawn, so each one is shown
+right under the widget that can fix it; Launch stays off until there are none."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import auth, catalog, figures, forms, navigation, state, widgets
+from app.softlabels import preview_frame
+from kdcore.data import dataset_info
+from kdcore.errors import KDError
+from kdcore.losses import DISTANCES, PRESETS, STUDENT_TRANSFORMS, TEACHER_TRANSFORMS
+from kdcore.spec import RunSpec, SpecError
+
+store = state.get_store()
+S = st.session_state
+KEEP = "session"  # form values survive a visit to another page
+
+widgets.init_state(forms.DEFAULTS)
+for i in range(int(S["hint_count"])):
+    widgets.init_state({forms.hint_key(i, part): v for part, v in forms.HINT_DEFAULTS.items()})
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _deep_check(spec_json: str, teacher_model: str | None) -> list[str]:
+    return forms.default_deep_check(RunSpec.model_validate_json(spec_json), teacher_model)
+
+
+def deep_check(spec: RunSpec, teacher_model: str | None) -> list[str]:
+    return _deep_check(spec.model_dump_json(), teacher_model)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _pair_check(*args) -> tuple[bool, str]:
+    return catalog.check_hint_pair(*args)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _checkpoint_model(path: str) -> str | None:
+    """The architecture a KD Studio checkpoint names (None for a bare state dict or a broken file)."""
+    from kdcore.train.checkpoint import FORMAT, load_checkpoint
+
+    try:
+        data = load_checkpoint(path)
+    except KDError:
+        return None
+    return data["model"]["name"] if data.get("format") == FORMAT else None
+
+
+# ---- what the current values mean ------------------------------------------------------------------
+datasets = catalog.dataset_choices()
+zoo = catalog.zoo_names()
+zoo_small = [m for m in zoo if not m.startswith("tv_")]
+tv_models = [m for m in zoo if m.startswith("tv_")]
+widgets.keep_valid("dataset", list(datasets))
+
+dataset_problem = None
+info = dataset_info(S["dataset"])
+if S["dataset"] == "imagefolder" and (S["data_path"] or "").strip():
+    from kdcore.data import describe_imagefolder
+
+    try:
+        info = describe_imagefolder(S["data_path"].strip())
+    except KDError as err:
+        dataset_problem = str(err)
+num_classes = info.num_classes or 10
+input_shape = tuple(info.input_shape)
+
+candidate_runs = [r for r in store.list_runs(limit=300)
+                  if r.status.value not in ("failed", "cancelled") and r.dataset == S["dataset"]]
+# Finished runs first, the most accurate on top: the likeliest teachers.
+def _accuracy(r) -> float:
+    acc = r.final.get("test/acc")
+    return acc if acc is not None and acc == acc else 0.0
+
+
+candidate_runs.sort(key=lambda r: (r.status.value != "completed", -_accuracy(r)))
+runs_by_id = {r.id: r for r in candidate_runs}
+if S["teacher_source"] == "run" and not S.get("teacher_run") and candidate_runs:
+    S["teacher_run"] = candidate_runs[0].id  # the best finished run on this dataset
+teacher_record = runs_by_id.get(S.get("teacher_run")) if S["teacher_source"] == "run" else None
+teacher_run = (forms.TeacherRun(teacher_record.id, teacher_record.dataset, teacher_record.student,
+                                teacher_record.status.value) if teacher_record else None)
+if S["teacher_source"] == "run" and S.get("teacher_run") and teacher_record is None:
+    try:  # a run on another dataset, or a failed one: let the check explain
+        r = store.get(S["teacher_run"])
+        teacher_run = forms.TeacherRun(r.id, r.dataset, r.student, r.status.value)
+    except KDError:
+        teacher_run = None
+
+
+def teacher_model_name() -> str | None:
+    source = S["teacher_source"]
+    if source == "zoo":
+        return S["teacher_zoo_model"]
+    if source == "run":
+        return teacher_run.model if teacher_run else None
+    if source == "upload":
+        path = (S.get("teacher_checkpoint_path") or "").strip()
+        return S.get("teacher_upload_model") or (_checkpoint_model(path) if path else None)
+    if source == "torchvision":
+        return S["teacher_tv_model"]
+    return None
+
+
+values = {k: S.get(k) for k in forms.DEFAULTS}
+values.update({forms.hint_key(i, p): S.get(forms.hint_key(i, p))
+               for i in range(int(S["hint_count"])) for p in forms.HINT_DEFAULTS})
+with st.spinner("Checking the experiment…"):
+    check = forms.check_form(values, teacher_run=teacher_run, deep_check=deep_check,
+                             dataset_classes=info.num_classes or None)
+problems = check.problems
+if dataset_problem:
+    problems.setdefault("data_path", []).insert(0, dataset_problem)
+
+
+def here(key: str) -> None:
+    widgets.problems_here(problems, key)
+
+
+# ---- the form --------------------------------------------------------------------------------------
+st.title("New experiment")
+st.caption("Choose a dataset, a teacher and a student, how the student should learn from the teacher, "
+           "and launch. Anything that cannot run is explained under its field before you launch.")
+
+st.header("1 · Dataset", divider="gray")
+c1, c2 = st.columns([1, 2])
+with c1:
+    st.selectbox("Dataset", list(datasets), format_func=lambda n: datasets[n], key="dataset", persist_state=KEEP)
+    here("dataset")
+with c2:
+    st.caption(f"{info.description}  \nInput {'×'.join(map(str, input_shape))}, "
+               f"{info.num_classes or '?'} classes.")
+if S["dataset"] == "imagefolder":
+    st.text_input("Image folder (under the data root, one subfolder per class)", key="data_path",
+                  persist_state=KEEP, placeholder="e.g. flowers")
+    here("data_path")
+with st.expander("Data options"):
+    st.slider("Validation share of the training set", 0.0, 0.45, step=0.05, key="val_fraction", persist_state=KEEP)
+    here("val_fraction")
+    st.radio("Augmentation", ["default", "on", "off"], horizontal=True, key="augment", persist_state=KEEP,
+             format_func={"default": "dataset default", "on": "on", "off": "off"}.get)
+    here("augment")
+
+st.header("2 · Teacher", divider="gray")
+st.radio("Where the teacher comes from", list(forms.TEACHER_SOURCES), format_func=forms.TEACHER_SOURCES.get,
+         key="teacher_source", horizontal=True, persist_state=KEEP)
+here("teacher_source")
+source = S["teacher_source"]
+if source == "zoo":
+    c1, c2 = st.columns(2)
+    widgets.keep_valid("teacher_zoo_model", zoo_small)
+    with c1:
+        st.selectbox("Teacher model", zoo_small, key="teacher_zoo_model", persist_state=KEEP)
+        here("teacher_zoo_model")
+    with c2:
+        st.number_input("Teacher epochs", 1, 10_000, key="teacher_epochs", persist_state=KEEP)
+        here("teacher_epochs")
+    st.caption("The teacher is trained first on all labels (same optimiser settings); the student waits for it.")
+elif source == "run":
+    options = [r.id for r in candidate_runs]
+    if S.get("teacher_run") and S["teacher_run"] not in options:
+        options.append(S["teacher_run"])  # keep the choice so its problem can be shown
+    labels = {r.id: f"{r.name} · {r.student} · {r.status.value}" + (
+        f" · {r.final['test/acc']:.1%}" if r.final.get("test/acc") == r.final.get("test/acc")
+        and r.final.get("test/acc") is not None else "") + f" · {r.id}" for r in candidate_runs}
+    if not options:
+        st.info(f"No run on {datasets[S['dataset']]} yet: train a teacher from the zoo instead.")
+    else:
+        st.selectbox("Teacher run", options, format_func=lambda i: labels.get(i, i), key="teacher_run",
+                     persist_state=KEEP)
+    here("teacher_run")
+    if teacher_record is not None and not teacher_record.is_terminal:
+        st.caption("This run has not finished: the student will wait for it.")
+elif source == "upload":
+    def _save_upload() -> None:
+        upload = S.get("teacher_upload")
+        if upload is not None:
+            S["teacher_checkpoint_path"] = str(forms.save_upload(upload.getvalue(), upload.name, state.uploads_dir()))
+
+    st.file_uploader("Teacher checkpoint (.pt, loaded weights-only)", type=["pt", "pth"], key="teacher_upload",
+                     on_change=_save_upload)
+    if S.get("teacher_checkpoint_path"):
+        st.caption(f"Using `{S['teacher_checkpoint_path']}`")
+    here("teacher_checkpoint_path")
+    named = _checkpoint_model(S["teacher_checkpoint_path"]) if S.get("teacher_checkpoint_path") else None
+    arch = [None] + zoo
+    widgets.keep_valid("teacher_upload_model", arch)
+    st.selectbox("Architecture of the checkpoint", arch, key="teacher_upload_model", persist_state=KEEP,
+                 format_func=lambda m: f"as named in the checkpoint ({named})" if m is None and named
+                 else ("as named in the checkpoint" if m is None else m),
+                 help="A KD Studio checkpoint names its model; a bare state dict needs it here.")
+    here("teacher_upload_model")
+elif source == "torchvision":
+    c1, c2 = st.columns(2)
+    widgets.keep_valid("teacher_tv_model", tv_models)
+    with c1:
+        st.selectbox("torchvision model", tv_models, key="teacher_tv_model", persist_state=KEEP)
+        here("teacher_tv_model")
+    with c2:
+        st.text_input("Weights", key="teacher_tv_weights", persist_state=KEEP, help="e.g. DEFAULT or IMAGENET1K_V1")
+        here("teacher_tv_weights")
+
+teacher_name = teacher_model_name()
+teacher_stats = state.model_stats(teacher_name, num_classes, input_shape) if teacher_name else None
+
+st.header("3 · Student", divider="gray")
+widgets.keep_valid("student", zoo)
+c1, c2 = st.columns([1, 2])
+with c1:
+    st.selectbox("Student model", zoo, key="student", persist_state=KEEP)
+    here("student")
+student_stats = state.model_stats(S["student"], num_classes, input_shape)
+with c2:
+    if isinstance(student_stats, tuple):
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Parameters", catalog.format_count(student_stats[0]))
+        m2.metric("FLOPs per image", catalog.format_count(student_stats[1]))
+        if isinstance(teacher_stats, tuple):
+            m3.metric("Compression", f"{teacher_stats[0] / max(student_stats[0], 1):.3g}×",
+                      help=catalog.compression_text(teacher_stats, student_stats))
+        else:
+            m3.metric("Compression", "—", help="Known once the teacher's architecture is known.")
+    else:
+        st.markdown(f":red[:material/error: {student_stats}]")
+if isinstance(teacher_stats, tuple) and isinstance(student_stats, tuple):
+    st.caption(f"Teacher {teacher_name}: {catalog.format_count(teacher_stats[0])} parameters, "
+               f"{catalog.format_count(teacher_stats[1])} FLOPs — the student has "
+               f"{catalog.compression_text(teacher_stats, student_stats)}.")
+
+has_teacher = source != "none"
+if has_teacher:
+    st.header("4 · Logit distillation", divider="gray")
+    st.markdown(r"$L = \alpha\,H(y, \sigma(z_s)) + \beta\,\rho^2\,D\big(\sigma(z_t;\rho),\ \sigma(z_s;\rho)\big)$")
+    st.radio("Method", list(forms.LOGIT_METHODS), format_func=forms.LOGIT_METHODS.get, key="method",
+             horizontal=True, persist_state=KEEP)
+    here("method")
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.slider("Temperature ρ", 0.5, 20.0, step=0.5, key="rho", persist_state=KEEP,
+                  disabled=S["method"] == "logit_matching",
+                  help="Higher ρ softens the teacher's distribution and reveals how it ranks the wrong classes.")
+        here("rho")
+    with c2:
+        st.number_input("α (hard-label weight)", min_value=None, step=0.05, format="%.3f", key="alpha",
+                        persist_state=KEEP)
+        here("alpha")
+    with c3:
+        st.number_input("β (soft-label weight)", min_value=None, step=0.05, format="%.3f", key="beta",
+                        persist_state=KEEP)
+        here("beta")
+    if S["method"] in ("kd", "dkd"):
+        c1, c2 = st.columns(2)
+        with c1:
+            st.radio("Soft-label distance D", ["kl", "ce"], horizontal=True, key="soft_loss", persist_state=KEEP,
+                     format_func={"kl": "KL divergence", "ce": "cross-entropy (same gradient)"}.get)
+        with c2:
+            st.toggle("Multiply the soft term by ρ² (Hinton)", key="rho_squared", persist_state=KEEP,
+                      help="Keeps the soft gradients' size independent of ρ.")
+    if S["method"] == "dkd":
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("DKD α (target class)", 0.0, key="dkd_alpha", persist_state=KEEP)
+        c2.number_input("DKD β (non-target)", 0.0, key="dkd_beta", persist_state=KEEP)
+        c3.number_input("DKD warm-up epochs", 0, key="dkd_warmup_epochs", persist_state=KEEP)
+    # The teacher's soft labels at this ρ, when it is a run with recorded probe logits.
+    if source == "run" and teacher_record is not None:
+        probes = state.probes_for(store, teacher_record.id)
+        if probes is not None and probes.student:
+            fig = figures.preview_figure(
+                preview_frame(probes.student[-1], probes.labels, probes.class_names, float(S["rho"])), float(S["rho"]))
+            st.plotly_chart(fig, key="soft_preview")
+            st.caption("Each row is one test sample: darker cells are the probabilities the student is asked to match. "
+                       "Raise ρ to see more of the teacher's 'dark knowledge' about the wrong classes.")
+        else:
+            st.caption("A preview of the teacher's soft labels appears here once the teacher run has finished an epoch.")
+    elif source in ("zoo", "upload", "torchvision"):
+        st.caption("A preview of the teacher's soft labels is shown when the teacher is a trained run.")
+
+    st.header("5 · Hint pairs (feature distillation)", divider="gray")
+    st.caption("Optional: make a student layer (guided) imitate a teacher layer (hint). Each pair is compared "
+               "by Φ_t, Φ_s and a distance D, or by a preset: FitNets, AT, NST, OFD, internal KL.")
+    t_layers = state.layer_table(teacher_name, num_classes, input_shape) if teacher_name else None
+    s_layers = state.layer_table(S["student"], num_classes, input_shape)
+    if teacher_name is None:
+        st.info("Hint pairs need the teacher's architecture: pick a teacher run, a zoo model or the checkpoint's model.")
+    elif isinstance(t_layers, str) or isinstance(s_layers, str):
+        st.markdown(f":red[:material/error: {t_layers if isinstance(t_layers, str) else s_layers}]")
+    else:
+        t_opts = list(t_layers["path"])
+        s_opts = list(s_layers["path"])
+        t_label = dict(zip(t_layers["path"], t_layers.apply(catalog.layer_label, axis=1)))
+        s_label = dict(zip(s_layers["path"], s_layers.apply(catalog.layer_label, axis=1)))
+        modes = list(PRESETS) + [forms.CUSTOM]
+        mode_label = {**{k: p.title for k, p in PRESETS.items()}, forms.CUSTOM: "custom Φ and D"}
+
+        def _remove(i: int) -> None:
+            n = int(S["hint_count"])
+            for j in range(i, n - 1):  # shift the later pairs up
+                for part in forms.HINT_DEFAULTS:
+                    S[forms.hint_key(j, part)] = S.get(forms.hint_key(j + 1, part))
+            for part in forms.HINT_DEFAULTS:
+                S.pop(forms.hint_key(n - 1, part), None)
+            S["hint_count"] = n - 1
+
+        for i in range(int(S["hint_count"])):
+            k = lambda part, i=i: forms.hint_key(i, part)  # noqa: E731
+            with st.container(border=True):
+                top = st.columns([5, 5, 4, 1], vertical_alignment="bottom")
+                widgets.keep_valid(k("teacher"), t_opts, fallback=None)
+                widgets.keep_valid(k("student"), s_opts, fallback=None)
+                with top[0]:
+                    st.selectbox(f"Teacher layer (hint) {i + 1}", t_opts, key=k("teacher"), format_func=t_label.get,
+                                 index=None, placeholder="pick a layer", persist_state=KEEP)
+                with top[1]:
+                    st.selectbox(f"Student layer (guided) {i + 1}", s_opts, key=k("student"), format_func=s_label.get,
+                                 index=None, placeholder="pick a layer", persist_state=KEEP)
+                with top[2]:
+                    st.selectbox("Method", modes, key=k("mode"), format_func=mode_label.get, persist_state=KEEP)
+                top[3].button(":material/delete:", key=f"remove_hint_{i}", help="Remove this pair",
+                              on_click=_remove, args=(i,))
+                if S[k("mode")] == forms.CUSTOM:
+                    c1, c2, c3, c4 = st.columns(4)
+                    c1.selectbox("Φ_t (teacher)", TEACHER_TRANSFORMS, key=k("phi_t"), persist_state=KEEP)
+                    c2.selectbox("Φ_s (student)", STUDENT_TRANSFORMS, key=k("phi_s"), persist_state=KEEP)
+                    c3.selectbox("D (distance)", DISTANCES, key=k("distance"), persist_state=KEEP)
+                    c4.number_input("Weight", min_value=0.0, value=None, key=k("weight"), persist_state=KEEP,
+                                    placeholder="1.0")
+                else:
+                    preset = PRESETS[S[k("mode")]]
+                    st.number_input("Weight", min_value=0.0, key=k("weight"), persist_state=KEEP,
+                                    placeholder=f"preset: {preset.weight:g}", format="%g")
+                    st.caption(f"{preset.description} ({preset.reference})")
+                for part in ("teacher", "student", "mode", "phi_t", "phi_s", "distance", "weight"):
+                    here(k(part))
+                if S[k("teacher")] and S[k("student")] and not any(problems.get(k(p)) for p in forms.HINT_DEFAULTS):
+                    custom = S[k("mode")] == forms.CUSTOM
+                    ok, reason = _pair_check(teacher_name, S[k("teacher")], S["student"], S[k("student")],
+                                             num_classes, input_shape, None if custom else S[k("mode")],
+                                             S[k("phi_t")] if custom else None, S[k("phi_s")] if custom else None,
+                                             S[k("distance")] if custom else None)
+                    st.markdown(f":green[:material/check_circle: {reason}]" if ok
+                                else f":red[:material/error: {reason}]")
+
+        def _add() -> None:
+            n = int(S["hint_count"])
+            for part, v in forms.HINT_DEFAULTS.items():
+                S[forms.hint_key(n, part)] = v
+            S["hint_count"] = n + 1
+
+        st.button("Add a hint pair", icon=":material/add:", on_click=_add, key="add_hint")
+        here("hint_count")
+        if int(S["hint_count"]):
+            st.number_input("Hint-only epochs first (FitNets stage 1; 0 = train everything together)", 0,
+                            key="hint_stage_epochs", persist_state=KEEP)
+            here("hint_stage_epochs")
+        with st.expander("All layers with their output shapes"):
+            c1, c2 = st.columns(2)
+            c1.markdown(f"**Teacher · {teacher_name}**")
+            c1.dataframe(t_layers, hide_index=True, height=300, key="teacher_layers")
+            c2.markdown(f"**Student · {S['student']}**")
+            c2.dataframe(s_layers, hide_index=True, height=300, key="student_layers")
+
+st.header(f"{6 if has_teacher else 4} · Transfer set", divider="gray")
+st.radio("What the student trains on", list(forms.TRANSFER_KINDS), format_func=forms.TRANSFER_KINDS.get,
+         key="transfer_kind", horizontal=True, persist_state=KEEP)
+here("transfer_kind")
+kind = S["transfer_kind"]
+if kind == "partial_labels":
+    st.slider("Share of the training labels kept", 0.01, 1.0, step=0.01, key="label_fraction", persist_state=KEEP,
+              help="With a teacher, the other samples stay in as unlabelled inputs for the soft-label term; "
+                   "without one they are dropped.")
+    here("label_fraction")
+elif kind == "noisy":
+    st.number_input("Std of the Gaussian noise added to the inputs", 0.0, step=0.05, key="noise_std", persist_state=KEEP)
+    here("noise_std")
+elif kind == "omit_classes":
+    class_ids = list(range(num_classes))
+    widgets.keep_valid("omit_classes", class_ids)
+    names = list(info.class_names) or [str(c) for c in class_ids]
+    st.multiselect("Classes left out of the transfer set", class_ids, key="omit_classes", persist_state=KEEP,
+                   format_func=lambda c: f"{c}: {names[c]}" if c < len(names) else str(c))
+    here("omit_classes")
+
+st.header(f"{7 if has_teacher else 5} · Training", divider="gray")
+c1, c2, c3, c4 = st.columns(4)
+with c1:
+    st.number_input("Epochs", 1, 10_000, key="epochs", persist_state=KEEP)
+    here("epochs")
+with c2:
+    st.number_input("Batch size", 1, 65_536, key="batch_size", persist_state=KEEP)
+    here("batch_size")
+with c3:
+    st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device", persist_state=KEEP,
+                 help="auto: the worker's GPU if it has one, else its CPU.")
+    here("device")
+with c4:
+    st.number_input("Seed", 0, 2**31 - 1, key="seed", persist_state=KEEP)
+    here("seed")
+c1, c2, c3, c4 = st.columns(4)
+with c1:
+    st.selectbox("Optimiser", ["sgd", "adamw"], key="optimizer", persist_state=KEEP,
+                 format_func={"sgd": "SGD", "adamw": "AdamW"}.get)
+    here("optimizer")
+with c2:
+    st.number_input("Learning rate", min_value=None, step=0.001, format="%g", key="lr", persist_state=KEEP)
+    here("lr")
+with c3:
+    st.number_input("Weight decay", min_value=None, step=1e-4, format="%g", key="weight_decay", persist_state=KEEP)
+    here("weight_decay")
+with c4:
+    if S["optimizer"] == "sgd":
+        st.number_input("Momentum", min_value=None, step=0.05, key="momentum", persist_state=KEEP)
+        here("momentum")
+        st.checkbox("Nesterov", key="nesterov", persist_state=KEEP)
+c1, c2, c3, c4 = st.columns(4)
+with c1:
+    st.selectbox("Schedule", ["cosine", "step", "constant"], key="schedule", persist_state=KEEP)
+    here("schedule")
+with c2:
+    st.number_input("Warm-up epochs", 0, key="warmup_epochs", persist_state=KEEP)
+    here("warmup_epochs")
+if S["schedule"] == "step":
+    with c3:
+        st.text_input("Milestones (epochs)", key="milestones", placeholder="e.g. 30, 60", persist_state=KEEP)
+        here("milestones")
+    with c4:
+        st.number_input("γ at each milestone", min_value=None, step=0.05, key="gamma", persist_state=KEEP)
+        here("gamma")
+c1, c2 = st.columns(2)
+with c1:
+    st.text_input("Run name (optional)", key="name", persist_state=KEEP)
+    here("name")
+with c2:
+    st.text_input("Tags (comma-separated)", key="tags", persist_state=KEEP)
+    here("tags")
+
+st.header(f"{8 if has_teacher else 6} · Sweep", divider="gray")
+st.toggle("Sweep one field over several values (one run per value)", key="sweep_on", persist_state=KEEP)
+if S["sweep_on"]:
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        st.selectbox("Field", list(forms.SWEEP_FIELDS), key="sweep_field", persist_state=KEEP,
+                     format_func=lambda f: f"{forms.SWEEP_FIELDS[f]} ({f})")
+        here("sweep_field")
+    with c2:
+        st.text_input("Values (comma-separated)", key="sweep_values", persist_state=KEEP)
+        here("sweep_values")
+
+st.divider()
+here(forms.GENERAL)
+n_problems = check.count() + (1 if dataset_problem else 0)
+if n_problems:
+    st.warning(f"{n_problems} problem{'s' if n_problems > 1 else ''} to fix before launching: "
+               "see the red notes above.")
+else:
+    runs = len(check.sweep[1]) if check.sweep else 1
+    what = f"{runs} runs" if runs > 1 else "1 run"
+    extra = " after a new teacher run" if check.teacher_spec is not None else ""
+    st.caption(f"Ready: this queues {what}{extra}.")
+    with st.expander("The spec as YAML (what `python -m kdcore train` reads)"):
+        st.code(check.spec.to_yaml(), language="yaml")
+if st.button("Launch", type="primary", disabled=bool(n_problems), key="launch"):
+    try:
+        ids = forms.submit_form(store, check, owner=auth.current_name())
+    except (SpecError, KDError) as err:
+        st.error(f"The store refused the run: {err}")
+    else:
+        st.toast(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}.")
+        navigation.open_run(ids[0])

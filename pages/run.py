@@ -1,0 +1,161 @@
+"""One run: live curves of every logged metric, the log tail, downloads and the actions
+(rename, tags, cancel, duplicate, delete). Opened from the Runs table as /run?run=<id>."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import auth, figures, forms, navigation, state, tables, widgets
+from kdcore.errors import KDError
+
+store = state.get_store()
+user = auth.require_login()  # the gate again: this page never shows to a visitor who is not signed in
+S = st.session_state
+
+
+def run_actions(record) -> None:
+    bar = st.container(horizontal=True)
+    c = [bar] * 5
+    with c[0].popover("Rename", icon=":material/edit:"):
+        new_name = st.text_input("New name", value=record.name, key=f"rename_{record.id}")
+        if st.button("Save name", key=f"rename_save_{record.id}"):
+            try:
+                store.rename(record.id, new_name)
+            except KDError as err:
+                st.error(str(err))
+            else:
+                st.rerun()
+    with c[1].popover("Tags", icon=":material/sell:"):
+        new_tags = st.text_input("Tags (comma-separated)", value=", ".join(record.tags), key=f"tags_{record.id}")
+        if st.button("Save tags", key=f"tags_save_{record.id}"):
+            try:
+                store.set_tags(record.id, forms.parse_tags(new_tags))
+            except KDError as err:
+                st.error(str(err))
+            else:
+                st.rerun()
+    # Only the run's owner or an admin may cancel or delete it (checked again when the action runs).
+    denied = {action: auth.denial(user, record.owner, action) for action in ("cancel", "delete")}
+    if c[2].button("Cancel run", icon=":material/stop_circle:", key="cancel_run",
+                   disabled=record.is_terminal or bool(denied["cancel"]),
+                   help=denied["cancel"] or "Queued runs stop at once; a running run stops after its current step."):
+        try:
+            auth.as_owner(store, user).cancel(record.id)
+        except KDError as err:
+            st.error(str(err))
+        else:
+            st.toast("Cancellation requested.")
+            st.rerun()
+    if c[3].button("Duplicate", icon=":material/content_copy:", key="duplicate_run",
+                   help="Open New experiment filled in with this run's settings."):
+        spec = store.duplicate(record.id)
+        for key in [k for k in S.keys() if str(k).startswith("hint_")]:
+            del S[key]
+        S.update(forms.values_from_spec(spec))
+        navigation.go("new")
+    with c[4].popover("Delete", icon=":material/delete:", help=denied["delete"],
+                      disabled=record.status.value == "running" or bool(denied["delete"])):
+        st.markdown("Delete this run, its metrics and its files? This cannot be undone.")
+        if st.button("Delete for good", type="primary", key="delete_confirm"):
+            try:
+                auth.as_owner(store, user).delete(record.id)
+            except KDError as err:
+                st.error(str(err))
+            else:
+                navigation.go("runs")
+
+
+def show_run(run_id: str) -> None:
+    if st.button("All runs", icon=":material/arrow_back:", key="back_to_runs"):
+        navigation.go("runs")
+    try:
+        record = store.get(run_id)
+    except KDError as err:
+        st.error(f"{err}.")
+        return
+    run_id = record.id
+    st.title(record.name)
+    st.markdown(f"{widgets.status_badge(record.status)} {widgets.run_caption(record)}")
+    if record.tags:
+        st.caption("tags: " + ", ".join(record.tags))
+    run_actions(record)
+    if record.error:
+        st.error(record.error)
+
+    live_key = f"live_{run_id}"
+    smoothing = st.slider("Smoothing of step curves", 0.0, 0.99, 0.6, 0.01, key="smoothing",
+                          help="Exponential moving average, as in TensorBoard; the raw curve stays faint behind.")
+
+    def live_view() -> None:
+        current = store.get(run_id)
+        data = S.get(live_key)
+        if data is None or data["attempts"] != current.attempts:  # a resumed run rewrote history
+            data = {"frame": None, "last": -1, "events": [], "last_event": 0, "attempts": current.attempts}
+        points = store.metrics(run_id, since_step=data["last"])
+        if points:
+            data["frame"] = tables.append_points(data["frame"], points)
+            data["last"] = max(p.step for p in points)
+        new_events = store.events(run_id, since_id=data["last_event"])
+        if new_events:
+            data["events"] = (data["events"] + new_events)[-300:]
+            data["last_event"] = new_events[-1].id
+        S[live_key] = data
+
+        status = current.status.value
+        if status == "running":
+            st.progress(current.progress, text=f"epoch {current.epoch} of {current.spec.epochs} · step {current.step}")
+        elif status == "queued":
+            st.info(f"Waiting for the teacher run `{current.depends_on}` to finish." if current.depends_on
+                    else "Waiting in the queue for a worker.")
+        final = current.final or {}
+        m = st.columns(4)
+        for col, (name, label) in zip(m, (("test/acc", "test accuracy"), ("val/acc", "validation accuracy"),
+                                          ("fidelity/agreement", "agreement with teacher"),
+                                          ("teacher/test_acc", "teacher accuracy"))):
+            value = final.get(name)
+            if value is not None and value == value:
+                col.metric(label, f"{value:.1%}")
+
+        frame = data["frame"]
+        if frame is None or len(frame) == 0:
+            st.caption("No points yet: curves appear here as soon as the worker reports its first steps.")
+        else:
+            groups = tables.metric_groups(frame["name"].unique())
+            cols = st.columns(2)
+            for i, (title, names) in enumerate(groups.items()):
+                x = tables.x_axis_for(names)
+                fig = figures.curves_figure(frame, names, x=x, smoothing=smoothing if x == "step" else 0.0,
+                                            title=title, percent=title in ("Accuracy", "Teacher–student agreement"),
+                                            from_zero=title in tables.FROM_ZERO)
+                cols[i % 2].plotly_chart(fig, key=f"curve_{title}")
+            if "gpu_mem_mb" not in groups and current.device and "cuda" not in str(current.device):
+                st.caption(f"No GPU memory curve: this run trains on {current.device}.")
+        with st.expander("Log", expanded=status in ("running", "failed")):
+            st.code(tables.events_text(data["events"]) or "(no log lines yet)", language=None)
+        if current.status != record.status:
+            st.rerun(scope="app")  # started or finished while watching: refresh the header, downloads, polling
+
+    st.fragment(run_every=None if record.is_terminal else state.LIVE_REFRESH_S)(live_view)()
+
+    files = store.artifacts(run_id)
+    if files:
+        st.subheader("Downloads")
+        c = st.columns(4)
+        for col, (kind, label, mime) in zip(c, (("checkpoint", "Checkpoint (.pt)", "application/octet-stream"),
+                                                ("metrics_csv", "Metrics (CSV)", "text/csv"),
+                                                ("spec_yaml", "Spec (YAML)", "application/x-yaml"))):
+            path = files.get(kind)
+            if path is None:
+                continue
+            col.download_button(label, data=lambda p=path: p.read_bytes(), file_name=f"{run_id}-{path.name}",
+                                mime=mime, key=f"download_{kind}", on_click="ignore", icon=":material/download:")
+    with st.expander("Spec"):
+        st.code(record.spec.to_yaml(), language="yaml")
+
+
+run_param = st.query_params.get("run")
+if run_param:
+    show_run(run_param)
+else:
+    st.title("Run")
+    st.info("No run chosen: open one from the Runs table.")
+    st.page_link(navigation.page("runs"), label="Runs", icon=":material/monitoring:")

@@ -1,0 +1,304 @@
+"""The dashboard's plain functions: form values → RunSpec with problems mapped to widgets, tables,
+the quick-start trio. No Streamlit, no browser."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from app import catalog, forms, quickstart, tables
+from kdcore.jobs import RunStore
+from kdcore.spec import RunSpec
+
+
+def no_deep(spec, teacher_model):
+    return []
+
+
+# ---- form -> spec ---------------------------------------------------------------------------------
+def test_default_form_is_a_valid_scratch_run():
+    check = forms.check_form({}, deep_check=no_deep)
+    assert check.ok and check.problems == {}
+    assert check.spec.teacher is None and check.spec.dataset.name == "digits"
+    assert check.teacher_spec is None and check.sweep is None
+
+
+def test_each_field_problem_lands_under_its_widget():
+    check = forms.check_form({"teacher_source": "run", "teacher_run": "abcd1234", "rho": -1.0, "epochs": 0,
+                              "lr": 0.0, "label_fraction": 2.0, "transfer_kind": "partial_labels"},
+                             teacher_run=forms.TeacherRun("abcd1234", "digits", "cnn_small", "completed"),
+                             deep_check=no_deep)
+    assert not check.ok and check.spec is None
+    assert set(check.problems) == {"rho", "epochs", "lr", "label_fraction"}
+    assert check.problems["rho"][0].startswith("Input should be greater than 0")
+    assert all(m.endswith(".") for msgs in check.problems.values() for m in msgs)
+
+
+def test_both_weights_zero_is_explained_beside_alpha():
+    check = forms.check_form({"teacher_source": "zoo", "alpha": 0.0, "beta": 0.0}, deep_check=no_deep)
+    assert "nothing would be learned" in check.problems["alpha"][0]
+
+
+def test_a_teacher_run_on_another_dataset_or_failed_is_refused():
+    values = {"teacher_source": "run", "teacher_run": "abcd1234"}
+    wrong = forms.check_form(values, teacher_run=forms.TeacherRun("abcd1234", "cifar10", "resnet8", "completed"),
+                             deep_check=no_deep)
+    assert "trained on cifar10" in wrong.problems["teacher_run"][0]
+    failed = forms.check_form(values, teacher_run=forms.TeacherRun("abcd1234", "digits", "cnn_small", "failed"),
+                              deep_check=no_deep)
+    assert "failed" in failed.problems["teacher_run"][0]
+    missing = forms.check_form({"teacher_source": "run"}, deep_check=no_deep)
+    assert "Pick the run" in missing.problems["teacher_run"][0]
+
+
+def test_new_zoo_teacher_becomes_its_own_run_with_all_labels():
+    check = forms.check_form({"teacher_source": "zoo", "teacher_zoo_model": "cnn_small", "teacher_epochs": 7,
+                              "transfer_kind": "partial_labels", "label_fraction": 0.1}, deep_check=no_deep)
+    assert check.ok
+    t = check.teacher_spec
+    assert t.student == "cnn_small" and t.epochs == 7 and t.teacher is None and t.transfer.kind == "labelled"
+    assert check.spec.teacher.source == "run" and check.spec.teacher.run_id == forms.PENDING_TEACHER
+
+
+def test_hint_pairs_build_presets_or_custom_and_incomplete_pairs_are_flagged():
+    values = {"teacher_source": "zoo", "hint_count": 3,
+              "hint_0_teacher": "stage2", "hint_0_student": "stage1", "hint_0_mode": "fitnets",
+              "hint_1_teacher": "stage1", "hint_1_student": "stage1", "hint_1_mode": "custom",
+              "hint_1_phi_t": "attention", "hint_1_phi_s": "attention", "hint_1_distance": "l2", "hint_1_weight": 5.0,
+              "hint_2_teacher": "stage1", "hint_2_student": None}
+    check = forms.check_form(values, deep_check=no_deep)
+    assert check.problems == {"hint_2_student": ["Pick a layer for both sides of the pair, or remove the pair."]}
+    data = forms.spec_dict(values)
+    assert data["hints"][0] == {"teacher_layer": "stage2", "student_layer": "stage1", "preset": "fitnets"}
+    assert data["hints"][1]["phi_t"] == "attention" and data["hints"][1]["weight"] == 5.0
+
+
+def test_deep_check_problems_are_mapped_too():
+    def deep(spec, teacher_model):
+        if spec.teacher is None:  # the new teacher's own run
+            return ["student: the teacher cannot be built"]
+        assert teacher_model == "cnn_small"
+        return ["hints.0: the layers cannot be matched", "student: unknown model 'x'"]
+
+    check = forms.check_form({"teacher_source": "zoo", "hint_count": 1, "hint_0_teacher": "fc",
+                              "hint_0_student": "fc1"}, deep_check=deep)
+    assert check.problems["hint_0_student"] == ["The layers cannot be matched."]
+    assert check.problems["student"] == ["Unknown model 'x'."]
+    assert check.problems["teacher_zoo_model"] == ["The teacher cannot be built."]
+
+
+def test_the_real_deep_check_catches_an_incompatible_pair():
+    check = forms.check_form({"teacher_source": "zoo", "teacher_zoo_model": "cnn_small", "student": "mlp_64",
+                              "hint_count": 1, "hint_0_teacher": "stage2", "hint_0_student": "fc1",
+                              "hint_0_mode": "at"})
+    assert not check.ok
+    assert "flat vector" in " ".join(check.problems["hint_0_student"])
+
+
+def test_sweep_values_are_parsed_and_checked():
+    ok = forms.check_form({"sweep_on": True, "sweep_field": "logit.rho", "sweep_values": "1, 2, 4",
+                           "teacher_source": "zoo"}, deep_check=no_deep)
+    assert ok.ok and ok.sweep == ("logit.rho", [1, 2, 4])
+    bad = forms.check_form({"sweep_on": True, "sweep_field": "logit.rho", "sweep_values": "1, -2",
+                            "teacher_source": "zoo"}, deep_check=no_deep)
+    assert "sweep_values" in bad.problems and "greater than 0" in bad.problems["sweep_values"][0]
+    one = forms.check_form({"sweep_on": True, "sweep_values": "4"}, deep_check=no_deep)
+    assert "at least two values" in one.problems["sweep_values"][0]
+
+
+def test_milestones_that_do_not_parse_are_explained():
+    check = forms.check_form({"schedule": "step", "milestones": "10, soon"}, deep_check=no_deep)
+    assert "'soon' is not a number" in check.problems["milestones"][0]
+    assert forms.parse_number_list("30, 60", integers=True) == [30, 60]
+
+
+def test_torchvision_weights_need_a_1000_class_dataset():
+    check = forms.check_form({"teacher_source": "torchvision"}, deep_check=no_deep, dataset_classes=10)
+    assert "1000 ImageNet classes" in check.problems["teacher_tv_model"][0]
+
+
+def test_an_image_folder_needs_its_folder():
+    check = forms.check_form({"dataset": "imagefolder"}, deep_check=no_deep)
+    assert "Name the image folder" in check.problems["data_path"][0]
+
+
+def test_widget_for_maps_dotted_paths():
+    assert forms.widget_for("logit.rho") == "rho"
+    assert forms.widget_for("hints.2.teacher_layer") == "hint_2_teacher"
+    assert forms.widget_for("teacher.model", {"teacher_source": "upload"}) == "teacher_upload_model"
+    assert forms.widget_for("optimizer.unknown_thing") == "optimizer"
+    assert forms.widget_for("nonsense") == forms.GENERAL
+
+
+def test_values_from_spec_round_trip():
+    spec = RunSpec.from_dict({"name": "x", "student": "mlp_64", "teacher": {"source": "run", "run_id": "abcd1234"},
+                              "logit": {"rho": 8, "alpha": 0.2, "beta": 0.8, "soft_loss": "ce"},
+                              "hints": [{"teacher_layer": "stage1", "student_layer": "fc1", "preset": "at"}],
+                              "transfer": {"kind": "omit_classes", "omit_classes": [3]},
+                              "optimizer": {"name": "sgd", "lr": 0.1, "nesterov": True},
+                              "schedule": {"name": "step", "milestones": [5, 8]}, "epochs": 10, "tags": ["a"]})
+    values = forms.values_from_spec(spec)
+    check = forms.check_form(values, teacher_run=forms.TeacherRun("abcd1234", "digits", "cnn_small", "completed"),
+                             deep_check=no_deep)
+    assert check.ok, check.problems
+    assert check.spec.to_dict() == spec.to_dict()
+
+
+def test_submit_form_queues_teacher_first_and_a_sweep(kd_home):
+    store = RunStore()
+    check = forms.check_form({"teacher_source": "zoo", "teacher_epochs": 2, "epochs": 2, "sweep_on": True,
+                              "sweep_field": "logit.rho", "sweep_values": "2, 8"}, deep_check=no_deep)
+    ids = forms.submit_form(store, check)
+    assert len(ids) == 3
+    runs = {i: store.get(i) for i in ids}
+    teacher_id = ids[-1]
+    assert runs[teacher_id].spec.teacher is None and runs[teacher_id].spec.student == "cnn_small"
+    students = [runs[i] for i in ids[:2]]
+    assert [s.spec.logit.rho for s in students] == [2, 8]
+    assert all(s.depends_on == teacher_id and s.spec.teacher.run_id == teacher_id for s in students)
+    assert students[0].sweep_id and students[0].sweep_id == students[1].sweep_id
+
+
+def test_save_upload_is_content_addressed(tmp_path):
+    a = forms.save_upload(b"abc", "my teacher.pt", tmp_path)
+    b = forms.save_upload(b"abc", "other.pt", tmp_path)
+    assert a.read_bytes() == b"abc" and a.parent == tmp_path and a.name.startswith("my_teacher-")
+    assert b != a and b.name.split("-")[-1] == a.name.split("-")[-1]
+
+
+# ---- tables ----------------------------------------------------------------------------------------
+def test_runs_frame_filter_and_sort(kd_home):
+    from test_app_support import SCRATCH, TEACHER, completed_run, kd_spec
+
+    store = RunStore()
+    teacher = completed_run(store, TEACHER)
+    kd = completed_run(store, kd_spec(teacher), kd=True)
+    queued = store.submit({**SCRATCH, "name": "waiting"}, check=False)
+    store.set_tags(kd, ["paper"])
+    frame = tables.runs_frame(store.list_runs(), {kd: 0.95})
+    assert list(frame.columns) == tables.RUN_COLUMNS
+    row = frame.set_index("id").loc[kd]
+    assert row["teacher → student"] == f"run {teacher} → mlp_64"
+    assert row["ρ / α / β"] == "4 / 0.5 / 0.5" and row["best acc"] == 0.95 and row["final acc"] == pytest.approx(0.8)
+    assert tables.filter_runs(frame, statuses=["queued"])["id"].tolist() == [queued]
+    assert tables.filter_runs(frame, tags=["paper"])["id"].tolist() == [kd]
+    assert tables.filter_runs(frame, text="WAIT")["id"].tolist() == [queued]
+    by_acc = tables.filter_runs(frame, sort="best accuracy")["id"].tolist()
+    assert by_acc[0] == kd and by_acc[-1] == queued  # unknown accuracies last
+
+
+def test_spec_comparison_highlights_differences():
+    a = RunSpec.from_dict({"student": "mlp_64", "epochs": 5}).to_dict()
+    b = RunSpec.from_dict({"student": "cnn_small", "epochs": 5}).to_dict()
+    full = tables.spec_comparison({"a": a, "b": b})
+    assert full.loc["student", "differs"] and not full.loc["epochs", "differs"]
+    diff = tables.spec_comparison({"a": a, "b": b}, only_differences=True)
+    assert list(diff.index) == ["student"] and list(diff.columns) == ["a", "b", "differs"]
+    assert tables.differing_fields([a, b]) == ["student"]
+
+
+def test_sweep_frame_and_final_metrics(kd_home):
+    from test_app_support import TEACHER, completed_run, kd_spec
+
+    store = RunStore()
+    teacher = completed_run(store, TEACHER)
+    r1 = completed_run(store, kd_spec(teacher, rho=2.0, name="same"), kd=True)
+    r2 = completed_run(store, kd_spec(teacher, rho=8.0, name="same"), kd=True)
+    records = [store.get(r1), store.get(r2)]
+    assert tables.differing_fields([r.spec.to_dict() for r in records]) == ["logit.rho"]
+    frame = tables.sweep_frame(records, "logit.rho")
+    assert frame["value"].tolist() == [2.0, 8.0] and frame["agreement"].tolist() == pytest.approx([0.9, 0.9])
+    labels = tables.run_labels(records)
+    assert labels[r1] == f"same ({r1})"  # equal names get their ids
+    final = tables.final_metrics_table(records, labels)
+    assert list(final.index) == [labels[r1], labels[r2]]
+    assert final.loc[labels[r1], "agreement"] == pytest.approx(0.9) and "test acc" in final.columns
+
+
+def test_run_labels_drop_the_shared_prefix_and_stay_short():
+    from types import SimpleNamespace as R
+
+    records = [R(id="a", name="quick start: teacher (cnn_small)"), R(id="b", name="quick start: KD student " + "x" * 60)]
+    labels = tables.run_labels(records)
+    assert labels["a"] == "teacher (cnn_small)"
+    assert labels["b"].startswith("KD student") and labels["b"].endswith("…") and len(labels["b"]) <= 42
+
+
+def test_metric_groups_and_axes():
+    groups = tables.metric_groups(["loss/soft", "loss/hard", "loss/total", "test/acc", "lr", "fidelity/agreement", "throughput"])
+    assert groups["Loss terms"] == ["loss/total", "loss/hard", "loss/soft"]
+    assert list(groups) == ["Loss terms", "Accuracy", "Teacher–student agreement", "Learning rate", "Throughput"]
+    assert tables.metric_groups(["loss/hard", "loss/total"])["Loss terms"] == ["loss/total"]  # no twin line
+    assert tables.x_axis_for(["test/acc"]) == "epoch" and tables.x_axis_for(["loss/total"]) == "step"
+
+
+def test_append_points_replaces_same_step():
+    from kdcore.jobs import MetricPoint
+
+    frame = tables.append_points(None, [MetricPoint(1, 1, "a", 1.0, 0.0), MetricPoint(2, 1, "a", 2.0, 0.0)])
+    frame = tables.append_points(frame, [MetricPoint(2, 1, "a", 5.0, 0.0), MetricPoint(3, 1, "a", 3.0, 0.0)])
+    assert frame.sort_values("step")["value"].tolist() == [1.0, 5.0, 3.0]
+
+
+def test_format_duration():
+    assert tables.format_duration(None) == "—"
+    assert tables.format_duration(42) == "42 s"
+    assert tables.format_duration(125) == "2 min 05 s"
+    assert tables.format_duration(3 * 3600 + 60) == "3 h 01 min"
+
+
+# ---- catalog ---------------------------------------------------------------------------------------
+def test_layers_frame_and_pair_check():
+    layers = catalog.layers_frame("cnn_small", 10, (1, 8, 8))
+    row = layers.set_index("path").loc["stage1.conv1"]
+    assert row["shape"] == "32×8×8" and row["type"] == "Conv2d" and row["candidate"]
+    assert not layers.set_index("path").loc["stage1.relu1", "candidate"]
+    ok, reason = catalog.check_hint_pair("cnn_small", "stage2", "cnn_small", "stage1", 10, (1, 8, 8), "fitnets")
+    assert ok and "regressor" in reason
+    bad, why = catalog.check_hint_pair("cnn_small", "stage2", "mlp_64", "fc1", 10, (1, 8, 8), "at")
+    assert not bad and "flat vector" in why
+
+
+def test_zoo_frame_reports_models_that_cannot_run():
+    frame = catalog.zoo_frame(lambda n: (10, 20) if n == "mlp_64" else "too small", names=["mlp_64", "resnet8"])
+    assert frame.set_index("model").loc["mlp_64", "params"] == 10
+    assert frame.set_index("model").loc["resnet8", "note"] == "too small"
+    assert catalog.format_count(1_234_567) == "1.23M" and catalog.format_count(None) == "—"
+    assert catalog.compression_text((1000, 100), (10, 50)) == "100× fewer parameters, 2× fewer FLOPs than the teacher"
+    assert catalog.compression_text((10, 10), (10, 40)).startswith("about as many parameters, 4× more FLOPs")
+
+
+# ---- quick start -----------------------------------------------------------------------------------
+def test_quickstart_trio_specs():
+    t, s, k = quickstart.teacher_spec(), quickstart.scratch_spec(), quickstart.kd_spec("abcd1234")
+    assert t.teacher is None and t.transfer.kind == "labelled" and t.dataset.name == "digits"
+    for spec in (s, k):
+        assert spec.student == "mlp_64" and spec.transfer.kind == "partial_labels"
+        assert spec.transfer.label_fraction == pytest.approx(0.05)
+    assert k.teacher.source == "run" and k.teacher.run_id == "abcd1234"
+    assert t.device == "auto"
+
+
+def test_submit_and_find_the_latest_trio(kd_home):
+    store = RunStore()
+    first = quickstart.submit_trio(store)
+    second = quickstart.submit_trio(store)
+    assert quickstart.latest_trio(store) == second != first
+    kd = store.get(second.kd)
+    assert kd.depends_on == second.teacher and kd.spec.teacher.run_id == second.teacher
+    assert [r.id for r in store.list_runs()][::-1][:3] == first.ids()  # queued teacher first
+    store.delete(second.scratch)
+    assert quickstart.latest_trio(store) == first
+    assert quickstart.trio_frame({}, first).empty
+
+
+def test_trio_frame_orders_the_three_accuracies(kd_home):
+    from test_app_support import SCRATCH, TEACHER, completed_run, kd_spec
+
+    store = RunStore()
+    teacher = completed_run(store, TEACHER)
+    scratch = completed_run(store, SCRATCH)
+    kd = completed_run(store, kd_spec(teacher), kd=True)
+    trio = quickstart.Trio(teacher, scratch, kd)
+    frame = quickstart.trio_frame({i: store.get(i) for i in trio.ids()}, trio)
+    assert frame["run"].tolist() == [quickstart.ROLE_TITLES[r] for r in quickstart.ROLES]
+    assert isinstance(frame, pd.DataFrame) and "agreement" in frame.loc[2, "note"]

@@ -1,0 +1,45 @@
+"""Models page: the zoo with parameters, FLOPs (computed in the background) and latency; any model's layers."""
+from __future__ import annotations
+
+import time
+
+from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
+from test_app_support import app, no_exception
+
+from app import state
+
+
+def test_zoo_table_fills_in_and_layers_have_shapes(kd_home):
+    at = app("models.py")
+    no_exception(at)
+    zoo = at.dataframe[0].value
+    assert {"mlp_64", "cnn_small", "resnet8"} <= set(zoo["model"])
+    job = state.zoo_job(10, (1, 8, 8))
+    deadline = time.monotonic() + 45
+    while not job.stats_done and time.monotonic() < deadline:
+        time.sleep(0.5)
+    at.run()
+    zoo = at.dataframe[0].value.set_index("model")
+    assert zoo.loc["mlp_64", "params"] == 64 * 64 + 64 + 64 * 10 + 10
+    assert zoo.loc["cnn_small", "flops"] > zoo.loc["mlp_64", "flops"] > 0
+
+    at.selectbox(key="models_layers_model").set_value("cnn_small").run()
+    no_exception(at)
+    layers = at.dataframe[1].value.set_index("path")
+    assert layers.loc["stage1.conv1", "shape"] == "32×8×8"
+    at.toggle(key="models_only_candidates").set_value(True).run()
+    assert "stage1.relu1" not in set(at.dataframe[1].value["path"])
+
+
+def test_latency_is_measured_on_request(kd_home):
+    job = state.ZooJob(10, (1, 8, 8))
+    deadline = time.monotonic() + 45
+    while not job.stats_done and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job.latency.update({n: 0.0 for n in job.names if n != "mlp_64"})  # measure one model only
+    job.measure_latency()
+    deadline = time.monotonic() + 20
+    while job.measuring and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.latency["mlp_64"] > 0
+    job.stop()

@@ -1,0 +1,104 @@
+"""New experiment page: a valid form launches, an invalid one explains itself beside each widget."""
+from __future__ import annotations
+
+from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
+from test_app_support import TEACHER, app, completed_run, no_exception, texts
+
+from kdcore.jobs import RunStore
+
+
+def red_notes(at) -> list[str]:
+    return [m.value for m in at.markdown if m.value.startswith(":red[")]
+
+
+def test_default_form_launches_a_run_and_opens_it(kd_home):
+    at = app("new_experiment.py")
+    no_exception(at)
+    assert not red_notes(at)
+    assert "Ready: this queues 1 run" in texts(at)
+    at.text_input(key="name").set_value("my scratch run").run()
+    at.button(key="launch").click().run()
+    no_exception(at)
+    runs = RunStore().list_runs()
+    assert [r.name for r in runs] == ["my scratch run"]
+    assert at.query_params["run"] == [runs[0].id] or at.query_params["run"] == runs[0].id
+    assert at.title[0].value == "my scratch run"  # the run view opened
+
+
+def test_invalid_values_are_explained_beside_their_widgets_and_block_launch(kd_home):
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("zoo").run()
+    at.number_input(key="alpha").set_value(0.0).run()
+    at.number_input(key="beta").set_value(0.0).run()
+    at.number_input(key="lr").set_value(0.0).run()
+    no_exception(at)
+    notes = red_notes(at)
+    assert any("nothing would be learned" in n for n in notes)
+    assert any("greater than 0" in n for n in notes)  # the learning rate
+    assert at.button(key="launch").disabled
+    assert "2 problems to fix before launching" in at.warning[0].value
+    assert RunStore().list_runs() == []
+
+
+def test_an_incompatible_hint_pair_is_explained_under_the_pair(kd_home):
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("zoo").run()
+    at.button(key="add_hint").click().run()
+    assert any("Pick a layer for both sides" in n for n in red_notes(at))
+    at.selectbox(key="hint_0_teacher").set_value("stage2").run()
+    at.selectbox(key="hint_0_student").set_value("fc1").run()
+    at.selectbox(key="hint_0_mode").set_value("at").run()
+    no_exception(at)
+    assert any("flat vector" in n for n in red_notes(at))
+    assert at.button(key="launch").disabled
+    # A compatible pair is confirmed in green and can be launched.
+    at.selectbox(key="student").set_value("cnn_small").run()
+    at.selectbox(key="hint_0_student").set_value("stage1").run()
+    no_exception(at)
+    assert not red_notes(at), red_notes(at)
+    assert any(m.value.startswith(":green[") for m in at.markdown)
+    at.button(key="launch").click().run()
+    runs = RunStore().list_runs()
+    assert len(runs) == 2  # the new teacher, then the student waiting for it
+    student = next(r for r in runs if r.spec.teacher is not None)
+    assert student.spec.hints[0].preset == "at" and student.depends_on == next(
+        r.id for r in runs if r.spec.teacher is None)
+
+
+def test_a_sweep_with_one_value_is_refused_then_launches_one_run_per_value(kd_home):
+    at = app("new_experiment.py")
+    at.toggle(key="sweep_on").set_value(True).run()
+    at.text_input(key="sweep_values").set_value("4").run()
+    assert any("at least two values" in n for n in red_notes(at))
+    at.selectbox(key="sweep_field").set_value("seed").run()
+    at.text_input(key="sweep_values").set_value("0, 1, 2").run()
+    assert not red_notes(at)
+    at.button(key="launch").click().run()
+    no_exception(at)
+    runs = RunStore().list_runs()
+    assert sorted(r.spec.seed for r in runs) == [0, 1, 2] and len({r.sweep_id for r in runs}) == 1
+
+
+def test_teacher_run_shows_compression_and_a_soft_label_preview(kd_home):
+    teacher = completed_run(RunStore(), TEACHER)
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("run").run()
+    no_exception(at)
+    assert at.selectbox(key="teacher_run").value == teacher
+    assert "Compression" in [m.label for m in at.metric]
+    assert at.get("plotly_chart"), "no soft-label preview"
+    at.slider(key="rho").set_value(10.0).run()
+    no_exception(at)
+    assert not red_notes(at)
+
+
+def test_a_broken_upload_is_explained_not_a_traceback(kd_home, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("upload").run()
+    assert any("Upload the teacher's checkpoint" in n for n in red_notes(at))
+    at.session_state["teacher_checkpoint_path"] = str(bad)
+    at.run()
+    no_exception(at)
+    assert any("not a loadable weights-only checkpoint" in n for n in red_notes(at))

@@ -1,0 +1,126 @@
+"""Runs page: the table (filter, sort, open) and the run view — live curves of a run still training,
+the log, downloads and the actions (rename, tags, cancel, duplicate, delete)."""
+from __future__ import annotations
+
+from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
+from test_app_support import (SCRATCH, TEACHER, app, claim, completed_run, feed, filled_store, kd_spec,
+                              no_exception, texts)
+
+from kdcore.jobs import RunStore
+
+
+def test_table_lists_filters_and_opens_runs(kd_home):
+    store, ids = filled_store()
+    waiting = store.submit({**SCRATCH, "name": "waiting run"}, check=False)
+    at = app("runs.py")
+    no_exception(at)
+    table = at.dataframe[0].value
+    assert set(table["id"]) == {*ids.values(), waiting}
+    kd_row = table.set_index("id").loc[ids["kd"]]
+    assert kd_row["status"] == "completed" and kd_row["agreement"] > 0.8
+    assert kd_row["teacher → student"] == f"run {ids['teacher']} → mlp_64"
+    at.multiselect(key="runs_status").set_value(["queued"]).run()
+    assert at.dataframe[0].value["id"].tolist() == [waiting]
+    at.multiselect(key="runs_status").set_value([]).run()
+    at.text_input(key="runs_search").set_value("digits kd").run()
+    assert at.dataframe[0].value["id"].tolist() == [ids["kd"]]
+    at.selectbox(key="runs_open_pick").set_value(ids["kd"]).run()
+    at.button(key="runs_open").click().run()
+    no_exception(at)
+    assert at.title[0].value == "digits kd"
+
+
+def test_run_view_of_a_run_still_training_appends_new_points(kd_home):
+    store = RunStore()
+    teacher = completed_run(store, TEACHER)
+    run_id = store.submit(kd_spec(teacher), check=False)
+    cb = claim(store, run_id)
+    feed(cb, range(1, 2), kd=True)
+    at = app("run.py", run=run_id)
+    no_exception(at)
+    assert "running" in texts(at)
+    assert at.get("progress")[0].proto.text == "epoch 1 of 3 · step 5"
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 5  # losses, accuracy, agreement, KL, lr, throughput
+    live = at.session_state[f"live_{run_id}"]
+    assert live["last"] == 5 and len(live["frame"]) > 0
+    before = len(live["frame"])
+
+    feed(cb, range(2, 3), kd=True)  # the worker reports another epoch
+    at.run()
+    no_exception(at)
+    live = at.session_state[f"live_{run_id}"]
+    assert live["last"] == 10 and len(live["frame"]) > before
+    assert not live["frame"].duplicated(subset=["name", "step"]).any()
+    assert "epoch 2: test acc" in at.code[0].value  # the log tail
+    assert at.metric[0].value == "70.0%"
+    assert "No GPU memory curve" in texts(at)
+
+
+def test_run_view_actions(kd_home):
+    store, ids = filled_store()
+    at = app("run.py", run=ids["scratch"])
+    no_exception(at)
+    assert {b.label for b in at.get("download_button")} >= {"Checkpoint (.pt)", "Metrics (CSV)", "Spec (YAML)"}
+    at.text_input(key=f"rename_{ids['scratch']}").set_value("baseline").run()
+    at.button(key=f"rename_save_{ids['scratch']}").click().run()
+    assert store.get(ids["scratch"]).name == "baseline" and at.title[0].value == "baseline"
+    at.text_input(key=f"tags_{ids['scratch']}").set_value("paper, small").run()
+    at.button(key=f"tags_save_{ids['scratch']}").click().run()
+    assert store.get(ids["scratch"]).tags == ["paper", "small"]
+    assert at.button(key="cancel_run").disabled  # nothing to cancel on a finished run
+    at.button(key="delete_confirm").click().run()
+    no_exception(at)
+    assert ids["scratch"] not in {r.id for r in store.list_runs()}
+    assert at.title[0].value == "Runs"  # back on the table
+    assert ids["scratch"] not in set(at.dataframe[0].value["id"])
+
+
+def test_cancel_a_running_run(kd_home):
+    store = RunStore()
+    run_id = store.submit(SCRATCH, check=False)
+    claim(store, run_id)
+    at = app("run.py", run=run_id)
+    at.button(key="cancel_run").click().run()
+    no_exception(at)
+    assert store.get(run_id).cancel_requested
+
+
+def test_duplicate_opens_the_form_filled_in(kd_home):
+    store, ids = filled_store()
+    at = app("run.py", run=ids["kd"])
+    at.button(key="duplicate_run").click().run()
+    no_exception(at)
+    assert at.title[0].value == "New experiment"
+    assert at.radio(key="teacher_source").value == "run"
+    assert at.selectbox(key="teacher_run").value == ids["teacher"]
+    assert at.radio(key="transfer_kind").value == "partial_labels"
+    assert at.text_input(key="name").value == "digits kd"
+
+
+def test_unknown_run_is_one_sentence(kd_home):
+    RunStore()
+    at = app("run.py", run="deadbeef")
+    no_exception(at)
+    assert "there is no run 'deadbeef'" in at.error[0].value
+
+
+def test_failed_run_shows_its_error(kd_home):
+    from kdcore.jobs import RunStatus
+    from test_app_support import WORKER
+
+    store = RunStore()
+    run_id = store.submit(SCRATCH, check=False)
+    cb = claim(store, run_id)
+    store.finish_run(run_id, WORKER, cb.attempt, RunStatus.FAILED,
+                     error="the loss became NaN at epoch 1, step 3; lower the learning rate or the loss weights")
+    at = app("run.py", run=run_id)
+    no_exception(at)
+    assert "lower the learning rate" in at.error[0].value
+
+
+def test_an_old_runs_link_opens_the_run_view(kd_home):
+    store, ids = filled_store()
+    at = app("runs.py", run=ids["kd"])
+    no_exception(at)
+    assert at.title[0].value == "digits kd"
