@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv clean
+.PHONY: run test venv system-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
-run: $(STAMP)
-	$(PY) -m streamlit run app/main.py
+# Debian packages the tests use (Chromium, PostgreSQL, Fashion-MNIST): installed when root, else named.
+system-deps:
+	@scripts/system_deps.sh
 
-test: $(STAMP)
+# Loopback only: on a laptop there is no login, so the dashboard must not be reachable from the network.
+run: $(STAMP)
+	$(PY) -m streamlit run app/main.py --server.address 127.0.0.1
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

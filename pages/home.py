@@ -1,6 +1,8 @@
 """Home: what KD Studio does, the digits quick start and the latest runs."""
 import streamlit as st
 
+from kdcore.errors import KDError
+
 from app import auth, figures, navigation, quickstart, state, tables, widgets
 
 store = state.get_store()
@@ -23,8 +25,11 @@ st.markdown(
 )
 
 if st.button("Launch the digits quick start", type="primary", key="launch_quickstart"):
-    quickstart.submit_trio(store, owner=auth.current_name())
-    st.toast("Queued the teacher, the scratch student and the KD student.")
+    try:
+        quickstart.submit_trio(store, owner=auth.current_name())
+        st.toast("Queued the teacher, the scratch student and the KD student.")
+    except KDError as err:  # e.g. the store is unreachable: one sentence, never a traceback
+        st.error(f"Could not queue the quick start: {err}")
 
 trio = quickstart.latest_trio(store)
 

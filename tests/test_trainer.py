@@ -231,3 +231,53 @@ def test_imagefolder_spec_is_checked_against_its_folder(kd_home, monkeypatch, tm
     outside = RunSpec.from_dict({"dataset": {"name": "imagefolder", "path": "../elsewhere"}, "student": "cnn_small"})
     assert check_spec(outside)[0].startswith("dataset.path:")
     assert check_spec(RunSpec.from_dict({"dataset": {"name": "imagefolder"}}))[0].startswith("dataset.path:")
+
+
+def test_teacher_for_another_image_size_is_refused_in_one_sentence(tmp_path, teacher_ckpt, monkeypatch):
+    from kdcore.train.checks import check_spec
+    from kdcore.train.checkpoint import save_atomic
+
+    data = load_checkpoint(teacher_ckpt)
+    data["model"] = {**data["model"], "input_size": 28}  # as if trained on 28×28 Fashion-MNIST
+    bad = tmp_path / "fmnist_sized.pt"
+    save_atomic(data, bad)
+    assert any("built for 28×28 images" in p for p in check_spec(kd_spec(bad)))
+    with pytest.raises(KDError, match="built for 28×28 images but the dataset's are 8×8"):
+        train(kd_spec(bad), tmp_path / "out")
+
+
+def test_a_folder_holding_another_specs_checkpoint_is_left_intact(tmp_path):
+    train(digits_spec(epochs=1), tmp_path)
+    before = (tmp_path / "spec.yaml").read_text()
+    with pytest.raises(KDError, match="checkpoint of a different spec"):
+        train(digits_spec(epochs=2, student="mlp_800_800"), tmp_path)
+    assert (tmp_path / "spec.yaml").read_text() == before
+    # what a run is called, its tags and where it runs do not make it another spec: it resumes
+    cb = RecordingCallbacks()
+    result = train(digits_spec(epochs=1, name="renamed", tags=["x"], device="cpu"), tmp_path, cb)
+    assert cb.resumed_at is not None and cb.resumed_at[0] == 1 and result.status == "completed"
+
+
+def test_fewer_probes_than_classes_still_cover_every_class(tmp_path):
+    train(digits_spec(epochs=1, probe_size=4), tmp_path)
+    probes = torch.load(tmp_path / "probes.pt", weights_only=True)
+    assert sorted(probes["labels"].tolist()) == list(range(10))
+
+
+def test_fidelity_metrics_against_hand_computed_values():
+    from kdcore.train.fidelity import agreement, expected_calibration_error, mean_kl
+
+    t = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    s = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
+    assert agreement(s, t) == pytest.approx(1 / 3)
+    p_t, p_s = torch.softmax(t, 1), torch.softmax(s, 1)
+    expected = sum(float((p_t[i] * (p_t[i] / p_s[i]).log()).sum()) for i in range(3)) / 3
+    assert mean_kl(t, s) == pytest.approx(expected, rel=1e-5)
+    p_t4, p_s4 = torch.softmax(t / 4, 1), torch.softmax(s / 4, 1)
+    assert mean_kl(t, s, 4.0) == pytest.approx(float((p_t4 * (p_t4 / p_s4).log()).sum(1).mean()), rel=1e-5)
+    # two samples, both predicted with confidence 0.8 (same bin), one right: |0.5 - 0.8| = 0.3
+    logit = float(torch.log(torch.tensor(4.0)))
+    z = torch.tensor([[logit, 0.0], [logit, 0.0]])
+    assert expected_calibration_error(z, torch.tensor([0, 1])) == pytest.approx(0.3, abs=1e-6)
+    # perfectly calibrated: confidence 1.0 and always right
+    assert expected_calibration_error(torch.tensor([[50.0, 0.0]]), torch.tensor([0])) == pytest.approx(0, abs=1e-6)

@@ -125,13 +125,14 @@ def test_two_workers_execute_six_runs_each_exactly_once_and_a_kd_run_waits_for_i
     assert store.workers() == []  # both stopped cleanly
 
 
-def test_a_run_whose_worker_is_killed_resumes_on_another_worker_from_its_checkpoint(sqlite_url, kd_home, workers):
-    store = RunStore(sqlite_url)
-    # Batches of 2 make an epoch last long enough (~650 steps) to be killed in the middle of one.
-    run_id = store.submit(tiny(name="long", epochs=4, batch_size=2))
+def test_a_run_whose_worker_is_killed_resumes_on_another_worker_from_its_checkpoint(db_url, kd_home, workers):
+    store = RunStore(db_url)
+    # Batches of 1 make an epoch last long enough (~1300 steps, seconds even on an idle core) to be killed
+    # in the middle of one.
+    run_id = store.submit(tiny(name="long", epochs=4, batch_size=1))
     procs = {}
     for _ in range(2):
-        proc = workers(sqlite_url, stale_after_s=3)
+        proc = workers(db_url, stale_after_s=3)
         procs[proc.pid] = proc
     checkpoint = run_dir(run_id) / "checkpoint.pt"
 
@@ -159,10 +160,10 @@ def test_a_run_whose_worker_is_killed_resumes_on_another_worker_from_its_checkpo
     assert_history_is_whole(store, run_id)  # ... and were replaced, not duplicated or lost
 
 
-def test_cancelling_a_running_run_stops_it_within_seconds_and_keeps_its_checkpoint(sqlite_url, kd_home, workers):
-    store = RunStore(sqlite_url)
+def test_cancelling_a_running_run_stops_it_within_seconds_and_keeps_its_checkpoint(db_url, kd_home, workers):
+    store = RunStore(db_url)
     run_id = store.submit(tiny(name="endless", epochs=2000))
-    workers(sqlite_url)
+    workers(db_url)
     checkpoint = run_dir(run_id) / "checkpoint.pt"
     wait_until(lambda: checkpoint.is_file() and store.get(run_id).epoch >= 1, RUN_TIMEOUT_S, "a first checkpoint",
                on_timeout=lambda: worker_log(kd_home))
@@ -176,14 +177,14 @@ def test_cancelling_a_running_run_stops_it_within_seconds_and_keeps_its_checkpoi
     assert any(m.startswith("cancelled after") and "is kept" in m for m in messages)
 
 
-def test_invalid_and_crashing_runs_do_not_disturb_other_runs(sqlite_url, kd_home, workers):
-    store = RunStore(sqlite_url)
+def test_invalid_and_crashing_runs_do_not_disturb_other_runs(db_url, kd_home, workers):
+    store = RunStore(db_url)
     with pytest.raises(SpecError, match=r"epochs") as refused:
         store.submit({"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 0})
     assert "epochs" in str(refused.value)
     diverging = store.submit(tiny(name="diverges", optimizer={"lr": 1e30}))
     good = store.submit(tiny(name="fine"))
-    workers(sqlite_url, "--exit-when-idle")
+    workers(db_url, "--exit-when-idle")
     bad_run, good_run = wait_for(store, [diverging, good], {RunStatus.COMPLETED, RunStatus.FAILED}, kd_home)
     assert bad_run.status is RunStatus.FAILED and "the loss became" in bad_run.error
     failure = [e for e in store.events(diverging) if e.level == "error"]
@@ -273,3 +274,14 @@ def test_cli_submit_runs_cancel_and_logs(kd_home, sqlite_url, tmp_path):
     refused = cli("submit", str(bad))
     assert refused.returncode == 2 and refused.stderr.startswith("error: logit.rho:")
     assert RunStore(sqlite_url).queue_counts()["queued"] == 1
+
+
+def test_a_bound_worker_trains_on_its_own_device_whatever_the_spec_wished():
+    from kdcore.jobs.worker import Worker
+    from kdcore.spec import RunSpec
+
+    spec = RunSpec(device="cuda:1")
+    worker = Worker.__new__(Worker)  # only the placement rule, no store or process
+    for bound, expected in (("cuda:3", "cuda"), ("cpu", "cpu"), ("auto", "cuda:1")):
+        worker.config = type("C", (), {"device": bound})()
+        assert worker._placed(spec).device == expected

@@ -16,16 +16,14 @@ def run(args: argparse.Namespace) -> int:
     from kdcore.data import load_dataset
     from kdcore.train.checkpoint import load_model_from_checkpoint
     from kdcore.train.fidelity import accuracy, expected_calibration_error
-    from kdcore.train.trainer import SPLIT_SEED, predict, resolve_device
+    from kdcore.train.trainer import SPLIT_SEED, check_model_fits, predict, resolve_device
 
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, seed=SPLIT_SEED, device=device)
     c, h, _ = data.info.input_shape
     model, record = load_model_from_checkpoint(args.checkpoint, args.model, num_classes=data.info.num_classes,
                                                in_channels=c, input_size=h)
-    if record["num_classes"] != data.info.num_classes:
-        from kdcore.errors import KDError
-        raise KDError(f"the model predicts {record['num_classes']} classes but {args.dataset} has {data.info.num_classes}")
+    check_model_fits(record, data.info.num_classes, c, h, who="model")
     split = getattr(data, args.split)
     logits = predict(model.to(device), split.x, 1024, device, "fp32")
     print(f"{record['name']} on {args.dataset}/{args.split} ({len(split)} samples): "

@@ -17,7 +17,7 @@ from kdcore.errors import KDError
 from kdcore.jobs.schema import SCHEMA_VERSION, meta_table, metadata
 from kdcore.paths import kd_home
 
-SQLITE_BUSY_TIMEOUT_S = 60.0
+SQLITE_BUSY_TIMEOUT_S = 30.0  # well under STALE_AFTER_S: a blocked heartbeat must not look like a dead worker
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()

@@ -197,7 +197,10 @@ class RunStore:
         now = _now()
         with write_tx(self.engine) as conn:
             run_id = self._resolve_id(conn, run_id)
-            status = RunStatus(conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)).scalar_one())
+            # FOR UPDATE: on PostgreSQL a claim cannot slip in between this read and the write below
+            # (SQLite's BEGIN IMMEDIATE already serialises writers).
+            status = RunStatus(conn.execute(
+                select(t.runs.c.status).where(t.runs.c.id == run_id).with_for_update()).scalar_one())
             if status is RunStatus.QUEUED:
                 conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(
                     status=RunStatus.CANCELLED.value, cancel_requested=True, finished_at=now))
@@ -213,7 +216,8 @@ class RunStore:
         """Remove a run, its metrics, events and artifact files. A running run must be cancelled first."""
         with write_tx(self.engine) as conn:
             run_id = self._resolve_id(conn, run_id)
-            status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)).scalar_one()
+            status = conn.execute(
+                select(t.runs.c.status).where(t.runs.c.id == run_id).with_for_update()).scalar_one()
             if status == RunStatus.RUNNING.value:
                 raise RunStateError(f"run {run_id} is running; cancel it before deleting it")
             for table in (t.metrics, t.events, t.artifacts, t.run_tags):

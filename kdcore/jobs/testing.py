@@ -17,11 +17,37 @@ from pathlib import Path
 POSTGRES_ENV = "KD_TEST_POSTGRES_URL"
 
 
+def start_throwaway_postgres() -> str | None:
+    """Start scripts/start_postgres.sh's cluster once per process (stopped at exit) when PostgreSQL's
+    server binaries are installed, so `make test` needs no server set up by hand. None if it cannot."""
+    import atexit
+    import glob
+    import tempfile
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "start_postgres.sh"
+    pg_bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not script.is_file() or not pg_bins:
+        return None
+    workdir = tempfile.mkdtemp(prefix="kd-test-postgres.")
+    done = subprocess.run([str(script)], env={**os.environ, "KD_PG_WORKDIR": workdir}, capture_output=True,
+                          text=True, timeout=180)
+    if done.returncode != 0:
+        return None
+    stop = [f"{pg_bins[-1]}/pg_ctl", "-D", f"{workdir}/data", "-m", "fast", "stop"]
+    if os.geteuid() == 0:
+        stop = ["su", "postgres", "-s", "/bin/bash", "-c", " ".join(f"'{a}'" for a in stop)]
+    atexit.register(lambda: (subprocess.run(stop, capture_output=True), __import__("shutil").rmtree(workdir, True)))
+    return done.stdout.strip().splitlines()[-1]
+
+
 def postgres_base_url() -> str:
-    """KD_TEST_POSTGRES_URL; without it the test fails on CI (CI=true) and is skipped elsewhere."""
+    """KD_TEST_POSTGRES_URL, else a throwaway local cluster; without either the test fails on CI (CI=true)
+    and is skipped elsewhere."""
     import pytest
 
     url = os.environ.get(POSTGRES_ENV, "").strip()
+    if not url and (url := start_throwaway_postgres() or ""):
+        os.environ[POSTGRES_ENV] = url  # one cluster per test process
     if url:
         return url
     message = (f"{POSTGRES_ENV} is not set: start a server with `export {POSTGRES_ENV}=$(scripts/start_postgres.sh)` "

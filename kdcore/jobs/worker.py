@@ -301,7 +301,7 @@ class Worker:
                 cb.drop_points_after(0, 0, "the previous attempt left no checkpoint: starting over, "
                                            "its points dropped")
             try:
-                result = train(record.spec, out_dir, cb, resume=True)
+                result = train(self._placed(record.spec), out_dir, cb, resume=True)
             except (KeyboardInterrupt, SystemExit):
                 cb.flush()
                 self.store.release_run(run_id, self.id, attempt, "the worker was interrupted")
@@ -314,6 +314,14 @@ class Worker:
             with self._current_lock:
                 self._current = None
             _free_memory()
+
+    def _placed(self, spec):
+        """A worker bound to a device trains there whatever the spec wished for: after
+        restrict_visible_device its GPU is this process's only one, `cuda`."""
+        if self.config.device == "auto":
+            return spec
+        device = "cuda" if self.config.device.startswith("cuda") else self.config.device
+        return spec.model_copy(update={"device": device})
 
     def _fail(self, cb: StoreCallbacks, err: Exception) -> RunStatus | None:
         tb = traceback.format_exc()

@@ -56,9 +56,13 @@ def check_spec(spec: RunSpec, *, teacher_model: str | None = None) -> list[str]:
         record = teacher_model_record(spec)
     except KDError as err:
         problems.append(f"teacher.checkpoint: {err}")
-    if record and record.get("num_classes") not in (None, info.num_classes):
-        problems.append(f"teacher: the teacher predicts {record['num_classes']} classes but "
-                        f"{info.title} has {info.num_classes}")
+    if record:
+        from kdcore.train.trainer import check_model_fits
+
+        try:
+            check_model_fits(record, info.num_classes, c, h, who="teacher")
+        except KDError as err:
+            problems.append(f"teacher: {err}")
     name = teacher_model or (record or {}).get("name")
     if spec.hints and name:
         try:

@@ -46,6 +46,9 @@ def resolve_device(requested: str) -> torch.device:
         return torch.device("cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise KDError(f"device {requested} was asked for but this machine has no CUDA GPU; use device: auto or cpu")
+    if requested.startswith("cuda:") and int(requested.split(":")[1]) >= torch.cuda.device_count():
+        raise KDError(f"device {requested} does not exist: this process sees {torch.cuda.device_count()} GPU(s) "
+                      f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); use device: auto")
     if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise KDError("device mps was asked for but this machine has no Apple GPU; use device: auto or cpu")
     return torch.device(requested)
@@ -120,11 +123,24 @@ def load_teacher(spec: RunSpec, num_classes: int, in_channels: int, input_size: 
             raise KDError(f"could not load torchvision weights {t.weights or 'DEFAULT'} for {t.model} ({err})") from None
         classes = next(m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)).out_features
         record = model_record(t.model, classes, 3, 224)
-    if record["num_classes"] != num_classes:
-        raise KDError(f"the teacher predicts {record['num_classes']} classes but the dataset has {num_classes}")
-    if record["in_channels"] != in_channels:
-        raise KDError(f"the teacher takes {record['in_channels']}-channel images but the dataset has {in_channels}")
+    check_model_fits(record, num_classes, in_channels, input_size, who="teacher")
     return model, record
+
+
+def _resume_key(spec: dict) -> dict:
+    """What must match to continue a checkpoint: everything but labels and where it runs."""
+    return {k: v for k, v in spec.items() if k not in ("name", "tags", "device")}
+
+
+def check_model_fits(record: dict, num_classes: int, in_channels: int, input_size: int, *, who: str) -> None:
+    """A saved model must predict the dataset's classes from images of its shape; say which part differs."""
+    if record.get("num_classes") not in (None, num_classes):
+        raise KDError(f"the {who} predicts {record['num_classes']} classes but the dataset has {num_classes}")
+    if record.get("in_channels") not in (None, in_channels):
+        raise KDError(f"the {who} takes {record['in_channels']}-channel images but the dataset has {in_channels}")
+    if record.get("input_size") not in (None, input_size) and not str(record.get("name", "")).startswith("tv_"):
+        raise KDError(f"the {who} was built for {record['input_size']}×{record['input_size']} images but the "
+                      f"dataset's are {input_size}×{input_size}")
 
 
 class _Interval:
@@ -149,6 +165,18 @@ class _Interval:
         self.images += images
 
 
+def _spread(labels: Tensor, count: int) -> Tensor:
+    """Positions of `count` items taking classes in turn (round-robin), so truncation keeps every class."""
+    order = torch.argsort(labels.cpu(), stable=True)
+    sorted_labels = labels.cpu()[order]
+    rank = torch.zeros_like(sorted_labels)
+    for c in sorted_labels.unique():
+        members = sorted_labels == c
+        rank[members] = torch.arange(int(members.sum()))
+    picked = order[torch.argsort(rank * (int(sorted_labels.max()) + 1) + sorted_labels, stable=True)][:count]
+    return picked.sort().values
+
+
 class Trainer:
     def __init__(self, spec: RunSpec, out_dir: str | Path, callbacks: TrainCallbacks | None = None):
         self.spec = spec
@@ -166,6 +194,7 @@ class Trainer:
         self.precision = resolve_precision(spec.precision, self.device)
         torch.manual_seed(spec.seed)
         if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # a worker's earlier runs must not show here
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -225,9 +254,11 @@ class Trainer:
         if self.cache_allowed:
             self.teacher_cache = self._predict(self.teacher, self.transfer.x)
 
+        # class-stratified; with more classes than probe_size, one per class rather than blank classes
         per_class = math.ceil(spec.probe_size / info.num_classes) if spec.probe_size else 0
-        probe_idx = stratified_subset(self.data.test.y, per_class=per_class, seed=SPLIT_SEED)[:spec.probe_size] \
-            if per_class else torch.empty(0, dtype=torch.long)
+        probe_count = max(spec.probe_size, info.num_classes) if per_class else 0
+        probe_idx = stratified_subset(self.data.test.y, per_class=per_class, seed=SPLIT_SEED)
+        probe_idx = probe_idx[_spread(self.data.test.y[probe_idx], probe_count)]
         self.probe_idx = probe_idx.to(self.device)
         self.probes: dict[str, Any] = {
             "indices": probe_idx.cpu(), "labels": self.data.test.y[self.probe_idx].cpu(),
@@ -286,7 +317,7 @@ class Trainer:
 
     def _restore(self) -> tuple[int, int, list[dict]]:
         ckpt = load_checkpoint(self.out_dir / CHECKPOINT_NAME)
-        if ckpt.get("spec") != self.spec.to_dict():
+        if _resume_key(ckpt.get("spec") or {}) != _resume_key(self.spec.to_dict()):
             raise KDError(f"{self.out_dir} holds a checkpoint of a different spec; use another output folder")
         self.student.load_state_dict(ckpt["state_dict"])
         self.distiller.feature_losses.load_state_dict(ckpt["feature_losses"])
@@ -307,12 +338,12 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._setup()
-            (self.out_dir / "spec.yaml").write_text(self.spec.to_yaml())
             start_epoch, step, history = 0, 0, []
             if resume and (self.out_dir / CHECKPOINT_NAME).is_file():
                 start_epoch, step, history = self._restore()
                 self.cb.on_resume(start_epoch, step)
                 self.cb.on_log(f"resumed after epoch {start_epoch} (step {step})")
+            (self.out_dir / "spec.yaml").write_text(self.spec.to_yaml())  # only once the folder is ours
             self.info.update(start_epoch=start_epoch, start_step=step)
             self.cb.on_start(dict(self.info))
             self.cb.on_log(self._start_line())
@@ -323,8 +354,10 @@ class Trainer:
                     return TrainResult("cancelled", epoch - 1, step, history[-1] if history else {}, self.out_dir, self.info)
                 step, metrics = result
                 history.append({"epoch": epoch, "step": step, **metrics})
-                self._checkpoint(epoch, step, history)
+                # Report first: a crash before the checkpoint then rolls back to the previous one cleanly,
+                # never leaving a checkpointed epoch whose metrics were not delivered.
                 self.cb.on_epoch(epoch, step, metrics)
+                self._checkpoint(epoch, step, history)
                 self.cb.on_log(self._epoch_line(epoch, metrics))
             return TrainResult("completed", self.spec.epochs, step, history[-1] if history else {}, self.out_dir, self.info)
         except torch.cuda.OutOfMemoryError:
@@ -382,7 +415,7 @@ class Trainer:
             labelled += is_lab.sum()
             seen += len(y)
             interval.add(losses, total, len(y))
-            if interval.steps >= self.log_every:
+            if interval.steps >= self.log_every or time.perf_counter() - interval.started >= 1.0:
                 self._report_interval(interval, epoch, step)
         if interval.steps:
             self._report_interval(interval, epoch, step)
