@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kdcore.lab.softlabels import soften  # the one σ(z; ρ) of the project
 
-def soften(logits: np.ndarray, rho: float) -> np.ndarray:
-    """σ(z; ρ) row by row, computed stably (the max logit is subtracted first)."""
+
+def log_soften(logits: np.ndarray, rho: float) -> np.ndarray:
+    """log σ(z; ρ) row by row, in the log domain so tiny probabilities keep their exact size."""
     z = np.asarray(logits, dtype=np.float64) / float(rho)
     z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -23,11 +24,11 @@ def entropy(probs: np.ndarray) -> np.ndarray:
     return -(np.asarray(probs) * np.log2(p)).sum(axis=-1)
 
 
-def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """KL(p ‖ q) in nats of each row; rows of q are clipped away from 0 so the value stays finite."""
-    p = np.asarray(p, dtype=np.float64)
-    q = np.clip(np.asarray(q, dtype=np.float64), 1e-12, 1.0)
-    return (p * (np.log(np.clip(p, 1e-300, 1.0)) - np.log(q))).sum(axis=-1)
+def kl_from_logits(teacher_logits: np.ndarray, student_logits: np.ndarray, rho: float) -> np.ndarray:
+    """KL(σ(z_t; ρ) ‖ σ(z_s; ρ)) in nats of each row, from log-probabilities (no clipping, exact even for
+    a very confident student)."""
+    log_p, log_q = log_soften(teacher_logits, rho), log_soften(student_logits, rho)
+    return (np.exp(log_p) * (log_p - log_q)).sum(axis=-1)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def distribution_frame(class_names: list[str], teacher_logits: np.ndarray | None
 def per_class_kl(teacher_logits: np.ndarray, student_logits: np.ndarray, labels: np.ndarray,
                  class_names: list[str], rho: float) -> pd.DataFrame:
     """Mean KL(teacher ‖ student) at ρ over the probe samples of each true class: columns class, kl, samples."""
-    kl = kl_divergence(soften(teacher_logits, rho), soften(student_logits, rho))
+    kl = kl_from_logits(teacher_logits, student_logits, rho)
     rows = []
     for c, name in enumerate(class_names):
         mask = labels == c

@@ -108,10 +108,12 @@ def test_soften_is_a_tempered_softmax():
 def test_entropy_and_kl_known_values():
     assert softlabels.entropy(np.array([[0.5, 0.5]]))[0] == pytest.approx(1.0)
     assert softlabels.entropy(np.array([[1.0, 0.0]]))[0] == pytest.approx(0.0)
-    p = np.array([[0.5, 0.5]])
-    assert softlabels.kl_divergence(p, p)[0] == pytest.approx(0.0)
-    assert softlabels.kl_divergence(p, np.array([[0.9, 0.1]]))[0] == pytest.approx(
-        0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1))
+    t = np.array([[0.0, 0.0]])  # σ = (0.5, 0.5)
+    assert softlabels.kl_from_logits(t, t, 1.0)[0] == pytest.approx(0.0)
+    s = np.array([[np.log(9.0), 0.0]])  # σ = (0.9, 0.1)
+    assert softlabels.kl_from_logits(t, s, 1.0)[0] == pytest.approx(0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1))
+    # a student 60 logits sure of the wrong class: the true KL (~60 nats) is not clipped to log(1e12) ≈ 27.6
+    assert softlabels.kl_from_logits(np.array([[60.0, 0.0]]), np.array([[0.0, 60.0]]), 1.0)[0] == pytest.approx(60.0)
 
 
 def test_entropy_curve_rises_with_rho_towards_uniform():

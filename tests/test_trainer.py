@@ -281,3 +281,8 @@ def test_fidelity_metrics_against_hand_computed_values():
     assert expected_calibration_error(z, torch.tensor([0, 1])) == pytest.approx(0.3, abs=1e-6)
     # perfectly calibrated: confidence 1.0 and always right
     assert expected_calibration_error(torch.tensor([[50.0, 0.0]]), torch.tensor([0])) == pytest.approx(0, abs=1e-6)
+
+
+def test_no_probes_when_probe_size_is_zero(tmp_path):
+    train(digits_spec(epochs=1, probe_size=0), tmp_path)
+    assert torch.load(tmp_path / "probes.pt", weights_only=True)["student"] == []

@@ -257,8 +257,10 @@ class Trainer:
         # class-stratified; with more classes than probe_size, one per class rather than blank classes
         per_class = math.ceil(spec.probe_size / info.num_classes) if spec.probe_size else 0
         probe_count = max(spec.probe_size, info.num_classes) if per_class else 0
-        probe_idx = stratified_subset(self.data.test.y, per_class=per_class, seed=SPLIT_SEED)
-        probe_idx = probe_idx[_spread(self.data.test.y[probe_idx], probe_count)]
+        probe_idx = torch.empty(0, dtype=torch.long, device=self.device)
+        if probe_count:
+            probe_idx = stratified_subset(self.data.test.y, per_class=per_class, seed=SPLIT_SEED)
+            probe_idx = probe_idx[_spread(self.data.test.y[probe_idx], probe_count).to(probe_idx.device)]
         self.probe_idx = probe_idx.to(self.device)
         self.probes: dict[str, Any] = {
             "indices": probe_idx.cpu(), "labels": self.data.test.y[self.probe_idx].cpu(),

@@ -1,0 +1,305 @@
+"""Figures and small tables of the dark-knowledge lab: plain functions from arrays / DataFrames to
+plotly figures, no Streamlit (unit-tested in tests/test_lab_app.py).
+
+Figures are assembled as plain dicts and built once with validation off: plotly's property-by-property
+API (update_layout, add_vline, ...) costs tens of milliseconds per figure, too slow for a ρ slider that
+must answer in well under 300 ms. The unit tests re-validate every figure, so a typo still fails there."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+TEACHER_COLOR = "#636EFA"
+STUDENT_COLOR = "#EF553B"
+TRUE_COLOR = "#00A676"
+GREY = "#9AA0A6"
+HEIGHT = 330
+# Light (nothing) to dark blue (much), given as stops: a named scale may be re-themed in the browser.
+HEAT_SCALE = [[0.0, "#f7fbff"], [0.25, "#c6dbef"], [0.5, "#6baed6"], [0.75, "#2171b5"], [1.0, "#08306b"]]
+
+
+def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    return go.Figure(data=data, layout=layout, _validate=False)
+
+
+def _layout(*, title: str | None, x_title: str | None = None, y_title: str | None = None, height: int = HEIGHT,
+            legend: bool = True, **extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "title": {"text": title, "x": 0, "xanchor": "left"} if title else None,
+        "height": height, "margin": {"l": 10, "r": 10, "t": 60 if title else 30, "b": 10}, "showlegend": legend,
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
+        "hovermode": "closest",
+        "xaxis": {"title": {"text": x_title}}, "yaxis": {"title": {"text": y_title}},
+        "shapes": [], "annotations": [],
+        # No plotly template: Streamlit's theme fills an empty one in the browser, and the default
+        # template would be deep-copied into every figure (most of the cost, 6x the JSON).
+        "template": {},
+    }
+    for key, value in extra.items():
+        if key in ("xaxis", "yaxis"):
+            layout[key].update(value)
+        else:
+            layout[key] = value
+    if layout["title"] is None:
+        del layout["title"]
+    return layout
+
+
+def _empty(message: str, title: str | None = None) -> go.Figure:
+    layout = _layout(title=title, legend=False, xaxis={"visible": False}, yaxis={"visible": False})
+    layout["annotations"] = [{"text": message, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper",
+                              "yref": "paper", "font": {"size": 14, "color": "gray"}}]
+    return _figure([], layout)
+
+
+def _vline(layout: dict[str, Any], x: float | None, label: str, *, log_x: bool = False) -> None:
+    """A dotted vertical line at x (data units) across the plot, labelled at the top. On a log axis a
+    shape takes data units but an annotation takes log10 of them (plotly's convention)."""
+    if x is None:
+        return
+    layout["shapes"].append({"type": "line", "x0": x, "x1": x, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
+                             "line": {"dash": "dot", "color": "gray", "width": 2}})
+    at = float(np.log10(x)) if log_x else x
+    layout["annotations"].append({"text": label, "x": at, "xref": "x", "y": 0, "yref": "paper", "showarrow": False,
+                                  "xanchor": "left", "yanchor": "bottom", "xshift": 4, "font": {"color": "gray"}})
+
+
+def _hline(layout: dict[str, Any], y: float, label: str, *, where: str = "bottom right") -> None:
+    """A dashed horizontal line at y across the plot, labelled at one end."""
+    layout["shapes"].append({"type": "line", "x0": 0, "x1": 1, "xref": "paper", "y0": y, "y1": y, "yref": "y",
+                             "line": {"dash": "dash", "color": "lightgray", "width": 2}})
+    vertical, horizontal = where.split()
+    layout["annotations"].append({"text": label, "x": 1 if horizontal == "right" else 0, "xref": "paper", "y": y,
+                                  "yref": "y", "showarrow": False, "xanchor": horizontal,
+                                  "yanchor": "top" if vertical == "bottom" else "bottom", "font": {"color": "gray"}})
+
+
+# ρ axes run from 0.5 to 50 on a log scale; plotly's own minor ticks there read "5, 1, 2, 5, 10, 2, 5".
+RHO_TICKS = {"type": "log", "tickvals": [0.5, 1, 2, 5, 10, 20, 50],
+             "ticktext": ["0.5", "1", "2", "5", "10", "20", "50"]}
+
+
+def _tickangle(names: Sequence[Any]) -> int:
+    return -30 if max(len(str(n)) for n in names) > 3 else 0
+
+
+def image_for_display(image: np.ndarray, size: int = 224) -> np.ndarray:
+    """A (C, H, W) uint8 image as H×W (grey) or H×W×3, enlarged by whole-pixel blocks (8×8 digits stay sharp)."""
+    img = np.asarray(image)
+    c, h, w = img.shape
+    scale = max(1, size // max(h, w))
+    img = img.repeat(scale, axis=1).repeat(scale, axis=2)
+    return img[0] if c == 1 else np.transpose(img[:3], (1, 2, 0))
+
+
+def sample_label(index: int, true_name: str, predicted_name: str) -> str:
+    verdict = "teacher: right" if true_name == predicted_name else f"teacher says {predicted_name}"
+    return f"{true_name} · test image #{index} ({verdict})"
+
+
+def _pct(p: float) -> str:
+    """A probability in words students read: 21%, 6.2%, 0.051%, < 0.001% (no scientific notation)."""
+    if p >= 0.1:
+        return f"{p:.0%}"
+    if p >= 0.001:
+        return f"{p:.1%}"
+    if p >= 1e-5:
+        return f"{p * 100:.2g}%"
+    return "< 0.001%"
+
+
+def with_article(noun: str) -> str:
+    """'a Shirt', 'an Ankle boot', 'an mlp_64' (by the first letter's sound, near enough for class names)."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' or noun.startswith(('mlp', 'MLP')) else 'a'} {noun}"
+
+
+# ---- the teacher's answer at ρ -------------------------------------------------------------------
+def distribution_figure(frame: pd.DataFrame, rho: float, true_class: str) -> go.Figure:
+    """The teacher's soft labels of one sample (frame columns class, teacher): the true class in green,
+    the others in blue, each bar labelled with its probability."""
+    classes = [str(c) for c in frame["class"]]
+    probs = [float(p) for p in frame["teacher"]]
+    colors = [TRUE_COLOR if c == true_class else TEACHER_COLOR for c in classes]
+    text = [f"{p:.0%}" if p >= 0.005 else ("<1%" if p >= 0.0005 else "") for p in probs]
+    data = [{"type": "bar", "x": classes, "y": probs, "marker": {"color": colors}, "text": text,
+             "textposition": "outside", "cliponaxis": False, "name": "teacher",
+             "hovertemplate": "%{x}: %{y:.4f}<extra></extra>"}]
+    layout = _layout(title=f"What the teacher answers at ρ = {rho:g} (green: the true class)", y_title="probability",
+                     height=360, legend=False, xaxis={"type": "category", "tickangle": _tickangle(classes)},
+                     yaxis={"range": [0, 1.12], "tickformat": ".0%"})
+    return _figure(data, layout)
+
+
+def similar_classes_sentence(similar: pd.DataFrame, top_class: str, true_class: str, rho: float) -> str:
+    """Plain words: which classes the teacher finds similar to this sample, with their share at ρ."""
+    if not len(similar):
+        return f"The teacher puts everything on **{top_class}**."
+    parts = [f"**{row['class']}** ({_pct(row['prob'])})" for _, row in similar.iterrows()]
+    listing = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    lead = (f"The teacher says **{top_class}**" if top_class == true_class
+            else f"The teacher says **{top_class}** (the true class is **{true_class}**)")
+    return f"{lead}; the classes it finds most similar are {listing} at ρ = {rho:g}."
+
+
+# ---- entropy and effective number of classes -------------------------------------------------------
+def entropy_figure(sample_curve: pd.DataFrame, test_curve: pd.DataFrame, num_classes: int,
+                   rho: float | None = None, *, value: str = "entropy") -> go.Figure:
+    """Entropy (nats) or effective number of classes against ρ (log axis), for the chosen sample and
+    averaged over the test set, with the ceiling (ln K or K) dashed."""
+    ceiling = float(np.log(num_classes)) if value == "entropy" else float(num_classes)
+    names = {"entropy": ("Entropy of the answer", "entropy (nats)", f"ln {num_classes} = maximum"),
+             "effective_classes": ("Effective number of classes = e^entropy", "classes in play",
+                                   f"all {num_classes} classes")}
+    title, y_title, ceiling_label = names[value]
+    data = [
+        {"type": "scatter", "x": test_curve["rho"].to_numpy(), "y": test_curve[value].to_numpy(), "mode": "lines",
+         "name": "test-set average", "line": {"color": GREY, "width": 3}},
+        {"type": "scatter", "x": sample_curve["rho"].to_numpy(), "y": sample_curve[value].to_numpy(),
+         "mode": "lines", "name": "this sample", "line": {"color": TEACHER_COLOR, "width": 3}},
+    ]
+    layout = _layout(title=title, x_title="temperature ρ (log scale)", y_title=y_title, xaxis=RHO_TICKS,
+                     yaxis={"range": [0 if value == "entropy" else 1, ceiling * 1.08]})
+    _hline(layout, ceiling, ceiling_label)
+    _vline(layout, rho, f"ρ = {rho:g}" if rho is not None else "", log_x=True)
+    return _figure(data, layout)
+
+
+def effective_classes_at(curve: pd.DataFrame, rho: float) -> float:
+    """The effective number of classes read off a curve at ρ (log-linear interpolation)."""
+    return float(np.interp(np.log(rho), np.log(curve["rho"]), curve["effective_classes"]))
+
+
+# ---- the class-similarity matrix ------------------------------------------------------------------
+def similarity_figure(matrix: pd.DataFrame, rho: float) -> go.Figure:
+    """Average soft labels per true class at ρ as a heatmap. The diagonal (the teacher being right)
+    is left blank so that the colour shows only the dark knowledge: what else each class resembles."""
+    values = matrix.to_numpy(dtype=float)
+    shown = values.copy()
+    np.fill_diagonal(shown, np.nan)
+    names = [str(c) for c in matrix.columns]
+    top = float(np.nanmax(shown)) if np.isfinite(shown).any() else 1.0
+    text = [["" if not np.isfinite(v) else _short_pct(v) for v in row] for row in shown]
+    data = [{"type": "heatmap", "z": shown, "x": names, "y": [str(r) for r in matrix.index], "customdata": values,
+             "colorscale": HEAT_SCALE, "zmin": 0, "zmax": max(top, 1e-9), "text": text, "texttemplate": "%{text}",
+             "textfont": {"size": 10}, "hoverongaps": False,
+             "hovertemplate": "a %{y} gets %{customdata:.2%} of its probability on %{x}<extra></extra>",
+             "colorbar": {"title": {"text": "average<br>probability"}, "thickness": 12, "tickformat": ".0%"}}]
+    layout = _layout(title=f"Average soft label per true class at ρ = {rho:g} (diagonal left blank)",
+                     x_title="probability given to …", y_title="images of …", height=460, legend=False,
+                     xaxis={"type": "category", "tickangle": _tickangle(names)},
+                     yaxis={"type": "category", "autorange": "reversed"})
+    return _figure(data, layout)
+
+
+def _short_pct(p: float) -> str:
+    if p >= 0.095:
+        return f"{p:.0%}"
+    if p >= 0.001:
+        return f"{p * 100:.1f}"
+    return ""
+
+
+def pairs_markdown(pairs: pd.DataFrame) -> str:
+    """The most similar pairs as a numbered markdown list: "1. **T-shirt/top ↔ Shirt**: 16% …"."""
+    lines = []
+    for i, row in enumerate(pairs.itertuples(index=False), start=1):
+        lines.append(f"{i}. **{row.class_a} ↔ {row.class_b}** — {with_article(row.class_a)} gives {row.a_to_b:.1%} "
+                     f"of its probability to {row.class_b}, {with_article(row.class_b)} {row.b_to_a:.1%} "
+                     f"to {row.class_a}")
+    return "\n".join(lines)
+
+
+# ---- why ρ² ---------------------------------------------------------------------------------------
+def gradient_figure(curve: pd.DataFrame, rho: float | None = None) -> go.Figure:
+    """Mean gradient size of the soft term on the student's logits against ρ, with and without ρ²
+    (log-log), the hard term's gradient as a reference line."""
+    x = curve["rho"].to_numpy()
+    data = [
+        {"type": "scatter", "x": x, "y": curve["with_rho2"].to_numpy(), "mode": "lines",
+         "name": "soft term × ρ² (Hinton)", "line": {"color": TEACHER_COLOR, "width": 3}},
+        {"type": "scatter", "x": x, "y": curve["without_rho2"].to_numpy(), "mode": "lines",
+         "name": "soft term without ρ²", "line": {"color": STUDENT_COLOR, "width": 3}},
+    ]
+    if "hard" in curve and curve["hard"].notna().any():
+        data.append({"type": "scatter", "x": x, "y": curve["hard"].to_numpy(), "mode": "lines",
+                     "name": "hard-label term", "line": {"color": GREY, "dash": "dash", "width": 2}})
+    layout = _layout(title="How hard each term pulls on the student's logits", x_title="temperature ρ (log scale)",
+                     y_title="gradient size (log scale)", xaxis=RHO_TICKS,
+                     yaxis={"type": "log", "exponentformat": "power"})
+    _vline(layout, rho, f"ρ = {rho:g}" if rho is not None else "", log_x=True)
+    return _figure(data, layout)
+
+
+# ---- experiments ---------------------------------------------------------------------------------
+def sweep_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Figure:
+    """Student test accuracy and teacher–student agreement against ρ (log axis)."""
+    title = "Temperature sweep"
+    done = frame.dropna(subset=["test_acc"]) if len(frame) else frame
+    if len(done) == 0:
+        return _empty("No finished run yet", title)
+    data = [
+        {"type": "scatter", "x": done["rho"].to_numpy(), "y": done["test_acc"].to_numpy(), "mode": "lines+markers",
+         "name": "student test accuracy", "line": {"color": STUDENT_COLOR, "width": 3}, "marker": {"size": 9}},
+        {"type": "scatter", "x": done["rho"].to_numpy(), "y": done["agreement"].to_numpy(), "mode": "lines+markers",
+         "name": "agrees with the teacher", "line": {"color": TEACHER_COLOR, "width": 3, "dash": "dot"},
+         "marker": {"size": 9}},
+    ]
+    layout = _layout(title=title, x_title="temperature ρ (log scale)", y_title="fraction of test images",
+                     xaxis={"type": "log", "tickvals": list(frame["rho"]),
+                            "ticktext": [f"{r:g}" for r in frame["rho"]]},
+                     yaxis={"tickformat": ".1%"})
+    if teacher_acc is not None:
+        _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}")
+    return _figure(data, layout)
+
+
+def alpha_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Figure:
+    """Test accuracy and agreement of the three (α, β) settings side by side."""
+    title = "Soft labels, hard labels, or both"
+    done = frame.dropna(subset=["test_acc"]) if len(frame) else frame
+    if len(done) == 0:
+        return _empty("No finished run yet", title)
+    data = [{"type": "bar", "x": list(done["setting"]), "y": done[column].to_numpy(), "name": name,
+             "marker": {"color": color}, "text": [f"{v:.1%}" for v in done[column]], "textposition": "outside",
+             "cliponaxis": False}
+            for column, name, color in (("test_acc", "test accuracy", STUDENT_COLOR),
+                                        ("agreement", "agrees with the teacher", TEACHER_COLOR))]
+    low = float(np.nanmin(done[["test_acc", "agreement"]].to_numpy()))
+    layout = _layout(title=title, y_title="fraction of test images", barmode="group",
+                     yaxis={"range": [max(0.0, low - 0.1), 1.02], "tickformat": ".0%"})
+    if teacher_acc is not None:
+        _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}", where="top left")
+    return _figure(data, layout)
+
+
+def omitted_figure(table: pd.DataFrame, omitted_name: str) -> go.Figure:
+    """Per-class test accuracy of the omitted-class student before and after the bias correction."""
+    rows = table[table["index"] >= 0]
+    classes = [str(c) for c in rows["class"]]
+    data = [{"type": "bar", "x": classes, "y": rows[column].to_numpy(), "name": name, "marker": {"color": color},
+             "text": [f"{v:.0%}" for v in rows[column]], "textposition": "outside", "cliponaxis": False}
+            for column, name, color in (("before", "before the correction", GREY),
+                                        ("after", "after the correction", STUDENT_COLOR))]
+    layout = _layout(title=f"Test accuracy per class; {omitted_name} was never in the transfer set",
+                     y_title="test accuracy", height=380, barmode="group",
+                     xaxis={"type": "category", "tickangle": _tickangle(classes)},
+                     yaxis={"range": [0, 1.15], "tickformat": ".0%"})
+    return _figure(data, layout)
+
+
+def omitted_summary(table: pd.DataFrame, omitted: int, others: Sequence[int] | None = None) -> pd.DataFrame:
+    """The omitted class, a few others and all classes, as a small before/after table."""
+    rows = table[table["index"] == omitted]
+    rest = table[(table["index"] >= 0) & (table["index"] != omitted)]
+    if others is None:
+        # The other classes that moved most: where the correction took its predictions from.
+        rest = rest.assign(change=(rest["after"] - rest["before"]).abs()).sort_values("change", ascending=False)
+        rest = rest.head(3).drop(columns="change").sort_values("index")
+    else:
+        rest = rest[rest["index"].isin(list(others))]
+    out = pd.concat([rows, rest, table[table["index"] < 0]])
+    return out[["class", "samples", "before", "after"]].reset_index(drop=True)

@@ -1,0 +1,218 @@
+"""Dark-knowledge lab: how the temperature ρ exposes what a teacher knows, for a lecture hall."""
+import numpy as np
+import streamlit as st
+
+from app import auth, lab, lab_state, lab_text, state
+from kdcore.data import dataset_info
+from kdcore.errors import KDError
+from kdcore.lab import experiments as ex
+from kdcore.lab import softlabels
+from kdcore.lab.assets import LAB_DATASETS
+
+st.title("Dark-knowledge lab")
+st.markdown(lab_text.INTRO)
+
+dataset = st.radio("Dataset", LAB_DATASETS, format_func=lambda d: dataset_info(d).title, horizontal=True,
+                   key="lab_dataset")
+try:
+    bundle = lab_state.bundle(dataset)
+except KDError as err:
+    st.error(str(err))
+    st.stop()
+names = bundle.class_names
+st.caption(f"Teacher: {lab.with_article(bundle.teacher_name)} shipped with KD Studio, {bundle.teacher_test_acc:.1%} "
+           f"correct on {len(bundle.labels):,} test images. Student in the ρ² chart: "
+           f"{lab.with_article(bundle.student_name)} trained on hard labels only ({bundle.student_test_acc:.1%}).")
+
+
+picks = sorted((int(i) for i in bundle.sample_indices), key=lambda i: (int(bundle.labels[i]), i))
+predicted = bundle.teacher_logits.argmax(1)
+sample_key = f"lab_sample_{dataset}"
+if st.session_state.get(sample_key) not in picks:
+    st.session_state[sample_key] = lab_state.showcase_sample(dataset)
+drawn_sample = st.session_state[sample_key]  # the sample the entropy curves (section 3) are drawn for
+
+
+@st.fragment
+def explorer() -> None:
+    """Everything that follows ρ: a slider move reruns only this part (two charts and a few lines), so the
+    answer comes back fast; the curves against ρ below do not change with it."""
+    st.header("1 · One image, the teacher's answer")
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        index = st.selectbox("Sample", picks, key=sample_key, format_func=lambda i: lab.sample_label(
+            i, names[bundle.labels[i]], names[predicted[i]]))
+        if index != drawn_sample:
+            st.rerun()  # a new sample: the entropy curves below follow it, so redraw the whole page
+        true_name = names[bundle.labels[index]]
+        st.image(lab_state.sample_png(dataset, index), caption=f"True class: {true_name}", width=224)
+    with right:
+        rho = st.select_slider("Temperature ρ (log scale)", options=list(softlabels.RHO_STEPS), value=1.0,
+                               key="lab_rho", format_func=lambda r: f"{r:g}")
+        z = bundle.teacher_logits[index]
+        frame = softlabels.distribution_frame(z, names, rho)
+        st.plotly_chart(lab.distribution_figure(frame, rho, true_name), key="lab_answer_chart")
+        similar = softlabels.similar_classes(z, names, rho, top=3)
+        st.markdown(lab.similar_classes_sentence(similar, names[int(np.argmax(z))], true_name, rho))
+        here = float(softlabels.effective_classes(softlabels.soften(z, rho)))
+        average = lab.effective_classes_at(lab_state.test_entropy_curve(dataset), rho)
+        st.markdown(f"At ρ = {rho:g} the teacher hesitates between about **{here:.1f}** classes for this image "
+                    f"and **{average:.1f}** on an average test image (section 3 shows it for every ρ).")
+    st.markdown(lab_text.ANSWER)
+
+    st.header("2 · Which classes look alike to the teacher?")
+    matrix = lab_state.similarity(dataset, rho)
+    pairs = softlabels.most_similar_pairs(matrix, top=5)
+    c1, c2 = st.columns([3, 2], gap="large")
+    c1.plotly_chart(lab.similarity_figure(matrix, rho), key="lab_similarity_chart")
+    with c2:
+        st.markdown(lab_text.SIMILARITY)
+        st.markdown(f"**The most similar pairs** at ρ = {rho:g}:")
+        st.markdown(lab.pairs_markdown(pairs))
+
+
+explorer()
+
+st.header("3 · How spread out is the answer?")
+sample_curve = lab_state.sample_entropy_curve(dataset, drawn_sample)
+test_curve = lab_state.test_entropy_curve(dataset)
+c1, c2 = st.columns(2)
+c1.plotly_chart(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, value="entropy"),
+                key="lab_entropy_chart")
+c2.plotly_chart(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, value="effective_classes"),
+                key="lab_effective_chart")
+st.markdown(lab_text.ENTROPY)
+
+st.header("4 · Why the soft term is multiplied by ρ²")
+c1, c2 = st.columns([3, 2], gap="large")
+c1.plotly_chart(lab.gradient_figure(lab_state.gradient_curve(dataset)), key="lab_gradient_chart")
+c2.markdown(lab_text.WHY_RHO2)
+
+# ---- experiments ----------------------------------------------------------------------------------
+st.header("5 · Experiments")
+st.markdown(lab_text.EXPERIMENTS)
+store = auth.as_owner(state.get_store())  # lab runs are submitted under the signed-in user
+
+
+def _submitted(submit) -> bool:
+    """Run a submission; a refusal (not signed in, a bad spec) is shown as its one sentence."""
+    try:
+        submit()
+    except KDError as err:
+        st.error(str(err))
+        return False
+    return True
+
+
+def _group_status(frame) -> str:
+    done = int((frame["status"] == "completed").sum()) if len(frame) else 0
+    failed = int(frame["status"].isin(["failed", "cancelled"]).sum()) if len(frame) else 0
+    text = f"{done} of {len(frame)} runs finished"
+    return text + (f", {failed} failed or cancelled" if failed else "")
+
+
+def _active(frame) -> bool:
+    return bool(len(frame)) and bool(frame["status"].isin(["queued", "running"]).any())
+
+
+def sweep_panel() -> bool:
+    st.markdown(lab_text.SWEEP)
+    if st.button("Run the temperature sweep", key="lab_run_sweep", icon=":material/play_arrow:"):
+        if _submitted(lambda: ex.submit_rho_sweep(store, dataset)):
+            st.toast("Queued six students, ρ = 1 to 32.")
+    frame = ex.rho_sweep_frame(store.list_runs(tag=ex.experiment_tag("rho-sweep", dataset)))
+    if not len(frame):
+        st.caption("Not run yet for this dataset.")
+        return False
+    st.caption(_group_status(frame))
+    st.plotly_chart(lab.sweep_figure(frame, bundle.teacher_test_acc), key="lab_sweep_chart")
+    return _active(frame)
+
+
+def alpha_panel() -> bool:
+    st.markdown(lab_text.ALPHA)
+    if st.button("Run soft vs hard", key="lab_run_alpha", icon=":material/play_arrow:"):
+        if _submitted(lambda: ex.submit_alpha_comparison(store, dataset)):
+            st.toast("Queued three students: hard only, soft only, both.")
+    frame = ex.alpha_frame(store.list_runs(tag=ex.experiment_tag("alpha", dataset)))
+    if not len(frame):
+        st.caption("Not run yet for this dataset.")
+        return False
+    st.caption(_group_status(frame))
+    st.plotly_chart(lab.alpha_figure(frame, bundle.teacher_test_acc), key="lab_alpha_chart")
+    return _active(frame)
+
+
+def omit_panel() -> bool:
+    st.markdown(lab_text.OMIT)
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    omitted = c1.selectbox("Class left out of the transfer set", range(len(names)), format_func=lambda c: names[c],
+                           index=ex.DEFAULT_OMITTED[dataset], key=f"lab_omit_class_{dataset}")
+    if c2.button("Run the omitted-class experiment", key="lab_run_omit", icon=":material/play_arrow:"):
+        if _submitted(lambda: ex.submit_omitted_class(store, dataset, omitted)):
+            st.toast(f"Queued a student that never sees {names[omitted]}.")
+    group = ex.latest_group(store.list_runs(tag=ex.experiment_tag("omit", dataset)))
+    if not group:
+        st.caption("Not run yet for this dataset.")
+        return False
+    record = group[0]
+    left_out = ex.omitted_class_of(record.spec)
+    status = record.status.value
+    st.caption(f"Latest run `{record.id}`: {names[left_out]} left out, ρ = {record.spec.logit.rho:g}, {status}"
+               + (f" (epoch {record.epoch} of {record.spec.epochs})" if status == "running" else ""))
+    if status in ("queued", "running"):
+        return True
+    if status != "completed":
+        st.warning(record.error or f"The run {status}.")
+        return False
+    checkpoint = store.artifacts(record.id).get("checkpoint")
+    if checkpoint is None:
+        st.warning("The run finished but its checkpoint is gone.")
+        return False
+    try:
+        report = lab_state.omitted_report(record.id, str(checkpoint), checkpoint.stat().st_mtime,
+                                          record.spec.to_dict())
+    except KDError as err:
+        st.error(str(err))
+        return False
+    fit, table = report.fits["accuracy"], report.tables["accuracy"]
+    row = table[table["index"] == left_out].iloc[0]
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"{names[left_out]}, before", f"{row['before']:.1%}")
+    m2.metric(f"{names[left_out]}, after", f"{row['after']:.1%}", delta=f"{row['after'] - row['before']:+.1%}")
+    m3.metric("bias added", f"{fit.bias:+.2f}", help="fitted on the validation images only")
+    st.plotly_chart(lab.omitted_figure(table, report.omitted_name), key="lab_omit_chart")
+    st.markdown(
+        f"The bias of **{names[left_out]}** was raised by **{fit.bias:.2f}**, the value that makes the most "
+        f"validation images right ({fit.val_acc_before:.1%} → {fit.val_acc_after:.1%} of {fit.val_samples:,}; "
+        f"{names[left_out]} alone {fit.val_class_acc_before:.1%} → {fit.val_class_acc_after:.1%}). "
+        f"The teacher, which did see {names[left_out]}, gets {report.teacher_class_acc:.1%} of them right.")
+    with st.expander("Before and after, in numbers (and Hinton's prior-frequency rule)"):
+        st.dataframe(lab.omitted_summary(table, left_out), hide_index=True, key="lab_omit_table",
+                     column_config={"before": st.column_config.NumberColumn(format="percent"),
+                                    "after": st.column_config.NumberColumn(format="percent")})
+        prior = report.fits["prior"]
+        prow = report.tables["prior"]
+        prow = prow[prow["index"] == left_out].iloc[0]
+        st.markdown(f"Prior rule (predict {names[left_out]} as often as it occurs in validation, "
+                    f"{prior.val_prior:.1%}): bias {prior.bias:+.2f}, {names[left_out]} on test "
+                    f"{prow['before']:.1%} → {prow['after']:.1%}.")
+    return False
+
+
+def experiments_panel() -> None:
+    tab_sweep, tab_omit, tab_alpha = st.tabs(["Temperature sweep", "Omitted class", "Soft vs hard labels"])
+    with tab_sweep:
+        active = sweep_panel()
+    with tab_omit:
+        active = omit_panel() or active
+    with tab_alpha:
+        active = alpha_panel() or active
+    if active and not store.workers():
+        st.info("No worker is running, so the queued runs wait; the dashboard's sidebar can start one.")
+    if active != st.session_state.get("lab_polling", False):
+        st.session_state["lab_polling"] = active
+        st.rerun()  # start or stop polling: the fragment's refresh rate is set on a full run
+
+
+st.fragment(run_every=3.0 if st.session_state.get("lab_polling") else None)(experiments_panel)()

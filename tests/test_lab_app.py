@@ -1,0 +1,178 @@
+"""app/lab.py figures and tables, and kdcore.lab.experiments spec builders and result frames (no Streamlit)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import lab
+from kdcore.errors import KDError
+from kdcore.lab import assets, bias, experiments as ex, gradients, softlabels
+
+NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return assets.load_bundle("digits")
+
+
+def test_distribution_figure_marks_the_true_class(digits):
+    frame = softlabels.distribution_frame(digits.teacher_logits[0], digits.class_names, 4.0)
+    true_name = digits.class_names[digits.labels[0]]
+    fig = lab.distribution_figure(frame, 4.0, true_name)
+    bar = fig.data[0]
+    assert list(bar.x) == digits.class_names
+    assert sum(c == lab.TRUE_COLOR for c in bar.marker.color) == 1
+    assert bar.marker.color[digits.labels[0]] == lab.TRUE_COLOR
+    assert "ρ = 4" in fig.layout.title.text
+
+
+def test_similar_classes_sentence_names_classes():
+    sim = pd.DataFrame({"class": ["T-shirt/top", "Pullover"], "prob": [0.21, 0.004]})
+    text = lab.similar_classes_sentence(sim, "Shirt", "Shirt", 4.0)
+    assert "**T-shirt/top** (21%)" in text and "**Pullover** (0.4%)" in text and "ρ = 4" in text
+    tiny = pd.DataFrame({"class": ["Coat", "Dress"], "prob": [5.1e-4, 1e-9]})
+    assert "(0.051%)" in lab.similar_classes_sentence(tiny, "Shirt", "Shirt", 1.0)
+    assert "(< 0.001%)" in lab.similar_classes_sentence(tiny, "Shirt", "Shirt", 1.0)
+    assert lab.with_article("Ankle boot") == "an Ankle boot" and lab.with_article("Shirt") == "a Shirt"
+    wrong = lab.similar_classes_sentence(sim, "Coat", "Shirt", 4.0)
+    assert "true class is **Shirt**" in wrong
+
+
+def test_entropy_figures_show_sample_average_ceiling_and_rho(digits):
+    sample = softlabels.entropy_curve(digits.teacher_logits[0])
+    test = softlabels.entropy_curve(digits.teacher_logits)
+    fig = lab.entropy_figure(sample, test, 10, 8.0, value="effective_classes")
+    assert [t.name for t in fig.data] == ["test-set average", "this sample"]
+    assert fig.layout.xaxis.type == "log"
+    assert any(s.y0 == 10 for s in fig.layout.shapes) and any(s.x0 == 8.0 for s in fig.layout.shapes)
+    # on a log axis an annotation sits at log10(x), a shape at x
+    assert any(a.text == "ρ = 8" and a.x == pytest.approx(np.log10(8)) for a in fig.layout.annotations)
+    ent = lab.entropy_figure(sample, test, 10, 8.0, value="entropy")
+    assert any(s.y0 == pytest.approx(np.log(10)) for s in ent.layout.shapes)
+    assert 1 <= lab.effective_classes_at(test, 8.0) <= 10
+
+
+def test_similarity_figure_blanks_the_diagonal(digits):
+    m = softlabels.similarity_matrix(digits.teacher_logits, digits.labels, digits.class_names, 4.0)
+    fig = lab.similarity_figure(m, 4.0)
+    z = np.array(fig.data[0].z, dtype=float)
+    assert np.isnan(np.diag(z)).all() and np.isfinite(z[0, 1])
+    assert fig.data[0].zmax == pytest.approx(np.nanmax(z))
+    pairs = softlabels.most_similar_pairs(m, 3)
+    text = lab.pairs_markdown(pairs)
+    assert text.count("\n") == 2 and text.startswith(f"1. **{pairs.class_a[0]} ↔ {pairs.class_b[0]}**")
+
+
+def test_gradient_figure_is_log_log_with_three_lines(digits):
+    curve = gradients.soft_gradient_curve(digits.teacher_logits, digits.student_logits, digits.labels, [1, 4, 16])
+    fig = lab.gradient_figure(curve, 4.0)
+    assert [t.name for t in fig.data] == ["soft term × ρ² (Hinton)", "soft term without ρ²", "hard-label term"]
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+
+
+def test_image_for_display_enlarges_by_whole_pixels():
+    img = np.arange(64, dtype=np.uint8).reshape(1, 8, 8)
+    big = lab.image_for_display(img, 224)
+    assert big.shape == (224, 224) and big[0, 27] == 0 and big[0, 28] == 1
+
+
+def test_experiment_figures_handle_empty_and_finished_frames():
+    empty = ex.rho_sweep_frame([])
+    assert lab.sweep_figure(empty).layout.annotations[0].text == "No finished run yet"
+    frame = pd.DataFrame({"rho": [1.0, 4.0], "status": ["completed"] * 2, "epoch": [5, 5], "epochs": [5, 5],
+                          "test_acc": [0.85, 0.86], "agreement": [0.9, 0.92], "run_id": ["a", "b"]})
+    fig = lab.sweep_figure(frame, 0.9)
+    assert list(fig.data[0].y) == [0.85, 0.86] and fig.layout.xaxis.type == "log"
+    alpha = pd.DataFrame({"setting": [s for s, _, _ in ex.ALPHA_SETTINGS], "test_acc": [0.8, 0.82, np.nan],
+                          "agreement": [0.85, 0.9, np.nan]})
+    assert list(lab.alpha_figure(alpha).data[0].x) == [ex.ALPHA_SETTINGS[0][0], ex.ALPHA_SETTINGS[1][0]]
+
+
+def test_omitted_figure_and_summary():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 600)
+    z = rng.normal(size=(600, 10))
+    z[np.arange(600), y] += 4
+    z[:, 1] -= 5
+    fit = bias.fit_class_bias(z, y, 1)
+    table = bias.correction_table(z, y, fit, NAMES)
+    fig = lab.omitted_figure(table, "Trouser")
+    assert [t.name for t in fig.data] == ["before the correction", "after the correction"] and len(fig.data[0].x) == 10
+    summary = lab.omitted_summary(table, 1)
+    assert summary["class"].iloc[0] == "Trouser" and summary["class"].iloc[-1] == "all classes" and len(summary) == 5
+
+
+# ---- experiment specs ------------------------------------------------------------------------------------
+def test_omitted_class_spec_leaves_out_the_class_and_uses_the_shipped_teacher():
+    spec = ex.omitted_class_spec("fashion-mnist", 1)
+    assert spec.transfer.kind == "omit_classes" and spec.transfer.omit_classes == [1]
+    assert spec.teacher.source == "checkpoint" and spec.teacher.checkpoint == str(assets.teacher_path("fashion-mnist"))
+    assert spec.dataset.augment is False and "Trouser" in spec.name
+    assert ex.omitted_class_of(spec) == 1
+    assert ex.omitted_class_spec("digits").transfer.omit_classes == [3]
+    with pytest.raises(KDError):
+        ex.omitted_class_spec("digits", 10)
+    with pytest.raises(KDError):
+        ex.omitted_class_spec("cifar10", 1)
+    with pytest.raises(KDError):
+        ex.omitted_class_of(ex.base_spec("digits"))
+
+
+def test_sweep_and_alpha_specs():
+    specs = ex.rho_sweep_specs("digits")
+    assert [s.logit.rho for s in specs] == [1, 2, 4, 8, 16, 32]
+    assert len({s.name for s in specs}) == 6
+    alphas = ex.alpha_specs("digits")
+    assert [(s.logit.alpha, s.logit.beta) for s in alphas] == [(a, b) for _, a, b in ex.ALPHA_SETTINGS]
+    assert ex.experiment_tag("rho-sweep", "Fashion_MNIST") == "lab:rho-sweep:fashion-mnist"
+    with pytest.raises(KDError):
+        ex.experiment_tag("nope", "digits")
+
+
+def record(run_id, rho=4.0, alpha=0.1, beta=0.9, sweep="s1", minutes=0, status="completed", acc=0.9):
+    spec = ex.base_spec("digits", rho=rho, alpha=alpha, beta=beta)
+    return SimpleNamespace(id=run_id, spec=spec, sweep_id=sweep, status=SimpleNamespace(value=status),
+                           created_at=datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes),
+                           final={"test/acc": acc, "fidelity/agreement": acc + 0.02} if status == "completed" else {},
+                           epoch=3)
+
+
+def test_result_frames_read_the_newest_group_only():
+    old = [record("o1", rho=1, sweep="old"), record("o2", rho=2, sweep="old")]
+    new = [record("n3", rho=8, sweep="new", minutes=5), record("n1", rho=1, sweep="new", minutes=5, status="running")]
+    frame = ex.rho_sweep_frame(old + new)
+    assert list(frame["run_id"]) == ["n1", "n3"] and list(frame["rho"]) == [1.0, 8.0]
+    assert np.isnan(frame["test_acc"].iloc[0]) and frame["test_acc"].iloc[1] == 0.9
+    alpha = ex.alpha_frame([record("b", 0.1, 0.1, 0.9), record("s", 4, 0.0, 1.0), record("h", 4, 1.0, 0.0)])
+    assert list(alpha["run_id"]) == ["h", "s", "b"]
+    single = ex.latest_group([record("x", sweep=None, minutes=9), *old])
+    assert [r.id for r in single] == ["x"]
+
+
+def test_every_figure_is_valid_plotly(digits):
+    """The figures are built with validation off for speed; here plotly validates each one."""
+    import plotly.graph_objects as go
+
+    sample = softlabels.entropy_curve(digits.teacher_logits[0])
+    matrix = softlabels.similarity_matrix(digits.teacher_logits, digits.labels, digits.class_names, 4.0)
+    grad = gradients.soft_gradient_curve(digits.teacher_logits, digits.student_logits, digits.labels, [1, 10])
+    sweep = pd.DataFrame({"rho": [1.0, 4.0], "test_acc": [0.85, 0.86], "agreement": [0.9, 0.92]})
+    alpha = pd.DataFrame({"setting": ["a", "b"], "test_acc": [0.8, 0.82], "agreement": [0.85, 0.9]})
+    fit = bias.fit_class_bias(digits.student_logits, digits.labels, 3)
+    table = bias.correction_table(digits.student_logits, digits.labels, fit, digits.class_names)
+    figures = [
+        lab.distribution_figure(softlabels.distribution_frame(digits.teacher_logits[0], digits.class_names, 2.0),
+                                2.0, "0"),
+        lab.entropy_figure(sample, sample, 10, 2.0),
+        lab.entropy_figure(sample, sample, 10, None, value="effective_classes"),
+        lab.similarity_figure(matrix, 2.0), lab.gradient_figure(grad, 2.0), lab.sweep_figure(sweep, 0.9),
+        lab.alpha_figure(alpha, 0.9), lab.omitted_figure(table, "3"), lab.sweep_figure(sweep.iloc[:0]),
+    ]
+    for fig in figures:
+        go.Figure(fig.to_dict())  # raises on any unknown or invalid property
+        assert fig.layout.template.to_plotly_json() == {}  # Streamlit's theme fills it in the browser

@@ -1,0 +1,111 @@
+"""pages/lab.py through the real app (app/main.py's navigation) with AppTest: sample picker, ρ slider,
+dataset switch, and the experiment buttons submitting runs into an isolated store."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from kdcore.jobs import RunStatus, RunStore
+from kdcore.jobs.worker import Worker, WorkerConfig
+from kdcore.lab import assets, experiments as ex
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+
+
+@pytest.fixture()
+def lab_page(kd_home, monkeypatch):
+    monkeypatch.setenv("KD_LOCAL_WORKER", "0")  # the test plays the worker itself
+    at = AppTest.from_file(MAIN, default_timeout=90)
+    at.run()
+    at.switch_page("../pages/lab.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def chart(at: AppTest, key: str) -> dict:
+    """The plotly figure (as a dict) of the chart with widget key `key`."""
+    found = [c for c in at.get("plotly_chart") if c.proto.id.endswith("-" + key)]
+    assert found, f"no chart {key}"
+    return json.loads(found[0].proto.spec)
+
+
+def test_lab_opens_on_a_shipped_teacher_with_every_chart(lab_page):
+    at = lab_page
+    assert at.title[0].value == "Dark-knowledge lab"
+    assert at.radio(key="lab_dataset").value == "digits"
+    assert at.select_slider(key="lab_rho").value == 1.0
+    assert len(at.get("plotly_chart")) == 5  # answer, entropy, effective classes, similarity, gradient
+    text = markdown_text(at)
+    assert "classes it finds most similar" in text and "ρ = 1" in text
+    assert "dark knowledge" in text.lower()
+    bundle = assets.load_bundle("digits")
+    sample = at.selectbox(key="lab_sample_digits").value
+    assert bundle.labels[sample] == 3  # the showcase sample is a 3
+
+
+def test_rho_slider_and_sample_picker_redraw(lab_page):
+    at = lab_page
+    at.select_slider(key="lab_rho").set_value(8.0).run()
+    assert not at.exception
+    text = markdown_text(at)
+    assert "at ρ = 8." in text and "hesitates between about" in text
+    assert "at ρ = 8 " in chart(at, "lab_similarity_chart")["layout"]["title"]["text"]
+    assert chart(at, "lab_answer_chart")["layout"]["title"]["text"].startswith("What the teacher answers at ρ = 8")
+    bundle = assets.load_bundle("digits")
+    before = chart(at, "lab_entropy_chart")["data"][1]["y"]  # "this sample"
+    other = int(next(i for i in bundle.sample_indices if bundle.labels[i] == 0))
+    at.selectbox(key="lab_sample_digits").set_value(other).run()
+    assert not at.exception
+    assert [img.proto.imgs[0].caption for img in at.get("image")] == ["True class: 0"]
+    assert chart(at, "lab_entropy_chart")["data"][1]["y"] != before  # the curves below follow the sample
+    assert at.select_slider(key="lab_rho").value == 8.0
+
+
+def test_switching_to_fashion_mnist(lab_page):
+    at = lab_page
+    at.radio(key="lab_dataset").set_value("fashion-mnist").run()
+    assert not at.exception
+    bundle = assets.load_bundle("fashion-mnist")
+    assert bundle.labels[at.selectbox(key="lab_sample_fashion-mnist").value] == 6  # a shirt
+    assert "Shirt" in markdown_text(at)
+    assert "1. **T-shirt/top ↔ Shirt**" in markdown_text(at)  # the most similar pair at ρ = 1
+
+
+def test_experiment_buttons_submit_tagged_runs_and_the_omitted_report_appears(lab_page, kd_home):
+    at = lab_page
+    store = RunStore()
+    at.button(key="lab_run_omit").click().run()
+    assert not at.exception
+    omit = store.list_runs(tag="lab:omit:digits")
+    assert len(omit) == 1 and omit[0].spec.transfer.omit_classes == [3]
+    assert omit[0].spec.teacher.checkpoint == str(assets.teacher_path("digits"))
+
+    # Play the background worker for that one run (seconds on digits), then look again.
+    Worker(store, WorkerConfig(device="cpu", poll_interval_s=0.05, max_runs=1)).run_forever()
+    assert store.get(omit[0].id).status == RunStatus.COMPLETED
+    at.run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert "3, before" in metrics and "3, after" in metrics and "bias added" in metrics
+    assert float(metrics["3, after"].rstrip("%")) >= float(metrics["3, before"].rstrip("%"))
+    assert len(chart(at, "lab_omit_chart")["data"]) == 2
+    assert "validation images" in markdown_text(at)
+
+    at.button(key="lab_run_sweep").click().run()
+    at.button(key="lab_run_alpha").click().run()
+    assert not at.exception
+    sweep = store.list_runs(tag=ex.experiment_tag("rho-sweep", "digits"))
+    assert sorted(r.spec.logit.rho for r in sweep) == [1, 2, 4, 8, 16, 32]
+    assert len({r.sweep_id for r in sweep}) == 1
+    alpha = store.list_runs(tag=ex.experiment_tag("alpha", "digits"))
+    assert sorted((r.spec.logit.alpha, r.spec.logit.beta) for r in alpha) == [(0.0, 1.0), (0.1, 0.9), (1.0, 0.0)]
+    assert "0 of 6 runs finished" in " ".join(c.value for c in at.caption)
+    assert at.session_state["lab_polling"] is True  # queued runs: the results poll the store
