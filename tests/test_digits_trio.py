@@ -1,5 +1,5 @@
 """Issue 3's headline: on digits with ~5% of the labels, KD from a teacher beats a scratch student
-clearly and agrees with the teacher more. The budget is generous enough to hold for any seed."""
+clearly and agrees with the teacher more, by margins wide enough to hold across seeds (two are run)."""
 import pytest
 
 from kdcore.spec import load_spec
@@ -7,7 +7,7 @@ from kdcore.train import RecordingCallbacks, train
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_kd_student_beats_scratch_student_with_few_labels(tmp_path, seed):
     def run(name, **over):
         spec = load_spec(f"examples/digits_{name}.yaml")
