@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,6 +396,90 @@ def _teacher_run_problems(v: Mapping[str, Any], teacher_run: TeacherRun | None) 
     if teacher_run.dataset != v["dataset"]:
         return {"teacher_run": [f"Run {teacher_run.id} was trained on {teacher_run.dataset}, not {v['dataset']}."]}
     return {}
+
+
+# ---- what the page reads from the store and session -------------------------------------------------
+def form_values(session: Mapping[str, Any]) -> dict[str, Any]:
+    """The form's current values (every default key and each hint pair's parts) out of the session."""
+    values = {k: session.get(k) for k in DEFAULTS}
+    values.update({hint_key(i, p): session.get(hint_key(i, p))
+                   for i in range(int(session.get("hint_count") or 0)) for p in HINT_DEFAULTS})
+    return values
+
+
+def _final_accuracy(record: Any) -> float:
+    acc = record.final.get("test/acc")
+    return acc if acc is not None and acc == acc else 0.0  # NaN (no test set) counts as nothing
+
+
+def teacher_candidates(records: Iterable[Any], dataset: str) -> list[Any]:
+    """Runs that can teach on `dataset` (not failed or cancelled): finished runs first, the most accurate
+    on top, since those are the likeliest teachers."""
+    runs = [r for r in records if r.status.value not in ("failed", "cancelled") and r.dataset == dataset]
+    runs.sort(key=lambda r: (r.status.value != "completed", -_final_accuracy(r)))
+    return runs
+
+
+def teacher_run_of(record: Any) -> TeacherRun:
+    return TeacherRun(record.id, record.dataset, record.student, record.status.value)
+
+
+def teacher_run_label(record: Any) -> str:
+    """"name · model · status · accuracy · id" for the teacher-run picker (no accuracy while unknown)."""
+    acc = record.final.get("test/acc")
+    shown = f" · {acc:.1%}" if acc is not None and acc == acc else ""
+    return f"{record.name} · {record.student} · {record.status.value}{shown} · {record.id}"
+
+
+def find_teacher_run(store: Any, run_id: str | None, candidates: Sequence[Any]) -> tuple[Any | None, TeacherRun | None]:
+    """The chosen teacher run as (record, TeacherRun). The record only when it is a candidate; a run on
+    another dataset or a failed one still gives a TeacherRun so the check can explain; (None, None) when
+    nothing is chosen or the store has no such run."""
+    record = next((r for r in candidates if r.id == run_id), None) if run_id else None
+    if record is not None:
+        return record, teacher_run_of(record)
+    if not run_id:
+        return None, None
+    try:
+        return None, teacher_run_of(store.get(run_id))
+    except KDError:
+        return None, None
+
+
+def teacher_model_name(values: Mapping[str, Any], teacher_run: TeacherRun | None,
+                       checkpoint_model: Callable[[str], str | None]) -> str | None:
+    """The teacher's architecture for the chosen source; an uploaded checkpoint's comes from the
+    "architecture" picker, else from the checkpoint itself (`checkpoint_model(path)`)."""
+    source = values.get("teacher_source")
+    if source == "zoo":
+        return values.get("teacher_zoo_model")
+    if source == "run":
+        return teacher_run.model if teacher_run else None
+    if source == "upload":
+        path = (values.get("teacher_checkpoint_path") or "").strip()
+        return values.get("teacher_upload_model") or (checkpoint_model(path) if path else None)
+    if source == "torchvision":
+        return values.get("teacher_tv_model")
+    return None
+
+
+def add_hint_pair(session: MutableMapping[str, Any]) -> None:
+    """Append a hint pair with default parts."""
+    n = int(session["hint_count"])
+    for part, v in HINT_DEFAULTS.items():
+        session[hint_key(n, part)] = v
+    session["hint_count"] = n + 1
+
+
+def remove_hint_pair(session: MutableMapping[str, Any], i: int) -> None:
+    """Remove pair `i`; the later pairs move up one place so their widgets keep their values."""
+    n = int(session["hint_count"])
+    for j in range(i, n - 1):
+        for part in HINT_DEFAULTS:
+            session[hint_key(j, part)] = session.get(hint_key(j + 1, part))
+    for part in HINT_DEFAULTS:
+        session.pop(hint_key(n - 1, part), None)
+    session["hint_count"] = n - 1
 
 
 def submit_form(store: Any, check: FormCheck, *, owner: str | None = None) -> list[str]:

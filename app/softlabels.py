@@ -1,14 +1,18 @@
 """Soft-label arithmetic on stored probe logits (numpy only): re-tempering at any ρ, entropy, KL,
-and the class-by-class "dark knowledge" matrix. Pages turn these data frames into figures."""
+and the class-by-class "dark knowledge" matrix; which runs have probes to show. Pages turn these data
+frames into figures."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kdcore.lab.softlabels import soften  # the one σ(z; ρ) of the project
+from kdcore.paths import run_dir
 
 
 def log_soften(logits: np.ndarray, rho: float) -> np.ndarray:
@@ -153,3 +157,25 @@ def probe_image(images: np.ndarray, index: int, size: int = 160) -> np.ndarray:
     scale = max(1, size // max(h, w))
     img = img.repeat(scale, axis=1).repeat(scale, axis=2)
     return img[0] if c == 1 else np.transpose(img[:3], (1, 2, 0))
+
+
+# ---- choosing a run ---------------------------------------------------------------------------------
+def runs_with_probes(records: Iterable[Any]) -> list[Any]:
+    """The runs whose probe logits have been written (after their first epoch), in the given order."""
+    return [r for r in records if (run_dir(r.id) / "probes.pt").is_file()]
+
+
+def default_probe_run(records: Sequence[Any], requested: str | None = None) -> str | None:
+    """The run the Soft labels page opens with: the one asked for (`?run=`) when it has probes, else the
+    first finished KD run (student and teacher to compare), else the first run."""
+    ids = [r.id for r in records]
+    if requested in ids:
+        return requested
+    kd_done = [r.id for r in records if r.spec.teacher is not None and r.status.value == "completed"]
+    return (kd_done or ids or [None])[0]
+
+
+def default_rho(record: Any, low: float = 0.5, high: float = 20.0) -> float:
+    """The ρ the page starts at: the run's own temperature when it distilled, else 4 (inside the slider)."""
+    rho = float(record.spec.logit.rho) if record.spec.teacher is not None else 4.0
+    return min(max(rho, low), high)

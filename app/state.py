@@ -19,13 +19,14 @@ LIVE_REFRESH_S = 2.0
 
 
 @st.cache_resource(show_spinner=False)
-def _store_for(url: str) -> RunStore:
+def store_for(url: str) -> RunStore:
+    """The RunStore of one database URL, shared by the whole process."""
     return RunStore(url)
 
 
 def get_store() -> RunStore:
     """The RunStore of the current KD_HOME / KD_DATABASE_URL (one per database per process)."""
-    return _store_for(default_url())
+    return store_for(default_url())
 
 
 @st.cache_resource(show_spinner=False)
@@ -122,7 +123,7 @@ def probes_for(store: RunStore, run_id: str):
 
 @st.cache_data(show_spinner=False, max_entries=2048)
 def _best_accuracy(url: str, run_id: str, finished_key: str) -> float | None:
-    points = _store_for(url).metrics(run_id, names=["test/acc"], kind="epoch")
+    points = store_for(url).metrics(run_id, names=["test/acc"], kind="epoch")
     return max((p.value for p in points), default=None)
 
 
@@ -137,6 +138,22 @@ def best_accuracies(store: RunStore, records: list[Any]) -> dict[str, float]:
         if best is not None:
             out[r.id] = best
     return out
+
+
+def metrics_version(record: Any) -> str:
+    """A cache key that changes whenever a run may have logged more: fixed once it has finished,
+    else its status and step."""
+    return record.finished_at.isoformat() if record.finished_at else f"{record.status.value}-{record.step}"
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _metrics_frame(url: str, run_id: str, version: str) -> pd.DataFrame:
+    return store_for(url).metrics_frame(run_id)
+
+
+def metrics_frame(store: RunStore, record: Any) -> pd.DataFrame:
+    """Every metric point of a run (step, epoch, name, value, wall_time); a finished run is read once."""
+    return _metrics_frame(store.url, record.id, metrics_version(record))
 
 
 def measure_latency(name: str, num_classes: int, input_shape: tuple[int, int, int], batch: int = 32,

@@ -261,3 +261,53 @@ def append_points(frame: pd.DataFrame, points: Sequence[Any]) -> pd.DataFrame:
         return new
     out = pd.concat([frame, new], ignore_index=True)
     return out.drop_duplicates(subset=["name", "step"], keep="last").reset_index(drop=True)
+
+
+# ---- Compare ---------------------------------------------------------------------------------------
+PREFERRED_METRICS = ("test/acc", "fidelity/agreement", "loss/total")
+METRIC_COLUMNS = ["step", "epoch", "name", "value", "wall_time"]
+
+
+def default_compare_selection(records: Sequence[Any], requested: str | None = None, count: int = 3) -> list[str]:
+    """The runs Compare opens with: those named in `requested` ("id1,id2"), else the latest finished
+    runs, else simply the latest (records come newest first)."""
+    known = {r.id for r in records}
+    wanted = [i for i in (requested or "").split(",") if i in known]
+    if wanted:
+        return wanted
+    done = [r.id for r in records if r.status.value == "completed"]
+    return (done or [r.id for r in records])[:count]
+
+
+def combined_metrics(frames: Iterable[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """One long frame of several runs' (label, metric frame) pairs, the label in a `run` column."""
+    parts = [f.assign(run=label) for label, f in frames if len(f)]
+    if not parts:
+        return pd.DataFrame(columns=[*METRIC_COLUMNS, "run"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def default_metric(names: Sequence[str]) -> str | None:
+    """The metric shown first: accuracy, agreement or the total loss when logged, else the first name."""
+    preferred = [n for n in PREFERRED_METRICS if n in names]
+    return preferred[0] if preferred else (names[0] if names else None)
+
+
+def overlay_data(frame: pd.DataFrame, metric: str, x: str) -> pd.DataFrame:
+    """The points to draw for `metric` against `x`: a step metric drawn per epoch is averaged over each
+    epoch (per run); anything else is drawn as logged."""
+    if x == "epoch" and x_axis_for([metric]) == "step":
+        return frame[frame["name"] == metric].groupby(["run", "epoch", "name"], as_index=False)["value"].mean()
+    return frame
+
+
+def sweep_members(records: Iterable[Any], sweep_id: str) -> list[Any]:
+    """The runs of one sweep, oldest first (the order its values were given in)."""
+    return sorted((r for r in records if r.sweep_id == sweep_id), key=lambda r: r.created_at)
+
+
+def sweep_label(records: Iterable[Any], sweep_id: str) -> str:
+    """"rho · 3 runs · <id>": the swept field(s), the number of runs and the sweep's id."""
+    members = sweep_members(records, sweep_id)
+    fields = differing_fields([r.spec.to_dict() for r in members])
+    return f"{', '.join(fields) or 'sweep'} · {len(members)} runs · {sweep_id}"

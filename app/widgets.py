@@ -94,3 +94,16 @@ def live_sidebar() -> None:
 def run_options(records: Sequence[Any]) -> dict[str, str]:
     """run id -> 'name · status · id' for pickers."""
     return {r.id: f"{r.name} · {str(r.status.value)} · {r.id}" for r in records}
+
+
+def attempt(action) -> bool:
+    """Run a store action; a refusal (KDError: not allowed, a bad spec) is shown as its one sentence.
+    True when it went through."""
+    from kdcore.errors import KDError
+
+    try:
+        action()
+    except KDError as err:
+        st.error(str(err))
+        return False
+    return True

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdcore.data import iterate_batches
 from kdcore.spec import RunSpec
 from kdcore.train import NullCallbacks, Trainer
 from kdcore.train.trainer import autocast_for

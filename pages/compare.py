@@ -10,18 +10,6 @@ from app import figures, state, tables
 store = state.get_store()
 S = st.session_state
 
-
-@st.cache_data(show_spinner=False, max_entries=512)
-def _metrics(url: str, run_id: str, version: str) -> pd.DataFrame:
-    return state._store_for(url).metrics_frame(run_id)
-
-
-def metrics_of(record) -> pd.DataFrame:
-    # A finished run never changes: cached for good; a live one per epoch and step.
-    version = record.finished_at.isoformat() if record.finished_at else f"{record.status.value}-{record.step}"
-    return _metrics(store.url, record.id, version)
-
-
 st.title("Compare")
 records = store.list_runs(limit=500)
 if not records:
@@ -37,23 +25,14 @@ if sweeps:
                                 persist_state="session", required=True)
 sweep_field = None
 if mode == "A sweep" and sweeps:
-    def sweep_label(sid: str) -> str:
-        members = [r for r in records if r.sweep_id == sid]
-        fields = tables.differing_fields([r.spec.to_dict() for r in members])
-        return f"{', '.join(fields) or 'sweep'} · {len(members)} runs · {sid}"
-
-    sweep_id = st.selectbox("Sweep", sweeps, format_func=sweep_label, key="compare_sweep")
-    chosen = sorted((r for r in records if r.sweep_id == sweep_id), key=lambda r: r.created_at)
+    sweep_id = st.selectbox("Sweep", sweeps, format_func=lambda sid: tables.sweep_label(records, sid),
+                            key="compare_sweep")
+    chosen = tables.sweep_members(records, sweep_id)
     fields = tables.differing_fields([r.spec.to_dict() for r in chosen])
     sweep_field = fields[0] if fields else None
 else:
-    param = st.query_params.get("runs")
     if "compare_runs" not in S:
-        wanted = [i for i in (param or "").split(",") if i in by_id]
-        if not wanted:  # the latest finished runs, or simply the latest
-            done = [r.id for r in records if r.status.value == "completed"]
-            wanted = (done or [r.id for r in records])[:3]
-        S["compare_runs"] = wanted
+        S["compare_runs"] = tables.default_compare_selection(records, st.query_params.get("runs"))
     S["compare_runs"] = [i for i in S["compare_runs"] if i in by_id]
     st.multiselect("Runs", list(by_id), format_func=labels_all.get, key="compare_runs", persist_state="session")
     chosen = [by_id[i] for i in S["compare_runs"]]
@@ -63,29 +42,20 @@ if not chosen:
     st.stop()
 
 labels = tables.run_labels(chosen)
-frames = []
-for r in chosen:
-    f = metrics_of(r)
-    if len(f):
-        frames.append(f.assign(run=labels[r.id]))
-frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-    columns=["step", "epoch", "name", "value", "wall_time", "run"])
+frame = tables.combined_metrics((labels[r.id], state.metrics_frame(store, r)) for r in chosen)
 
 names = sorted(frame["name"].unique()) if len(frame) else []
-preferred = [n for n in ("test/acc", "fidelity/agreement", "loss/total") if n in names]
 c1, c2, c3 = st.columns([3, 1, 2])
 if names:
     if S.get("compare_metric") not in names:
-        S["compare_metric"] = preferred[0] if preferred else names[0]
+        S["compare_metric"] = tables.default_metric(names)
     metric = c1.selectbox("Metric", names, format_func=lambda n: f"{figures.metric_label(n)} ({n})",
                           key="compare_metric")
     default_x = tables.x_axis_for([metric])
     x = c2.radio("x axis", ["step", "epoch"], index=0 if default_x == "step" else 1, horizontal=True,
                  key=f"compare_x_{metric}")
     smoothing = c3.slider("Smoothing", 0.0, 0.99, 0.0 if x == "epoch" else 0.6, 0.01, key=f"compare_smooth_{x}")
-    data = frame
-    if x == "epoch" and default_x == "step":  # a step metric per epoch: its mean over the epoch
-        data = frame[frame["name"] == metric].groupby(["run", "epoch", "name"], as_index=False)["value"].mean()
+    data = tables.overlay_data(frame, metric, x)
     st.plotly_chart(figures.overlay_figure(data, metric, x=x, smoothing=smoothing), key="compare_overlay")
 else:
     st.info("The chosen runs have not logged any metric yet.")

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from app import auth, lab, lab_state, lab_text, state
+from app import auth, lab, lab_state, lab_text, state, widgets
 from kdcore.data import dataset_info
 from kdcore.errors import KDError
 from kdcore.lab import experiments as ex
@@ -94,16 +94,6 @@ st.markdown(lab_text.EXPERIMENTS)
 store = auth.as_owner(state.get_store())  # lab runs are submitted under the signed-in user
 
 
-def _submitted(submit) -> bool:
-    """Run a submission; a refusal (not signed in, a bad spec) is shown as its one sentence."""
-    try:
-        submit()
-    except KDError as err:
-        st.error(str(err))
-        return False
-    return True
-
-
 def _group_status(frame) -> str:
     done = int((frame["status"] == "completed").sum()) if len(frame) else 0
     failed = int(frame["status"].isin(["failed", "cancelled"]).sum()) if len(frame) else 0
@@ -118,7 +108,7 @@ def _active(frame) -> bool:
 def sweep_panel() -> bool:
     st.markdown(lab_text.SWEEP)
     if st.button("Run the temperature sweep", key="lab_run_sweep", icon=":material/play_arrow:"):
-        if _submitted(lambda: ex.submit_rho_sweep(store, dataset)):
+        if widgets.attempt(lambda: ex.submit_rho_sweep(store, dataset)):
             st.toast("Queued six students, ρ = 1 to 32.")
     frame = ex.rho_sweep_frame(store.list_runs(tag=ex.experiment_tag("rho-sweep", dataset)))
     if not len(frame):
@@ -132,7 +122,7 @@ def sweep_panel() -> bool:
 def alpha_panel() -> bool:
     st.markdown(lab_text.ALPHA)
     if st.button("Run soft vs hard", key="lab_run_alpha", icon=":material/play_arrow:"):
-        if _submitted(lambda: ex.submit_alpha_comparison(store, dataset)):
+        if widgets.attempt(lambda: ex.submit_alpha_comparison(store, dataset)):
             st.toast("Queued three students: hard only, soft only, both.")
     frame = ex.alpha_frame(store.list_runs(tag=ex.experiment_tag("alpha", dataset)))
     if not len(frame):
@@ -149,7 +139,7 @@ def omit_panel() -> bool:
     omitted = c1.selectbox("Class left out of the transfer set", range(len(names)), format_func=lambda c: names[c],
                            index=ex.DEFAULT_OMITTED[dataset], key=f"lab_omit_class_{dataset}")
     if c2.button("Run the omitted-class experiment", key="lab_run_omit", icon=":material/play_arrow:"):
-        if _submitted(lambda: ex.submit_omitted_class(store, dataset, omitted)):
+        if widgets.attempt(lambda: ex.submit_omitted_class(store, dataset, omitted)):
             st.toast(f"Queued a student that never sees {names[omitted]}.")
     group = ex.latest_group(store.list_runs(tag=ex.experiment_tag("omit", dataset)))
     if not group:

@@ -67,46 +67,12 @@ if S["dataset"] == "imagefolder" and (S["data_path"] or "").strip():
 num_classes = info.num_classes or 10
 input_shape = tuple(info.input_shape)
 
-candidate_runs = [r for r in store.list_runs(limit=300)
-                  if r.status.value not in ("failed", "cancelled") and r.dataset == S["dataset"]]
-# Finished runs first, the most accurate on top: the likeliest teachers.
-def _accuracy(r) -> float:
-    acc = r.final.get("test/acc")
-    return acc if acc is not None and acc == acc else 0.0
-
-
-candidate_runs.sort(key=lambda r: (r.status.value != "completed", -_accuracy(r)))
-runs_by_id = {r.id: r for r in candidate_runs}
+candidate_runs = forms.teacher_candidates(store.list_runs(limit=300), S["dataset"])
 if S["teacher_source"] == "run" and not S.get("teacher_run") and candidate_runs:
     S["teacher_run"] = candidate_runs[0].id  # the best finished run on this dataset
-teacher_record = runs_by_id.get(S.get("teacher_run")) if S["teacher_source"] == "run" else None
-teacher_run = (forms.TeacherRun(teacher_record.id, teacher_record.dataset, teacher_record.student,
-                                teacher_record.status.value) if teacher_record else None)
-if S["teacher_source"] == "run" and S.get("teacher_run") and teacher_record is None:
-    try:  # a run on another dataset, or a failed one: let the check explain
-        r = store.get(S["teacher_run"])
-        teacher_run = forms.TeacherRun(r.id, r.dataset, r.student, r.status.value)
-    except KDError:
-        teacher_run = None
-
-
-def teacher_model_name() -> str | None:
-    source = S["teacher_source"]
-    if source == "zoo":
-        return S["teacher_zoo_model"]
-    if source == "run":
-        return teacher_run.model if teacher_run else None
-    if source == "upload":
-        path = (S.get("teacher_checkpoint_path") or "").strip()
-        return S.get("teacher_upload_model") or (_checkpoint_model(path) if path else None)
-    if source == "torchvision":
-        return S["teacher_tv_model"]
-    return None
-
-
-values = {k: S.get(k) for k in forms.DEFAULTS}
-values.update({forms.hint_key(i, p): S.get(forms.hint_key(i, p))
-               for i in range(int(S["hint_count"])) for p in forms.HINT_DEFAULTS})
+teacher_record, teacher_run = (forms.find_teacher_run(store, S.get("teacher_run"), candidate_runs)
+                               if S["teacher_source"] == "run" else (None, None))
+values = forms.form_values(S)
 with st.spinner("Checking the experiment…"):
     check = forms.check_form(values, teacher_run=teacher_run, deep_check=deep_check,
                              dataset_classes=info.num_classes or None)
@@ -117,6 +83,13 @@ if dataset_problem:
 
 def here(key: str) -> None:
     widgets.problems_here(problems, key)
+
+
+def model_picker(label: str, options: list[str], key: str) -> None:
+    """A model selectbox that drops a choice no longer offered, with its problems under it."""
+    widgets.keep_valid(key, options)
+    st.selectbox(label, options, key=key, persist_state=KEEP)
+    here(key)
 
 
 # ---- the form --------------------------------------------------------------------------------------
@@ -150,10 +123,8 @@ here("teacher_source")
 source = S["teacher_source"]
 if source == "zoo":
     c1, c2 = st.columns(2)
-    widgets.keep_valid("teacher_zoo_model", zoo_small)
     with c1:
-        st.selectbox("Teacher model", zoo_small, key="teacher_zoo_model", persist_state=KEEP)
-        here("teacher_zoo_model")
+        model_picker("Teacher model", zoo_small, "teacher_zoo_model")
     with c2:
         st.number_input("Teacher epochs", 1, 10_000, key="teacher_epochs", persist_state=KEEP)
         here("teacher_epochs")
@@ -162,9 +133,7 @@ elif source == "run":
     options = [r.id for r in candidate_runs]
     if S.get("teacher_run") and S["teacher_run"] not in options:
         options.append(S["teacher_run"])  # keep the choice so its problem can be shown
-    labels = {r.id: f"{r.name} · {r.student} · {r.status.value}" + (
-        f" · {r.final['test/acc']:.1%}" if r.final.get("test/acc") == r.final.get("test/acc")
-        and r.final.get("test/acc") is not None else "") + f" · {r.id}" for r in candidate_runs}
+    labels = {r.id: forms.teacher_run_label(r) for r in candidate_runs}
     if not options:
         st.info(f"No run on {datasets[S['dataset']]} yet: train a teacher from the zoo instead.")
     else:
@@ -194,23 +163,19 @@ elif source == "upload":
     here("teacher_upload_model")
 elif source == "torchvision":
     c1, c2 = st.columns(2)
-    widgets.keep_valid("teacher_tv_model", tv_models)
     with c1:
-        st.selectbox("torchvision model", tv_models, key="teacher_tv_model", persist_state=KEEP)
-        here("teacher_tv_model")
+        model_picker("torchvision model", tv_models, "teacher_tv_model")
     with c2:
         st.text_input("Weights", key="teacher_tv_weights", persist_state=KEEP, help="e.g. DEFAULT or IMAGENET1K_V1")
         here("teacher_tv_weights")
 
-teacher_name = teacher_model_name()
+teacher_name = forms.teacher_model_name(S, teacher_run, _checkpoint_model)
 teacher_stats = state.model_stats(teacher_name, num_classes, input_shape) if teacher_name else None
 
 st.header("3 · Student", divider="gray")
-widgets.keep_valid("student", zoo)
 c1, c2 = st.columns([1, 2])
 with c1:
-    st.selectbox("Student model", zoo, key="student", persist_state=KEEP)
-    here("student")
+    model_picker("Student model", zoo, "student")
 student_stats = state.model_stats(S["student"], num_classes, input_shape)
 with c2:
     if isinstance(student_stats, tuple):
@@ -294,15 +259,6 @@ if has_teacher:
         modes = list(PRESETS) + [forms.CUSTOM]
         mode_label = {**{k: p.title for k, p in PRESETS.items()}, forms.CUSTOM: "custom Φ and D"}
 
-        def _remove(i: int) -> None:
-            n = int(S["hint_count"])
-            for j in range(i, n - 1):  # shift the later pairs up
-                for part in forms.HINT_DEFAULTS:
-                    S[forms.hint_key(j, part)] = S.get(forms.hint_key(j + 1, part))
-            for part in forms.HINT_DEFAULTS:
-                S.pop(forms.hint_key(n - 1, part), None)
-            S["hint_count"] = n - 1
-
         for i in range(int(S["hint_count"])):
             k = lambda part, i=i: forms.hint_key(i, part)  # noqa: E731
             with st.container(border=True):
@@ -318,7 +274,7 @@ if has_teacher:
                 with top[2]:
                     st.selectbox("Method", modes, key=k("mode"), format_func=mode_label.get, persist_state=KEEP)
                 top[3].button(":material/delete:", key=f"remove_hint_{i}", help="Remove this pair",
-                              on_click=_remove, args=(i,))
+                              on_click=forms.remove_hint_pair, args=(S, i))
                 if S[k("mode")] == forms.CUSTOM:
                     c1, c2, c3, c4 = st.columns(4)
                     c1.selectbox("Φ_t (teacher)", TEACHER_TRANSFORMS, key=k("phi_t"), persist_state=KEEP)
@@ -342,13 +298,7 @@ if has_teacher:
                     st.markdown(f":green[:material/check_circle: {reason}]" if ok
                                 else f":red[:material/error: {reason}]")
 
-        def _add() -> None:
-            n = int(S["hint_count"])
-            for part, v in forms.HINT_DEFAULTS.items():
-                S[forms.hint_key(n, part)] = v
-            S["hint_count"] = n + 1
-
-        st.button("Add a hint pair", icon=":material/add:", on_click=_add, key="add_hint")
+        st.button("Add a hint pair", icon=":material/add:", on_click=forms.add_hint_pair, args=(S,), key="add_hint")
         here("hint_count")
         if int(S["hint_count"]):
             st.number_input("Hint-only epochs first (FitNets stage 1; 0 = train everything together)", 0,

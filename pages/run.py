@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import auth, figures, forms, navigation, state, tables, widgets
+from app import auth, figures, forms, live, navigation, state, tables, widgets
 from kdcore.errors import KDError
 
 store = state.get_store()
@@ -17,34 +17,21 @@ def run_actions(record) -> None:
     c = [bar] * 5
     with c[0].popover("Rename", icon=":material/edit:"):
         new_name = st.text_input("New name", value=record.name, key=f"rename_{record.id}")
-        if st.button("Save name", key=f"rename_save_{record.id}"):
-            try:
-                store.rename(record.id, new_name)
-            except KDError as err:
-                st.error(str(err))
-            else:
-                st.rerun()
+        if st.button("Save name", key=f"rename_save_{record.id}") and widgets.attempt(lambda: store.rename(record.id, new_name)):
+            st.rerun()
     with c[1].popover("Tags", icon=":material/sell:"):
         new_tags = st.text_input("Tags (comma-separated)", value=", ".join(record.tags), key=f"tags_{record.id}")
-        if st.button("Save tags", key=f"tags_save_{record.id}"):
-            try:
-                store.set_tags(record.id, forms.parse_tags(new_tags))
-            except KDError as err:
-                st.error(str(err))
-            else:
-                st.rerun()
+        if st.button("Save tags", key=f"tags_save_{record.id}") and widgets.attempt(
+                lambda: store.set_tags(record.id, forms.parse_tags(new_tags))):
+            st.rerun()
     # Only the run's owner or an admin may cancel or delete it (checked again when the action runs).
     denied = {action: auth.denial(user, record.owner, action) for action in ("cancel", "delete")}
-    if c[2].button("Cancel run", icon=":material/stop_circle:", key="cancel_run",
-                   disabled=record.is_terminal or bool(denied["cancel"]),
-                   help=denied["cancel"] or "Queued runs stop at once; a running run stops after its current step."):
-        try:
-            auth.as_owner(store, user).cancel(record.id)
-        except KDError as err:
-            st.error(str(err))
-        else:
-            st.toast("Cancellation requested.")
-            st.rerun()
+    cancel = c[2].button("Cancel run", icon=":material/stop_circle:", key="cancel_run",
+                         disabled=record.is_terminal or bool(denied["cancel"]),
+                         help=denied["cancel"] or "Queued runs stop at once; a running run stops after its current step.")
+    if cancel and widgets.attempt(lambda: auth.as_owner(store, user).cancel(record.id)):
+        st.toast("Cancellation requested.")
+        st.rerun()
     if c[3].button("Duplicate", icon=":material/content_copy:", key="duplicate_run",
                    help="Open New experiment filled in with this run's settings."):
         spec = store.duplicate(record.id)
@@ -55,13 +42,9 @@ def run_actions(record) -> None:
     with c[4].popover("Delete", icon=":material/delete:", help=denied["delete"],
                       disabled=record.status.value == "running" or bool(denied["delete"])):
         st.markdown("Delete this run, its metrics and its files? This cannot be undone.")
-        if st.button("Delete for good", type="primary", key="delete_confirm"):
-            try:
-                auth.as_owner(store, user).delete(record.id)
-            except KDError as err:
-                st.error(str(err))
-            else:
-                navigation.go("runs")
+        delete = st.button("Delete for good", type="primary", key="delete_confirm")
+        if delete and widgets.attempt(lambda: auth.as_owner(store, user).delete(record.id)):
+            navigation.go("runs")
 
 
 def show_run(run_id: str) -> None:
@@ -87,18 +70,7 @@ def show_run(run_id: str) -> None:
 
     def live_view() -> None:
         current = store.get(run_id)
-        data = S.get(live_key)
-        if data is None or data["attempts"] != current.attempts:  # a resumed run rewrote history
-            data = {"frame": None, "last": -1, "events": [], "last_event": 0, "attempts": current.attempts}
-        points = store.metrics(run_id, since_step=data["last"])
-        if points:
-            data["frame"] = tables.append_points(data["frame"], points)
-            data["last"] = max(p.step for p in points)
-        new_events = store.events(run_id, since_id=data["last_event"])
-        if new_events:
-            data["events"] = (data["events"] + new_events)[-300:]
-            data["last_event"] = new_events[-1].id
-        S[live_key] = data
+        data = S[live_key] = live.advance_view(store, run_id, S.get(live_key), current.attempts)
 
         status = current.status.value
         if status == "running":

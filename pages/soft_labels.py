@@ -5,7 +5,6 @@ import numpy as np
 import streamlit as st
 
 from app import figures, softlabels, state
-from kdcore.paths import run_dir
 
 store = state.get_store()
 S = st.session_state
@@ -15,15 +14,13 @@ st.caption("Every epoch the trainer stores the logits of a fixed set of test sam
            "can be applied here afterwards. At ρ = 1 a confident teacher looks one-hot; raise ρ and the "
            "small probabilities it gives the wrong classes — its *dark knowledge* — become visible.")
 
-records = [r for r in store.list_runs(limit=500) if (run_dir(r.id) / "probes.pt").is_file()]
+records = softlabels.runs_with_probes(store.list_runs(limit=500))
 if not records:
     st.info("No run has recorded probe logits yet: they appear after a run's first epoch.")
     st.stop()
 by_id = {r.id: r for r in records}
-param = st.query_params.get("run")
 if S.get("soft_run") not in by_id:
-    kd_done = [r.id for r in records if r.spec.teacher is not None and r.status.value == "completed"]
-    S["soft_run"] = param if param in by_id else (kd_done or list(by_id))[0]
+    S["soft_run"] = softlabels.default_probe_run(records, st.query_params.get("run"))
 c1, c2 = st.columns([3, 2])
 run_id = c1.selectbox("Run", list(by_id), key="soft_run", persist_state="session",
                       format_func=lambda i: f"{by_id[i].name} · {by_id[i].method_label} · {i}")
@@ -42,8 +39,7 @@ else:
 student = probes.student_at(epoch)
 teacher = probes.teacher
 names = probes.class_names
-default_rho = float(record.spec.logit.rho) if record.spec.teacher is not None else 4.0
-rho = st.slider("Temperature ρ", 0.5, 20.0, min(max(default_rho, 0.5), 20.0), 0.5, key=f"soft_rho_{run_id}",
+rho = st.slider("Temperature ρ", 0.5, 20.0, softlabels.default_rho(record), 0.5, key=f"soft_rho_{run_id}",
                 help="Soft labels σ(z/ρ): ρ = 1 are the ordinary probabilities.")
 if teacher is None:
     st.caption(f"`{run_id}` has no teacher ({record.method_label}): only its own soft labels are shown. "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from app import catalog, forms, quickstart, tables
+from app import catalog, forms, live, quickstart, softlabels, state, tables
 from kdcore.jobs import RunStore
 from kdcore.spec import RunSpec
 
@@ -302,3 +302,168 @@ def test_trio_frame_orders_the_three_accuracies(kd_home):
     frame = quickstart.trio_frame({i: store.get(i) for i in trio.ids()}, trio)
     assert frame["run"].tolist() == [quickstart.ROLE_TITLES[r] for r in quickstart.ROLES]
     assert isinstance(frame, pd.DataFrame) and "agreement" in frame.loc[2, "note"]
+
+
+# ---- logic the pages call (Compare, Soft labels, New experiment, Run) ------------------------------
+def _run(id, status="completed", *, teacher=False, dataset="digits", acc=None, rho=4.0, sweep=None, created=0,
+         finished=None, step=0):
+    from datetime import datetime, timezone
+    from types import SimpleNamespace as R
+
+    spec = R(teacher=R() if teacher else None, logit=R(rho=rho), to_dict=lambda: {"logit": {"rho": rho}, "name": id})
+    return R(id=id, name=f"run {id}", status=R(value=status), spec=spec, dataset=dataset, student="cnn_small",
+             final={} if acc is None else {"test/acc": acc}, sweep_id=sweep, created_at=created, step=step,
+             finished_at=None if finished is None else datetime(2024, 1, finished, tzinfo=timezone.utc))
+
+
+def test_compare_opens_with_the_requested_or_latest_finished_runs():
+    records = [_run("q", "queued"), _run("a"), _run("b"), _run("c"), _run("d")]
+    assert tables.default_compare_selection(records, "c,zzz,q") == ["c", "q"]  # unknown ids dropped
+    assert tables.default_compare_selection(records, None) == ["a", "b", "c"]
+    assert tables.default_compare_selection(records[:1], "") == ["q"]  # nothing finished: the latest
+    assert tables.default_compare_selection([], None) == []
+
+
+def test_compare_metric_frames_and_default_metric():
+    a = pd.DataFrame({"step": [1, 2], "epoch": [1, 1], "name": ["loss/total"] * 2, "value": [1.0, 3.0], "wall_time": [0.0] * 2})
+    empty = a.iloc[:0]
+    frame = tables.combined_metrics([("A", a), ("B", empty), ("C", a)])
+    assert frame["run"].tolist() == ["A", "A", "C", "C"]
+    assert list(tables.combined_metrics([("B", empty)]).columns) == ["step", "epoch", "name", "value", "wall_time", "run"]
+    assert tables.default_metric(["a", "loss/total", "test/acc"]) == "test/acc"
+    assert tables.default_metric(["b", "c"]) == "b" and tables.default_metric([]) is None
+
+
+def test_a_step_metric_drawn_per_epoch_is_the_epoch_mean():
+    frame = pd.DataFrame({"run": ["A"] * 4 + ["A"], "epoch": [1, 1, 2, 2, 1], "step": [1, 2, 3, 4, 2],
+                          "name": ["loss/total"] * 4 + ["test/acc"], "value": [1.0, 3.0, 5.0, 7.0, 0.5]})
+    per_epoch = tables.overlay_data(frame, "loss/total", "epoch")
+    assert per_epoch["epoch"].tolist() == [1, 2] and per_epoch["value"].tolist() == [2.0, 6.0]
+    assert tables.overlay_data(frame, "loss/total", "step") is frame
+    assert tables.overlay_data(frame, "test/acc", "epoch") is frame  # an epoch metric is drawn as logged
+
+
+def test_sweep_members_and_label():
+    records = [_run("b", sweep="s1", created=2, rho=8.0), _run("a", sweep="s1", created=1, rho=2.0), _run("x")]
+    assert [r.id for r in tables.sweep_members(records, "s1")] == ["a", "b"]
+    assert tables.sweep_label(records, "s1") == "logit.rho · 2 runs · s1"
+
+
+def test_metrics_cache_key_and_frame(kd_home):
+    from test_app_support import TEACHER, claim, completed_run, feed
+
+    assert state.metrics_version(_run("a", finished=3)).startswith("2024-01-03")
+    assert state.metrics_version(_run("a", "running", step=7)) == "running-7"
+    store = RunStore()
+    assert state.store_for(store.url) is state.store_for(store.url)  # one store per database
+    done = store.get(completed_run(store, TEACHER))
+    frame = state.metrics_frame(store, done)
+    assert len(frame) and {"step", "epoch", "name", "value"} <= set(frame.columns)
+    live_id = store.submit(TEACHER, check=False)
+    cb = claim(store, live_id)
+    feed(cb, range(1, 2))
+    first = state.metrics_frame(store, store.get(live_id))
+    feed(cb, range(2, 3))
+    assert len(state.metrics_frame(store, store.get(live_id))) > len(first)  # a live run is read again
+
+
+def test_soft_labels_offers_runs_with_probes_and_opens_a_finished_kd_run(kd_home):
+    from test_app_support import write_artifacts
+
+    records = [_run("s1"), _run("k1", "running", teacher=True), _run("k2", teacher=True, rho=40.0), _run("none")]
+    for r in records[:3]:
+        write_artifacts(r.id, teacher=r.spec.teacher is not None)
+    with_probes = softlabels.runs_with_probes(records)
+    assert [r.id for r in with_probes] == ["s1", "k1", "k2"]
+    assert softlabels.default_probe_run(with_probes, "k1") == "k1"
+    assert softlabels.default_probe_run(with_probes, "none") == "k2"  # no probes: not offered
+    assert softlabels.default_probe_run(with_probes[:2], None) == "s1"
+    assert softlabels.default_probe_run([], None) is None
+    assert softlabels.default_rho(records[2]) == 20.0 and softlabels.default_rho(records[0]) == 4.0
+
+
+def test_teacher_candidates_best_finished_first_and_the_chosen_run_resolved():
+    records = [_run("q", "queued", acc=None), _run("lo", acc=0.5), _run("hi", acc=0.9), _run("nan", acc=float("nan")),
+               _run("f", "failed", acc=0.99), _run("other", dataset="cifar10", acc=0.95)]
+    candidates = forms.teacher_candidates(records, "digits")
+    assert [r.id for r in candidates] == ["hi", "lo", "nan", "q"]
+    assert forms.teacher_run_label(candidates[0]) == "run hi · cnn_small · completed · 90.0% · hi"
+    assert forms.teacher_run_label(candidates[2]) == "run nan · cnn_small · completed · nan"
+
+    class Store:
+        def get(self, run_id):
+            if run_id == "other":
+                return records[5]
+            from kdcore.errors import KDError
+            raise KDError(f"There is no run {run_id}")
+
+    record, run = forms.find_teacher_run(Store(), "hi", candidates)
+    assert record is candidates[0] and run == forms.TeacherRun("hi", "digits", "cnn_small", "completed")
+    assert forms.find_teacher_run(Store(), "other", candidates) == (None, forms.TeacherRun("other", "cifar10", "cnn_small", "completed"))
+    assert forms.find_teacher_run(Store(), "gone", candidates) == (None, None)
+    assert forms.find_teacher_run(Store(), None, candidates) == (None, None)
+
+
+def test_teacher_model_name_per_source():
+    run = forms.TeacherRun("abcd1234", "digits", "resnet8", "completed")
+    named = {"/up/t.pt": "vgg8"}.get
+    values = {"teacher_zoo_model": "cnn_small", "teacher_tv_model": "tv_resnet18", "teacher_checkpoint_path": " /up/t.pt "}
+    assert forms.teacher_model_name({**values, "teacher_source": "zoo"}, run, named) == "cnn_small"
+    assert forms.teacher_model_name({**values, "teacher_source": "run"}, run, named) == "resnet8"
+    assert forms.teacher_model_name({**values, "teacher_source": "run"}, None, named) is None
+    assert forms.teacher_model_name({**values, "teacher_source": "upload"}, None, named) == "vgg8"
+    assert forms.teacher_model_name({**values, "teacher_source": "upload", "teacher_upload_model": "mlp_64"},
+                                    None, named) == "mlp_64"
+    assert forms.teacher_model_name({"teacher_source": "upload"}, None, named) is None
+    assert forms.teacher_model_name({**values, "teacher_source": "torchvision"}, None, named) == "tv_resnet18"
+    assert forms.teacher_model_name({**values, "teacher_source": "none"}, run, named) is None
+
+
+def test_hint_pairs_are_added_and_removed_with_later_pairs_moving_up():
+    session = {"hint_count": 0}
+    for _ in range(3):
+        forms.add_hint_pair(session)
+    assert session["hint_count"] == 3 and session[forms.hint_key(2, "mode")] == forms.HINT_DEFAULTS["mode"]
+    for i, layer in enumerate(["l1", "l2", "l3"]):
+        session[forms.hint_key(i, "teacher")] = layer
+    forms.remove_hint_pair(session, 0)
+    assert session["hint_count"] == 2
+    assert [session[forms.hint_key(i, "teacher")] for i in range(2)] == ["l2", "l3"]
+    assert not any(k.startswith("hint_2_") for k in session)
+    values = forms.form_values(session)
+    assert values[forms.hint_key(1, "teacher")] == "l3" and forms.hint_key(2, "teacher") not in values
+    assert set(forms.DEFAULTS) <= set(values)
+
+
+def test_live_view_reads_only_what_is_new_and_restarts_after_a_resume():
+    from types import SimpleNamespace as R
+
+    from kdcore.jobs import MetricPoint
+
+    class Store:
+        def __init__(self):
+            self.points = [MetricPoint(s, 1, "loss/total", float(s), 0.0) for s in range(1, 4)]
+            self.lines = [R(id=i, message=f"line {i}") for i in range(1, 4)]
+            self.asked: list[tuple[int, int]] = []
+
+        def metrics(self, run_id, since_step):
+            self.asked.append(("metrics", since_step))
+            return [p for p in self.points if p.step > since_step]
+
+        def events(self, run_id, since_id):
+            self.asked.append(("events", since_id))
+            return [e for e in self.lines if e.id > since_id]
+
+    store = Store()
+    data = live.advance_view(store, "r", None, attempts=1)
+    assert data["last"] == 3 and len(data["frame"]) == 3 and data["last_event"] == 3
+    store.points.append(MetricPoint(4, 2, "loss/total", 4.0, 0.0))
+    store.lines.append(R(id=4, message="line 4"))
+    data = live.advance_view(store, "r", data, attempts=1)
+    assert store.asked[2:] == [("metrics", 3), ("events", 3)]  # only what is new
+    assert data["last"] == 4 and len(data["frame"]) == 4 and [e.id for e in data["events"]] == [1, 2, 3, 4]
+    resumed = live.advance_view(store, "r", data, attempts=2)  # a resumed run rewrote history: from the start
+    assert store.asked[4:] == [("metrics", -1), ("events", 0)] and resumed["attempts"] == 2
+    assert len(resumed["frame"]) == 4 and len(resumed["events"]) == 4
+    store.lines += [R(id=i, message="") for i in range(5, 400)]
+    assert len(live.advance_view(store, "r", None, attempts=1)["events"]) == live.KEEP_EVENTS

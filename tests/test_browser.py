@@ -3,108 +3,43 @@ the KD run, visit every screen and save a screenshot of each under screenshots/ 
 person to look at. Page-switch times while a run trains are written to screenshots/page_switch.txt."""
 from __future__ import annotations
 
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+import browser_support as bs
+from browser_support import idle
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+ROOT = bs.ROOT
+SHOTS = bs.SHOTS
 PAGES = {"Home": "KD Studio", "New experiment": "New experiment", "Runs": "Runs", "Compare": "Compare",
          "Soft labels": "Soft labels", "Models": "Models"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError("streamlit did not become healthy")
-
-
 @pytest.fixture()
 def server(kd_home):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    port = free_port()
-    env = dict(os.environ, KD_HOME=str(kd_home), KD_LOCAL_WORKER="1", PYTHONUNBUFFERED="1")
-    env.pop("KD_DATABASE_URL", None)
-    log = open(kd_home.parent / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    bs.require_chromium()
     try:
-        wait_healthy(url, proc)
-        yield url
+        with bs.streamlit_app(kd_home, kd_home.parent / "streamlit.log", local_worker=True) as url:
+            yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         from kdcore.jobs.launcher import stop_local_worker
 
         stop_local_worker(kd_home)
-
-
-def idle(page, timeout_ms: int = 60_000) -> None:
-    """Wait until Streamlit has finished the current script run (its 'running' indicator is gone)."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout_ms)
-    page.wait_for_timeout(300)
 
 
 TRACEBACKS: list[str] = []
 
 
 def snap(page, name: str) -> Path:
-    """A screenshot of the whole page (the viewport is stretched to the app's scroll height first);
-    notes any traceback Streamlit shows on it."""
-    SHOTS.mkdir(exist_ok=True)
-    if page.locator('[data-testid="stException"]').count():
+    """A screenshot of the whole page; notes any traceback Streamlit shows on it."""
+    if bs.has_traceback(page):
         TRACEBACKS.append(name)
-    height = page.evaluate(
-        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], [data-testid=\"stAppScrollToBottomContainer\"], body')]"
-        ".map(e => e.scrollHeight))")
-    width = page.viewport_size["width"]
-    page.evaluate("() => document.querySelectorAll('[data-testid=\"stMain\"], [data-testid=\"stAppScrollToBottomContainer\"]')"
-                  ".forEach(e => e.scrollTo(0, 0))")
-    page.set_viewport_size({"width": width, "height": int(min(max(height, 900), 7000))})
-    page.wait_for_timeout(400)
-    path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size({"width": width, "height": 1000})
-    return path
+    return bs.snap(page, name)
 
 
 def nav(page, title: str) -> float:
@@ -123,17 +58,12 @@ def chart_points(page) -> int:
 
 
 def test_quickstart_in_the_browser(server, kd_home):
-    from playwright.sync_api import sync_playwright
-
     from kdcore.jobs import RunStore
 
     store = RunStore()
     timings: list[float] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        console_errors: list[str] = []
-        page.on("pageerror", lambda e: console_errors.append(str(e)))
+    console_errors: list[str] = []
+    with bs.chromium_page(console_errors) as page:
         page.goto(server, wait_until="networkidle")
         page.get_by_role("heading", name="KD Studio").wait_for(timeout=60_000)
         idle(page)
@@ -219,8 +149,6 @@ def test_quickstart_in_the_browser(server, kd_home):
             page.get_by_role("heading", name="Dark-knowledge lab").first.wait_for(timeout=60_000)
             idle(page)
             snap(page, "12_lab")
-
-        browser.close()
 
     SHOTS.mkdir(exist_ok=True)
     report = (f"page switches while a run trained (s): {', '.join(f'{t:.2f}' for t in timings)}\n"

@@ -7,32 +7,22 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+import browser_support as bs
 import deploy_support as ds
+from browser_support import idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.timeout(240)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 PASSWORD = "deploy-test-password"
 # What a team would put in .env; everything else keeps the compose file's defaults.
 COMPOSE_ENV = {"KD_SHARED_PASSWORD": PASSWORD, "KD_ADMINS": "carol"}
-SHOTS = ds.ROOT / "screenshots"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SHOTS = bs.SHOTS
 
 
 @contextmanager
@@ -95,44 +85,8 @@ def host_command(command: list[str]) -> list[str]:
     raise AssertionError(f"unexpected entry point {command[0]!r}")
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"no health within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def idle(page, timeout_ms: int = 60_000) -> None:
-    """Wait until Streamlit has finished the current script run."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout_ms)
-    page.wait_for_timeout(300)
-
-
 def test_compose_deployment_trains_a_run_submitted_in_the_app(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
-    from playwright.sync_api import sync_playwright
+    bs.require_chromium()
     from sqlalchemy.engine import make_url
 
     from kdcore.jobs import RunStore
@@ -162,11 +116,11 @@ def test_compose_deployment_trains_a_run_submitted_in_the_app(tmp_path):
         try:
             create_compose_database(superuser_url, services["postgres"]["environment"])
             pg_port = make_url(superuser_url).port
-            http_port = free_port()
+            http_port = bs.free_port()
             assert ds.published_ports(services["app"]) == {int(image.env["STREAMLIT_SERVER_PORT"]): 8501}
             common = dict(spec=spec, image=image, volumes=volumes, pg_port=pg_port)
             app_env = container_env(services["app"], http_port=http_port, home=tmp_path / "home-app", **common)
-            worker_env = container_env(services["worker-gpu0"], http_port=free_port(), home=tmp_path / "home-worker",
+            worker_env = container_env(services["worker-gpu0"], http_port=bs.free_port(), home=tmp_path / "home-worker",
                                        **common)
             for env in (app_env, worker_env):
                 Path(env["HOME"]).mkdir()
@@ -176,66 +130,61 @@ def test_compose_deployment_trains_a_run_submitted_in_the_app(tmp_path):
             worker = start("worker-gpu0", worker_env)
             app = start("app", app_env)
             url = f"http://127.0.0.1:{http_port}"
-            wait_healthy(url, app, logs["app"])
+            bs.wait_healthy(url, app, log=logs["app"], timeout_s=90)
             # The image's own HEALTHCHECK command agrees.
             check = subprocess.run(host_command(image.healthcheck), env=app_env, capture_output=True, timeout=30)
             assert check.returncode == 0, check.stderr
 
             store = RunStore(app_env["KD_DATABASE_URL"])
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-                try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    page.goto(url, wait_until="networkidle")
-                    page.get_by_label("Your name").wait_for(timeout=60_000)
-                    idle(page)
-                    # Signed out: the login form and nothing else, not even the page list.
-                    assert page.locator('[data-testid="stSidebarNav"]').count() == 0
-                    assert page.get_by_role("button", name="Launch").count() == 0
-                    page.get_by_label("Your name").fill("alice")
-                    page.get_by_label("Team password").fill(PASSWORD)
-                    page.get_by_role("button", name="Sign in").click()
-                    nav = page.locator('[data-testid="stSidebarNav"]')
-                    nav.wait_for(timeout=60_000)
-                    idle(page)
-                    nav.get_by_text("New experiment", exact=True).click()
-                    page.get_by_role("heading", name="New experiment").first.wait_for(timeout=60_000)
-                    idle(page)
-                    epochs = page.get_by_label("Epochs", exact=True)
-                    epochs.fill("2")
-                    epochs.press("Enter")
-                    idle(page)
-                    page.get_by_role("button", name="Launch", exact=True).click()
+            with bs.chromium_page() as page:
+                page.goto(url, wait_until="networkidle")
+                page.get_by_label("Your name").wait_for(timeout=60_000)
+                idle(page)
+                # Signed out: the login form and nothing else, not even the page list.
+                assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+                assert page.get_by_role("button", name="Launch").count() == 0
+                page.get_by_label("Your name").fill("alice")
+                page.get_by_label("Team password").fill(PASSWORD)
+                page.get_by_role("button", name="Sign in").click()
+                nav = page.locator('[data-testid="stSidebarNav"]')
+                nav.wait_for(timeout=60_000)
+                idle(page)
+                nav.get_by_text("New experiment", exact=True).click()
+                page.get_by_role("heading", name="New experiment").first.wait_for(timeout=60_000)
+                idle(page)
+                epochs = page.get_by_label("Epochs", exact=True)
+                epochs.fill("2")
+                epochs.press("Enter")
+                idle(page)
+                page.get_by_role("button", name="Launch", exact=True).click()
 
-                    deadline = time.monotonic() + 30
-                    while time.monotonic() < deadline and not store.list_runs():
-                        time.sleep(0.5)
-                    (run,) = store.list_runs()
-                    assert run.owner == "alice" and run.spec.dataset.name == "digits" and run.spec.epochs == 2
-                    # The app opens the new run's live view (same session: a reload would mean signing in again).
-                    page.get_by_role("heading", name=run.name).wait_for(timeout=60_000)
-                    deadline = time.monotonic() + 150
-                    while time.monotonic() < deadline and not store.get(run.id).is_terminal:
-                        time.sleep(1)
-                    done = store.get(run.id)
-                    assert done.status.value == "completed", f"{done.status} {done.error}\n{tails()}"
-                    # Trained by the compose worker process, not by an embedded worker of the app.
-                    (trained_by,) = [w for w in store.workers(alive_only=False) if w.id == done.worker_id]
-                    assert trained_by.pid == worker.pid
-                    assert not (volumes["runs"] / "worker.pid").exists()
-                    assert (volumes["runs"] / "runs" / run.id / "checkpoint.pt").is_file()
-                    # The live view, reading the shared store, turns to completed by itself.
-                    page.locator('[data-testid="stMain"]').get_by_text("completed").first.wait_for(timeout=30_000)
-                    idle(page)
-                    SHOTS.mkdir(exist_ok=True)
-                    page.screenshot(path=str(SHOTS / "deploy_run_completed.png"), full_page=True)
-                finally:
-                    browser.close()
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not store.list_runs():
+                    time.sleep(0.5)
+                (run,) = store.list_runs()
+                assert run.owner == "alice" and run.spec.dataset.name == "digits" and run.spec.epochs == 2
+                # The app opens the new run's live view (same session: a reload would mean signing in again).
+                page.get_by_role("heading", name=run.name).wait_for(timeout=60_000)
+                deadline = time.monotonic() + 150
+                while time.monotonic() < deadline and not store.get(run.id).is_terminal:
+                    time.sleep(1)
+                done = store.get(run.id)
+                assert done.status.value == "completed", f"{done.status} {done.error}\n{tails()}"
+                # Trained by the compose worker process, not by an embedded worker of the app.
+                (trained_by,) = [w for w in store.workers(alive_only=False) if w.id == done.worker_id]
+                assert trained_by.pid == worker.pid
+                assert not (volumes["runs"] / "worker.pid").exists()
+                assert (volumes["runs"] / "runs" / run.id / "checkpoint.pt").is_file()
+                # The live view, reading the shared store, turns to completed by itself.
+                page.locator('[data-testid="stMain"]').get_by_text("completed").first.wait_for(timeout=30_000)
+                idle(page)
+                SHOTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(SHOTS / "deploy_run_completed.png"), full_page=True)
             assert app.poll() is None and worker.poll() is None, tails()
         except BaseException:
             print(tails())
             raise
         finally:
             for proc in procs:
-                stop(proc)
+                bs.stop(proc, timeout_s=20)
             dispose_engines()

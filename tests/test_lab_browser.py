@@ -2,80 +2,18 @@
 switch to Fashion-MNIST, and save screenshots under screenshots/ (git-ignored) for a person to look at."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+import browser_support as bs
+from browser_support import idle
+
 pytestmark = [pytest.mark.browser]
-
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(home: Path) -> tuple[subprocess.Popen, str]:
-    """app/main.py on a free port with its own KD_HOME and no embedded worker."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = dict(os.environ, KD_HOME=str(home), KD_LOCAL_WORKER="0", PYTHONUNBUFFERED="1")
-    env.pop("KD_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=open(home / "streamlit.log", "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise TimeoutError("streamlit did not become healthy")
-
-
-def idle(page, timeout_ms: int = 60_000) -> None:
-    """Wait until the current script run has finished (Streamlit's 'Running' indicator is gone)."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout_ms)
-    page.wait_for_timeout(300)
 
 
 def snap(page, name: str) -> Path:
-    """A screenshot of the whole page: Streamlit scrolls inside its own container, so the viewport is
-    stretched to the content's height first."""
-    SHOTS.mkdir(exist_ok=True)
-    height = page.evaluate(
-        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
-        "[data-testid=\"stAppScrollToBottomContainer\"], body')].map(e => e.scrollHeight))")
-    width = page.viewport_size["width"]
-    page.set_viewport_size({"width": width, "height": int(min(max(height, 900), 9000))})
-    page.wait_for_timeout(600)
-    path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size({"width": width, "height": 1000})
-    return path
+    return bs.snap(page, name, max_height=9000, settle_ms=600)
 
 
 def chart_title_shown(page, text: str, timeout_ms: int = 30_000) -> None:
@@ -94,30 +32,19 @@ def move_rho(page, steps: int) -> None:
 
 @pytest.fixture()
 def lab_server(kd_home):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium")
-    proc, url = start_app(kd_home)
-    try:
+    """The app with its own KD_HOME and no embedded worker (the test plays the worker)."""
+    bs.require_chromium()
+    kd_home.mkdir(parents=True, exist_ok=True)
+    with bs.streamlit_app(kd_home, kd_home / "streamlit.log", local_worker=False) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_lab_in_the_browser(lab_server):
-    from playwright.sync_api import sync_playwright
-
     from kdcore.jobs import RunStore
     from kdcore.jobs.worker import Worker, WorkerConfig
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    errors: list[str] = []
+    with bs.chromium_page(errors) as page:
         page.goto(f"{lab_server}/lab", wait_until="networkidle")
         page.get_by_role("heading", name="Dark-knowledge lab").wait_for(timeout=60_000)
         chart_title_shown(page, "What the teacher answers at ρ = 1 ")
@@ -158,5 +85,4 @@ def test_lab_in_the_browser(lab_server):
         page.get_by_text("3, after").first.wait_for(timeout=60_000)
         idle(page)
         snap(page, "lab_04_digits_omitted_class")
-        browser.close()
     assert not errors, errors

@@ -1,5 +1,4 @@
 """The trainer on digits, on the CPU: determinism, resume, the teacher cache, failures."""
-import math
 
 import numpy as np
 from PIL import Image

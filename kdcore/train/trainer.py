@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdcore.errors import KDError, OutOfMemoryError, TrainingDivergedError
