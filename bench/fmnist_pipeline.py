@@ -28,7 +28,7 @@ from kdcore.train import RecordingCallbacks, train
 
 BUDGETS = {
     # epochs per stage; 'subset' trims the train split so the CPU smoke run takes a minute or two
-    "tiny": {"teacher": "cnn_small", "teacher_epochs": 1, "student_epochs": 1, "few_epochs": 2, "seeds": 2,
+    "tiny": {"teacher": "cnn_small", "teacher_epochs": 3, "student_epochs": 2, "few_epochs": 3, "seeds": 2,
              "batch": 256, "subset": 4096},
     "full": {"teacher": "wrn_16_4", "teacher_epochs": 15, "student_epochs": 15, "few_epochs": 15, "seeds": 3,
              "batch": 512, "subset": None},

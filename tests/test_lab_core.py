@@ -238,3 +238,18 @@ def test_rho2_story_holds_on_the_shipped_logits():
     assert curve.loc[25.0, "with_rho2"] / curve.loc[50.0, "with_rho2"] == pytest.approx(1.0, rel=0.15)
     # without ρ² the teacher's pull at high ρ is far below the hard labels'; with ρ² it is not
     assert curve.loc[50.0, "without_rho2"] < 0.1 * curve.loc[50.0, "hard"] < curve.loc[50.0, "with_rho2"]
+
+
+def test_gradient_curve_works_while_flops_are_counted_elsewhere():
+    # In the dashboard, another thread may be inside FlopCounterMode, whose module tracker hooks every
+    # module globally; the ρ² curve must not trip over those hooks.
+    import numpy as np
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kdcore.lab.gradients import soft_gradient_curve
+
+    rng = np.random.default_rng(0)
+    t, s = rng.normal(size=(32, 10)), rng.normal(size=(32, 10))
+    with FlopCounterMode(display=False):
+        curve = soft_gradient_curve(t, s, rng.integers(0, 10, 32), rhos=[1.0, 4.0])
+    assert np.isfinite(curve[["with_rho2", "without_rho2", "hard"]].to_numpy()).all()

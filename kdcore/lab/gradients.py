@@ -18,7 +18,9 @@ from kdcore.losses.logits import hard_loss
 
 def _per_sample_grad_norm(loss_fn, z_s: torch.Tensor, z_t: torch.Tensor, y: torch.Tensor, term: str) -> float:
     z = z_s.detach().clone().requires_grad_(True)
-    terms = loss_fn(z, z_t, y)
+    # .forward, not __call__: in the dashboard another thread may be counting FLOPs, and FlopCounterMode's
+    # module tracker installs *global* module hooks whose grad hooks break autograd.grad in this thread.
+    terms = loss_fn.forward(z, z_t, y)
     (grad,) = torch.autograd.grad(terms[term], z)
     # The loss is a batch mean: times N gives each sample's own gradient.
     return float((grad * len(z)).norm(dim=1).mean())

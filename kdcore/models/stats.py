@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -44,12 +45,16 @@ def dry_input(model: nn.Module, input_shape: tuple[int, ...], batch: int) -> tor
     return torch.zeros(batch, *input_shape, device=device, dtype=dtype)
 
 
+_FLOP_COUNT_LOCK = threading.Lock()
+
+
 def count_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
     """FLOPs of one forward pass for one image (FlopCounterMode: 2·MACs of convs and matmuls)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = dry_input(model, tuple(input_shape), batch=1)
-    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+    # FlopCounterMode hooks every module globally: two counts at once (dashboard threads) would mix.
+    with _FLOP_COUNT_LOCK, eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return int(counter.get_total_flops())
 
