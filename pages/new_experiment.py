@@ -215,7 +215,7 @@ if has_teacher:
         st.number_input("β (soft-label weight)", min_value=None, step=0.05, format="%.3f", key="beta",
                         persist_state=KEEP)
         here("beta")
-    if S["method"] in ("kd", "dkd"):
+    if S["method"] == "kd":  # DKD always uses KL with ρ²: these switches would do nothing there
         c1, c2 = st.columns(2)
         with c1:
             st.radio("Soft-label distance D", ["kl", "ce"], horizontal=True, key="soft_loss", persist_state=KEEP,
@@ -224,6 +224,8 @@ if has_teacher:
             st.toggle("Multiply the soft term by ρ² (Hinton)", key="rho_squared", persist_state=KEEP,
                       help="Keeps the soft gradients' size independent of ρ.")
     if S["method"] == "dkd":
+        st.caption("Decoupled KD: α weighs the cross-entropy on the labels (DKD's paper uses 1.0); the soft "
+                   "part is (DKD α·TCKD + DKD β·NCKD)·ρ², with KL and ρ² always on, so β above is not used.")
         c1, c2, c3 = st.columns(3)
         c1.number_input("DKD α (target class)", 0.0, key="dkd_alpha", persist_state=KEEP)
         c2.number_input("DKD β (non-target)", 0.0, key="dkd_beta", persist_state=KEEP)
