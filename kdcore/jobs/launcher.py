@@ -94,8 +94,8 @@ def process_running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass  # exists, owned by someone else
+    except PermissionError:  # it exists, owned by another user: go on to the zombie check
+        pass
     try:
         stat = (Path("/proc") / str(pid) / "stat").read_text()
     except FileNotFoundError:

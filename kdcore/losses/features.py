@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from kdcore.errors import IncompatibleLayersError, KDError, UnknownNameError
+from kdcore.losses.logits import check_weight
 
 TEACHER_TRANSFORMS = ("identity", "attention", "margin_relu")
 STUDENT_TRANSFORMS = ("identity", "regressor", "attention")
@@ -398,12 +399,7 @@ class FeatureKD(nn.Module):
         check = check_pair(teacher_shape, student_shape, phi_t, phi_s, distance)
         if not check.ok:
             raise IncompatibleLayersError(check.reason)
-        try:
-            weight = float(weight)
-        except (TypeError, ValueError):
-            raise KDError(f"The feature loss weight must be a number, got {weight!r}.") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise KDError(f"The feature loss weight must be a non-negative finite number, got {weight!r}.")
+        weight = check_weight("The feature loss weight", weight)
 
         self.teacher_shape = tuple(int(d) for d in teacher_shape)
         self.student_shape = tuple(int(d) for d in student_shape)

@@ -15,6 +15,7 @@ Conventions shared by all losses
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 from typing import Literal
@@ -55,7 +56,7 @@ def log_soft_labels(logits: Tensor, rho: float) -> Tensor:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check_weight(name: str, value: float) -> float:
+def check_weight(name: str, value: float) -> float:
     """Loss weights (and the warm-up length) are non-negative finite numbers."""
     try:
         number = float(value)
@@ -110,7 +111,7 @@ def ce_soft(log_p_t: Tensor, log_p_s: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- losses
 
 
-class LogitLoss(nn.Module):
+class LogitLoss(nn.Module, abc.ABC):
     """Base class: ``forward(z_s, z_t, y, epoch=0) -> {term: tensor, ..., "total": tensor}``."""
 
     #: whether forward needs teacher logits (False only for plain supervised training)
@@ -129,9 +130,9 @@ class LogitLoss(nn.Module):
         terms["total"] = total
         return terms
 
+    @abc.abstractmethod
     def terms(self, z_s: Tensor, z_t: Tensor | None, y: Tensor | None, epoch: float) -> dict[str, Tensor]:
         """The weighted terms, without "total"; ``z_t`` is already detached."""
-        raise NotImplementedError
 
 
 class CrossEntropyOnly(LogitLoss):
@@ -166,8 +167,8 @@ class HintonKD(LogitLoss):
         super().__init__()
         if soft_loss not in ("kl", "ce"):
             raise KDError(f"The soft loss must be 'kl' or 'ce', got {soft_loss!r}.")
-        self.alpha = _check_weight("alpha", alpha)
-        self.beta = _check_weight("beta", beta)
+        self.alpha = check_weight("alpha", alpha)
+        self.beta = check_weight("beta", beta)
         self.rho = _check_rho(rho)
         self.soft_loss = soft_loss
         self.rho_squared = bool(rho_squared)
@@ -198,8 +199,8 @@ class LogitMatching(LogitLoss):
 
     def __init__(self, alpha: float = 0.0, beta: float = 1.0) -> None:
         super().__init__()
-        self.alpha = _check_weight("alpha", alpha)
-        self.beta = _check_weight("beta", beta)
+        self.alpha = check_weight("alpha", alpha)
+        self.beta = check_weight("beta", beta)
 
     def terms(self, z_s, z_t, y, epoch):
         return {"hard": self.alpha * hard_loss(z_s, y), "logit_mse": self.beta * F.mse_loss(z_s, z_t)}
@@ -249,11 +250,11 @@ class DKD(LogitLoss):
         warmup_epochs: float = 20,
     ) -> None:
         super().__init__()
-        self.alpha = _check_weight("alpha", alpha)
-        self.beta = _check_weight("beta", beta)
+        self.alpha = check_weight("alpha", alpha)
+        self.beta = check_weight("beta", beta)
         self.rho = _check_rho(rho)
-        self.ce_weight = _check_weight("ce_weight", ce_weight)
-        self.warmup_epochs = _check_weight("warmup_epochs", warmup_epochs)
+        self.ce_weight = check_weight("ce_weight", ce_weight)
+        self.warmup_epochs = check_weight("warmup_epochs", warmup_epochs)
 
     def warmup_factor(self, epoch: float) -> float:
         if self.warmup_epochs == 0:
