@@ -1,6 +1,12 @@
 
+import os
+
 import pytest
 import torch
+
+# No test may leave an embedded dashboard worker behind (an AppTest script thread can outlive its test's
+# monkeypatch): off for the whole session; the tests of that worker switch it on themselves.
+os.environ.setdefault("KD_LOCAL_WORKER", "0")
 
 # Two cores on CI: one thread per test process keeps timings stable and avoids oversubscription.
 torch.set_num_threads(1)
