@@ -105,32 +105,30 @@ def _active(frame) -> bool:
     return bool(len(frame)) and bool(frame["status"].isin(["queued", "running"]).any())
 
 
-def sweep_panel() -> bool:
-    st.markdown(lab_text.SWEEP)
-    if st.button("Run the temperature sweep", key="lab_run_sweep", icon=":material/play_arrow:"):
-        if widgets.attempt(lambda: ex.submit_rho_sweep(store, dataset)):
-            st.toast("Queued six students, ρ = 1 to 32.")
-    frame = ex.rho_sweep_frame(store.list_runs(tag=ex.experiment_tag("rho-sweep", dataset)))
+def group_panel(text: str, button: str, key: str, submit, queued: str, experiment: str, to_frame, figure) -> bool:
+    """One experiment that is a group of runs: explain, launch, then chart the group's results."""
+    st.markdown(text)
+    if st.button(button, key=f"lab_run_{key}", icon=":material/play_arrow:"):
+        if widgets.attempt(lambda: submit(store, dataset)):
+            st.toast(queued)
+    frame = to_frame(store.list_runs(tag=ex.experiment_tag(experiment, dataset)))
     if not len(frame):
         st.caption("Not run yet for this dataset.")
         return False
     st.caption(_group_status(frame))
-    st.plotly_chart(lab.sweep_figure(frame, bundle.teacher_test_acc), key="lab_sweep_chart")
+    st.plotly_chart(figure(frame, bundle.teacher_test_acc), key=f"lab_{key}_chart")
     return _active(frame)
+
+
+def sweep_panel() -> bool:
+    return group_panel(lab_text.SWEEP, "Run the temperature sweep", "sweep", ex.submit_rho_sweep,
+                       "Queued six students, ρ = 1 to 32.", "rho-sweep", ex.rho_sweep_frame, lab.sweep_figure)
 
 
 def alpha_panel() -> bool:
-    st.markdown(lab_text.ALPHA)
-    if st.button("Run soft vs hard", key="lab_run_alpha", icon=":material/play_arrow:"):
-        if widgets.attempt(lambda: ex.submit_alpha_comparison(store, dataset)):
-            st.toast("Queued three students: hard only, soft only, both.")
-    frame = ex.alpha_frame(store.list_runs(tag=ex.experiment_tag("alpha", dataset)))
-    if not len(frame):
-        st.caption("Not run yet for this dataset.")
-        return False
-    st.caption(_group_status(frame))
-    st.plotly_chart(lab.alpha_figure(frame, bundle.teacher_test_acc), key="lab_alpha_chart")
-    return _active(frame)
+    return group_panel(lab_text.ALPHA, "Run soft vs hard", "alpha", ex.submit_alpha_comparison,
+                       "Queued three students: hard only, soft only, both.", "alpha", ex.alpha_frame,
+                       lab.alpha_figure)
 
 
 def omit_panel() -> bool:
