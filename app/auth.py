@@ -22,7 +22,9 @@ from typing import Any
 
 import streamlit as st
 
-from kdcore.errors import KDError
+from kdcore.jobs import access
+from kdcore.jobs.access import NOBODY, Actor, PermissionDeniedError  # noqa: F401 - re-exported for pages
+from kdcore.jobs.store import RunStore
 
 MODES = ("oidc", "password", "off")
 SESSION_KEY = "kd_auth_session"  # {"name": ..., "key": fingerprint of the password it was checked against}
@@ -41,10 +43,6 @@ class User:
 
 class LoginConfigError(Exception):
     """Login is required here but nothing to log in with is configured."""
-
-
-class PermissionDeniedError(KDError):
-    """A user tried to cancel or delete a run that is neither theirs nor theirs to administer."""
 
 
 # ---- configuration -------------------------------------------------------------------------------
@@ -105,19 +103,14 @@ def is_admin(name: str, admin_names: frozenset[str] | None = None) -> bool:
 
 
 def can_modify(user: User, run_owner: str | None) -> bool:
-    """May this user cancel or delete a run of `run_owner`? Admins: any run; others: their own.
-    A run without an owner (queued from the CLI) is only an admin's to change."""
-    if user.is_admin:
-        return True
-    return run_owner is not None and run_owner.strip() != "" and run_owner.strip() == user.name.strip()
+    """May this user change (cancel, delete, rename, tag) a run of `run_owner`? The store's rule."""
+    return access.may_change(actor(user), run_owner)
 
 
 def denial(user: User, run_owner: str | None, action: str) -> str | None:
-    """None when `user` may `action` ("cancel", "delete") a run of `run_owner`, else the sentence saying why not."""
-    if can_modify(user, run_owner):
-        return None
-    whose = f"its owner ({run_owner})" if run_owner else "the person who launched it"
-    return f"Only {whose} or an admin may {action} this run."
+    """None when `user` may `action` ("cancel", "delete", "rename", "tag") a run of `run_owner`, else the sentence
+    saying why not (for disabling a button; the store checks again when the action runs)."""
+    return access.denial(actor(user), run_owner, action)
 
 
 def check_credentials(name: str, password: str, expected: str) -> str | None:
@@ -233,48 +226,13 @@ def current_name() -> str | None:
     return user.name if user else None
 
 
-class OwnedStore:
-    """A RunStore as one user sees it: submissions carry the user as their owner, and cancel and delete are
-    refused (PermissionDeniedError) on runs the user may not modify and record who did them. With nobody
-    signed in every change is refused. Everything else is the store's own."""
-
-    def __init__(self, store: Any, user: User | None):
-        self._store, self.user = store, user
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def _me(self) -> User:
-        if self.user is None:
-            raise PermissionDeniedError("Sign in to launch, cancel or delete runs.")
-        return self.user
-
-    def submit(self, *args: Any, **kw: Any) -> str:
-        kw.setdefault("owner", self._me().name)
-        return self._store.submit(*args, **kw)
-
-    def submit_sweep(self, *args: Any, **kw: Any) -> list[str]:
-        kw.setdefault("owner", self._me().name)
-        return self._store.submit_sweep(*args, **kw)
-
-    def submit_yaml(self, *args: Any, **kw: Any) -> list[str]:
-        kw.setdefault("owner", self._me().name)
-        return self._store.submit_yaml(*args, **kw)
-
-    def cancel(self, run_id: str) -> None:
-        self._check(run_id, "cancel")
-        self._store.cancel(run_id, by=self._me().name)
-
-    def delete(self, run_id: str) -> None:
-        self._check(run_id, "delete")
-        self._store.delete(run_id, by=self._me().name)
-
-    def _check(self, run_id: str, action: str) -> None:
-        problem = denial(self._me(), self._store.get(run_id).owner, action)
-        if problem:
-            raise PermissionDeniedError(problem)
+def actor(user: User | None) -> Actor:
+    """The store's view of a signed-in user (nobody when None)."""
+    return NOBODY if user is None else Actor(user.name, is_admin=user.is_admin)
 
 
-def as_owner(store: Any, user: User | None = None) -> OwnedStore:
-    """`store` acting for `user` (default: the signed-in user of this session)."""
-    return OwnedStore(store, user or current_user())
+def as_owner(store: RunStore, user: User | None = None) -> RunStore:
+    """`store` acting for `user` (default: the signed-in user of this session): submissions carry the user as
+    their owner, and the store refuses cancel, delete, rename and tags on runs the user may not change. With
+    nobody signed in every change is refused."""
+    return store.as_actor(actor(user or current_user()))

@@ -13,23 +13,25 @@ S = st.session_state
 
 
 def run_actions(record) -> None:
+    mine = auth.as_owner(store, user)  # the store refuses every change the user may not make
+    # Only the run's owner or an admin may change it: their buttons are disabled for everyone else.
+    denied = {action: auth.denial(user, record.owner, action) for action in ("rename", "tag", "cancel", "delete")}
     bar = st.container(horizontal=True)
     c = [bar] * 5
-    with c[0].popover("Rename", icon=":material/edit:"):
+    with c[0].popover("Rename", icon=":material/edit:", disabled=bool(denied["rename"]), help=denied["rename"]):
         new_name = st.text_input("New name", value=record.name, key=f"rename_{record.id}")
-        if st.button("Save name", key=f"rename_save_{record.id}") and widgets.attempt(lambda: store.rename(record.id, new_name)):
+        if st.button("Save name", key=f"rename_save_{record.id}") and widgets.attempt(
+                lambda: mine.rename(record.id, new_name)):
             st.rerun()
-    with c[1].popover("Tags", icon=":material/sell:"):
+    with c[1].popover("Tags", icon=":material/sell:", disabled=bool(denied["tag"]), help=denied["tag"]):
         new_tags = st.text_input("Tags (comma-separated)", value=", ".join(record.tags), key=f"tags_{record.id}")
         if st.button("Save tags", key=f"tags_save_{record.id}") and widgets.attempt(
-                lambda: store.set_tags(record.id, forms.parse_tags(new_tags))):
+                lambda: mine.set_tags(record.id, forms.parse_tags(new_tags))):
             st.rerun()
-    # Only the run's owner or an admin may cancel or delete it (checked again when the action runs).
-    denied = {action: auth.denial(user, record.owner, action) for action in ("cancel", "delete")}
     cancel = c[2].button("Cancel run", icon=":material/stop_circle:", key="cancel_run",
                          disabled=record.is_terminal or bool(denied["cancel"]),
                          help=denied["cancel"] or "Queued runs stop at once; a running run stops after its current step.")
-    if cancel and widgets.attempt(lambda: auth.as_owner(store, user).cancel(record.id)):
+    if cancel and widgets.attempt(lambda: mine.cancel(record.id)):
         st.toast("Cancellation requested.")
         st.rerun()
     if c[3].button("Duplicate", icon=":material/content_copy:", key="duplicate_run",
@@ -43,7 +45,7 @@ def run_actions(record) -> None:
                       disabled=record.status.value == "running" or bool(denied["delete"])):
         st.markdown("Delete this run, its metrics and its files? This cannot be undone.")
         delete = st.button("Delete for good", type="primary", key="delete_confirm")
-        if delete and widgets.attempt(lambda: auth.as_owner(store, user).delete(record.id)):
+        if delete and widgets.attempt(lambda: mine.delete(record.id)):
             navigation.go("runs")
 
 

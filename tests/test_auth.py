@@ -79,6 +79,7 @@ def test_only_the_owner_or_an_admin_may_modify_a_run():
     assert auth.can_modify(admin, "bob") and auth.can_modify(admin, None)
     assert auth.denial(alice, "bob", "cancel") == "Only its owner (bob) or an admin may cancel this run."
     assert auth.denial(alice, "alice", "delete") is None
+    assert auth.denial(alice, "bob", "rename") == "Only its owner (bob) or an admin may rename this run."
 
 
 def test_admins_come_from_the_environment_and_the_secrets(monkeypatch):
@@ -138,7 +139,7 @@ def test_the_store_as_a_user_sees_it(login_env):
     auth.as_owner(store, admin).delete(theirs)
     assert [r.id for r in store.list_runs()] == [mine]
     with pytest.raises(auth.PermissionDeniedError, match="Sign in"):
-        auth.OwnedStore(store, None).submit(SPEC, check=False)
+        store.as_actor(auth.actor(None)).submit(SPEC, check=False)
 
 
 # ---- the gate in the app -------------------------------------------------------------------------
@@ -229,3 +230,40 @@ def test_login_is_off_on_a_laptop_unless_required(login_env, monkeypatch):
     monkeypatch.setenv("KD_REQUIRE_LOGIN", "1")
     at = AppTest.from_file(MAIN, default_timeout=60).run()
     assert "requires a login" in " ".join(e.value for e in at.error) and "Quick start" not in texts(at)
+
+
+def forge_click(at: AppTest, key: str) -> AppTest:
+    """Press a button the page shows disabled, as a crafted websocket message could."""
+    button = at.button(key=key)
+    button._value = True
+    return at.run()
+
+
+def test_a_non_owner_is_refused_every_run_action_on_the_run_page(login_env, monkeypatch):
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
+    store = RunStore()
+    bobs = store.submit(SPEC, name="bob's run", owner="bob", tags=["bob"], check=False)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(at, "alice", PASSWORD)
+    at.query_params["run"] = bobs
+    at.switch_page(RUN_PAGE_REL).run()
+    assert not at.exception, [e.value for e in at.exception]
+    # Every action is disabled for her ...
+    assert all(popover_disabled(at, label) for label in ("Rename", "Tags", "Delete"))
+    assert at.button(key="cancel_run").disabled
+    # ... and refused by the store when the click arrives all the same.
+    at.text_input(key=f"rename_{bobs}").input("alice's now")
+    at.button(key=f"rename_save_{bobs}").click().run()
+    refusals = [e.value for e in at.error]
+    at.text_input(key=f"tags_{bobs}").input("hijacked")
+    at.button(key=f"tags_save_{bobs}").click().run()
+    refusals += [e.value for e in at.error]
+    at.button(key="delete_confirm").click().run()
+    refusals += [e.value for e in at.error]
+    assert refusals == [f"Only its owner (bob) or an admin may {action} this run."
+                        for action in ("rename", "tag", "delete")]
+    forge_click(at, "cancel_run")  # Streamlit drops a disabled button's click; the store would refuse it too
+    assert not at.exception and not store.get(bobs).cancel_requested
+    record = store.get(bobs)
+    assert (record.name, record.tags, record.status, record.cancel_requested) == \
+        ("bob's run", ["bob"], RunStatus.QUEUED, False)

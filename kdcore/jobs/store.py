@@ -20,6 +20,7 @@ from sqlalchemy.engine import RowMapping
 
 from kdcore.errors import KDError
 from kdcore.jobs import schema as t
+from kdcore.jobs.access import Actor, PermissionDeniedError, denial
 from kdcore.jobs.db import default_url, get_engine, is_postgres, read_tx, write_tx
 from kdcore.jobs.records import TERMINAL_STATUSES, EventRecord, MetricPoint, RunRecord, RunStatus, WorkerRecord
 from kdcore.paths import kd_home, run_dir
@@ -80,9 +81,15 @@ def _statuses(status: RunStatus | str | Iterable[RunStatus | str] | None) -> lis
 class RunStore:
     """Runs, metrics, events, artifacts and workers in one database (SQLite file or PostgreSQL)."""
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, *, actor: Actor | None = None):
         self.url = url or default_url()
         self.engine = get_engine(self.url)
+        self.actor = actor  # None: the machine's own store (CLI, workers); else cancel/delete/rename/tag are checked
+
+    def as_actor(self, actor: Actor) -> "RunStore":
+        """This store acting for `actor`: submissions are theirs, and cancel, delete, rename and tags are
+        refused (PermissionDeniedError) on runs they may not change. Shares the engine."""
+        return RunStore(self.url, actor=actor)
 
     def __repr__(self) -> str:
         return f"RunStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -193,10 +200,10 @@ class RunStore:
     def cancel(self, run_id: str, *, by: str | None = None) -> None:
         """A queued run is cancelled at once; a running one is asked to stop (its worker stops it between
         steps, keeping the last checkpoint). Cancelling a finished run is an error."""
-        by = by or _current_user()
+        by = self._by(by)
         now = _now()
         with write_tx(self.engine) as conn:
-            run_id = self._resolve_id(conn, run_id)
+            run_id = self._authorized(conn, run_id, "cancel")
             # FOR UPDATE: on PostgreSQL a claim cannot slip in between this read and the write below
             # (SQLite's BEGIN IMMEDIATE already serialises writers).
             status = RunStatus(conn.execute(
@@ -214,8 +221,9 @@ class RunStore:
 
     def delete(self, run_id: str, *, by: str | None = None) -> None:
         """Remove a run, its metrics, events and artifact files. A running run must be cancelled first."""
+        by = self._by(by)
         with write_tx(self.engine) as conn:
-            run_id = self._resolve_id(conn, run_id)
+            run_id = self._authorized(conn, run_id, "delete")
             status = conn.execute(
                 select(t.runs.c.status).where(t.runs.c.id == run_id).with_for_update()).scalar_one()
             if status == RunStatus.RUNNING.value:
@@ -223,14 +231,14 @@ class RunStore:
             for table in (t.metrics, t.events, t.artifacts, t.run_tags):
                 conn.execute(delete(table).where(table.c.run_id == run_id))
             conn.execute(delete(t.runs).where(t.runs.c.id == run_id))
-        log.info("run %s deleted by %s", run_id, by or _current_user())
+        log.info("run %s deleted by %s", run_id, by)
         shutil.rmtree(run_dir(run_id), ignore_errors=True)
         self.resolve_dependencies()  # runs waiting for it can no longer start
 
     def set_tags(self, run_id: str, tags: Sequence[str]) -> None:
         clean = _clean_tags(tags)
         with write_tx(self.engine) as conn:
-            run_id = self._resolve_id(conn, run_id)
+            run_id = self._authorized(conn, run_id, "tag")
             conn.execute(delete(t.run_tags).where(t.run_tags.c.run_id == run_id))
             if clean:
                 conn.execute(insert(t.run_tags), [{"run_id": run_id, "tag": tag} for tag in clean])
@@ -242,7 +250,7 @@ class RunStore:
         if len(name) > 200:
             raise KDError("a run name can have at most 200 characters")
         with write_tx(self.engine) as conn:
-            run_id = self._resolve_id(conn, run_id)
+            run_id = self._authorized(conn, run_id, "rename")
             conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(name=name))
 
     def duplicate(self, run_id: str) -> RunSpec:
@@ -518,6 +526,10 @@ class RunStore:
     def _submit_many(self, specs: list[RunSpec], *, name: str | None = None, owner: str | None = None,
                      tags: Sequence[str] = (), depends_on: str | None = None, sweep_id: str | None = None,
                      check: bool = True) -> list[str]:
+        if self.actor is not None:  # an actor's runs are theirs, whatever owner was passed
+            if not self.actor.name.strip():
+                raise PermissionDeniedError("Sign in to launch runs.")
+            owner = self.actor.name
         extra_tags = _clean_tags(tags)
         plans = []
         with read_tx(self.engine) as conn:
@@ -560,6 +572,21 @@ class RunStore:
                 self._event(conn, run_id, f"submitted by {owner or _current_user()}{waiting}", now=now)
                 ids.append(run_id)
         return ids
+
+    def _authorized(self, conn: Connection, run_id: str, action: str) -> str:
+        """The full id of `run_id`, once this store's actor may `action` it (the one check every mutating
+        run action makes, inside its own transaction); raises PermissionDeniedError otherwise."""
+        run_id = self._resolve_id(conn, run_id)
+        if self.actor is not None:
+            owner = conn.execute(select(t.runs.c.owner).where(t.runs.c.id == run_id)).scalar_one()
+            problem = denial(self.actor, owner, action)
+            if problem:
+                raise PermissionDeniedError(problem)
+        return run_id
+
+    def _by(self, by: str | None) -> str:
+        """Who an action is recorded as: the actor when there is one (never a name they typed)."""
+        return self.actor.name if self.actor is not None else (by or _current_user())
 
     def _resolve_id(self, conn: Connection, run_id: str) -> str:
         run_id = str(run_id).strip()
