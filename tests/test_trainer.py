@@ -285,3 +285,89 @@ def test_fidelity_metrics_against_hand_computed_values():
 def test_no_probes_when_probe_size_is_zero(tmp_path):
     train(digits_spec(epochs=1, probe_size=0), tmp_path)
     assert torch.load(tmp_path / "probes.pt", weights_only=True)["student"] == []
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing in the trainer catches it."""
+
+
+def _writes_of(out_dir, monkeypatch, kill_at: int | None = None) -> list[str]:
+    """Run the write calls of the trainer through a recorder (torch.save, os.replace, metrics.csv) and
+    raise Killed before the `kill_at`-th write into `out_dir` of the second epoch's checkpoint."""
+    import builtins
+    import os
+
+    import kdcore.train.checkpoint as checkpoint_module
+    import kdcore.train.trainer as trainer_module
+
+    seen: list[str] = []
+    epoch = {"n": 0}
+    real_save, real_replace, real_open = torch.save, os.replace, builtins.open
+    real_checkpoint = trainer_module.Trainer._checkpoint
+
+    def phase(name: str) -> None:
+        if epoch["n"] == 2:
+            if kill_at is not None and len(seen) == kill_at:
+                raise Killed(name)
+            seen.append(name)
+
+    def save(obj, path, *a, **k):
+        phase(f"save {os.path.basename(path)}")
+        return real_save(obj, path, *a, **k)
+
+    def replace(src, dst, *a, **k):
+        phase(f"replace {os.path.basename(dst)}")
+        return real_replace(src, dst, *a, **k)
+
+    def open_(path, mode="r", *a, **k):
+        if "w" in mode and str(path).startswith(str(out_dir)):
+            phase(f"write {os.path.basename(path)}")
+        return real_open(path, mode, *a, **k)
+
+    def checkpoint(self, ep, step, history):
+        epoch["n"] = ep
+        real_checkpoint(self, ep, step, history)
+        if ep == 2 and kill_at == len(seen):
+            raise Killed("after the checkpoint")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    monkeypatch.setattr(checkpoint_module.os, "replace", replace)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(trainer_module.Trainer, "_checkpoint", checkpoint)
+    return seen
+
+
+def test_a_kill_at_every_write_phase_of_a_checkpoint_leaves_weights_history_and_probes_agreeing(
+        tmp_path, monkeypatch):
+    spec = digits_spec(epochs=3, probe_size=10, dataset={"name": "digits", "train_limit": 200})
+    with monkeypatch.context() as m:
+        phases = _writes_of(tmp_path / "clean", m)
+        train(spec, tmp_path / "clean")
+    assert len(phases) >= 2, phases
+    probe_epochs, stored_epochs = {}, {}
+    for kill_at in range(len(phases) + 1):
+        out = tmp_path / f"kill{kill_at}"
+        with monkeypatch.context() as m:
+            _writes_of(out, m, kill_at=kill_at)
+            with pytest.raises(Killed):
+                train(spec, out)
+        assert train(spec, out).status == "completed"
+        ckpt = load_checkpoint(out / "checkpoint.pt")
+        assert [h["epoch"] for h in ckpt["history"]] == [1, 2, 3]
+        where = f"killed before {phases[kill_at]}" if kill_at < len(phases) else "killed after the checkpoint"
+        probe_epochs[where] = torch.load(out / "probes.pt", weights_only=True)["epochs"]
+        stored_epochs[where] = (ckpt.get("probes") or {}).get("epochs")
+    assert probe_epochs == {where: [1, 2, 3] for where in probe_epochs}
+    assert stored_epochs == probe_epochs
+
+
+def test_restore_refuses_a_checkpoint_whose_probes_disagree_with_its_history(tmp_path):
+    from kdcore.train.checkpoint import save_atomic
+
+    spec = digits_spec(epochs=2, probe_size=10, dataset={"name": "digits", "train_limit": 200})
+    assert train(spec, tmp_path, StopAfter(epochs_done=1)).status == "cancelled"
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    ckpt["probes"]["epochs"], ckpt["probes"]["student"] = [], []
+    save_atomic(ckpt, tmp_path / "checkpoint.pt")
+    with pytest.raises(KDError, match=r"probe epochs \[\] do not match its history \[1\]"):
+        train(spec, tmp_path)

@@ -22,6 +22,7 @@ from kdcore.train.distiller import Distiller, build_logit_loss_for, resolve_hint
 from kdcore.train.fidelity import accuracy, fidelity_report
 from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
 
+PROBES_NAME = "probes.pt"
 SPLIT_SEED = 0  # data splits are fixed across runs so every run is scored on the same validation set
 POINTS_PER_EPOCH = 50  # step metrics are averaged over intervals so a GPU is not synced every step
 
@@ -164,6 +165,15 @@ class _Interval:
         self.images += images
 
 
+def _legacy_probes(path: Path, epoch: int) -> dict[str, Any] | None:
+    """probes.pt beside an older checkpoint, cut back to the checkpoint's epoch."""
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    keep = [i for i, e in enumerate(saved["epochs"]) if e <= epoch]
+    return {**saved, "student": [saved["student"][i] for i in keep], "epochs": [saved["epochs"][i] for i in keep]}
+
+
 def _spread(labels: Tensor, count: int) -> Tensor:
     """Positions of `count` items taking classes in turn (round-robin), so truncation keeps every class."""
     order = torch.argsort(labels.cpu(), stable=True)
@@ -304,9 +314,16 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "history": history,
             "spec": self.spec.to_dict(),
+            # The probes travel inside the checkpoint: one file renamed into place, so a kill at any
+            # moment leaves weights, history and probe epochs from the same epoch.
+            "probes": self.probes,
         }
         save_atomic(state, self.out_dir / CHECKPOINT_NAME)
-        save_atomic(self.probes, self.out_dir / "probes.pt")
+        self._write_readable_copies(history)
+
+    def _write_readable_copies(self, history: list[dict]) -> None:
+        """probes.pt and metrics.csv for readers (the dashboard, people); the checkpoint is their source."""
+        save_atomic(self.probes, self.out_dir / PROBES_NAME)
         self._write_metrics_csv(history)
 
     def _write_metrics_csv(self, history: list[dict]) -> None:
@@ -326,13 +343,20 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        probes_path = self.out_dir / "probes.pt"
-        if probes_path.is_file():
-            saved = torch.load(probes_path, map_location="cpu", weights_only=True)
-            keep = [i for i, e in enumerate(saved["epochs"]) if e <= ckpt["epoch"]]
-            self.probes["student"] = [saved["student"][i] for i in keep]
-            self.probes["epochs"] = [saved["epochs"][i] for i in keep]
-        return ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+        history = list(ckpt["history"])
+        saved = ckpt.get("probes")
+        if saved is None:  # a checkpoint written before probes were part of it
+            saved = _legacy_probes(self.out_dir / PROBES_NAME, ckpt["epoch"])
+        if saved is not None:
+            epochs = [int(h["epoch"]) for h in history]
+            if len(self.probe_idx) and (list(saved["epochs"]) != epochs
+                                        or not torch.equal(saved["indices"], self.probes["indices"])):
+                raise KDError(f"the checkpoint in {self.out_dir} is inconsistent: its probe epochs "
+                              f"{list(saved['epochs'])} do not match its history {epochs}; start it afresh")
+            self.probes["student"] = list(saved["student"])
+            self.probes["epochs"] = list(saved["epochs"])
+        self._write_readable_copies(history)  # a kill may have left them behind the checkpoint
+        return ckpt["epoch"], ckpt["step"], history
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> TrainResult:
