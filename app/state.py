@@ -122,21 +122,24 @@ def probes_for(store: RunStore, run_id: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
-def _best_accuracy(url: str, run_id: str, finished_key: str) -> float | None:
-    points = store_for(url).metrics(run_id, names=["test/acc"], kind="epoch")
-    return max((p.value for p in points), default=None)
+def _selected_accuracy(url: str, run_id: str, finished_key: str) -> float | None:
+    from kdcore.summary import SELECTION_METRICS, summarize_points
+
+    summary = summarize_points(store_for(url).metrics(run_id, names=SELECTION_METRICS, kind="epoch"))
+    return summary.test_acc if summary is not None and summary.test_acc == summary.test_acc else None
 
 
-def best_accuracies(store: RunStore, records: list[Any]) -> dict[str, float]:
-    """Best test accuracy over epochs per run. Finished runs are cached for good, running ones per poll."""
+def selected_accuracies(store: RunStore, records: list[Any]) -> dict[str, float]:
+    """Test accuracy at the epoch validation selected, per run (kdcore.summary). Finished runs are cached
+    for good, running ones per poll."""
     out = {}
     for r in records:
         if not r.final:
             continue
         key = r.finished_at.isoformat() if r.finished_at else f"live-{r.epoch}"
-        best = _best_accuracy(store.url, r.id, key)
-        if best is not None:
-            out[r.id] = best
+        acc = _selected_accuracy(store.url, r.id, key)
+        if acc is not None:
+            out[r.id] = acc
     return out
 
 

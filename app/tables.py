@@ -9,7 +9,9 @@ import pandas as pd
 
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-RUN_COLUMNS = ["status", "name", "final acc", "best acc", "agreement", "method", "ρ / α / β",
+# Test accuracy at the epoch validation selected (kdcore.summary), and at the last epoch: never the best test.
+SELECTED_ACC, LAST_ACC = "test acc (best val)", "test acc (last)"
+RUN_COLUMNS = ["status", "name", SELECTED_ACC, LAST_ACC, "agreement", "method", "ρ / α / β",
                "teacher → student", "dataset", "duration", "tags", "id", "created"]
 
 
@@ -49,9 +51,10 @@ def _num(value: Any) -> float:
     return f
 
 
-def runs_frame(records: Sequence[Any], best: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """One row per run with the columns of the Runs table; accuracies as fractions (NaN when unknown)."""
-    best = best or {}
+def runs_frame(records: Sequence[Any], selected: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """One row per run with the columns of the Runs table; accuracies as fractions (NaN when unknown).
+    `selected`: run id -> test accuracy at the epoch with the best validation accuracy."""
+    selected = selected or {}
     rows = []
     for r in records:
         final = r.final or {}
@@ -63,8 +66,8 @@ def runs_frame(records: Sequence[Any], best: Mapping[str, float] | None = None) 
             "teacher → student": teacher_student(r),
             "method": r.method_label,
             "ρ / α / β": logit_settings(r),
-            "final acc": _num(final.get("test/acc")),
-            "best acc": _num(best.get(r.id, final.get("test/acc"))),
+            LAST_ACC: _num(final.get("test/acc")),
+            SELECTED_ACC: _num(selected.get(r.id, final.get("test/acc"))),
             "agreement": _num(final.get("fidelity/agreement")),
             "duration": format_duration(r.duration_s),
             "created": r.created_at,
@@ -76,8 +79,8 @@ def runs_frame(records: Sequence[Any], best: Mapping[str, float] | None = None) 
 SORTS = {
     "newest first": ("created", False),
     "oldest first": ("created", True),
-    "best accuracy": ("best acc", False),
-    "final accuracy": ("final acc", False),
+    "test accuracy at best validation": (SELECTED_ACC, False),
+    "test accuracy at the last epoch": (LAST_ACC, False),
     "agreement": ("agreement", False),
     "name": ("name", True),
     "status": ("status", True),

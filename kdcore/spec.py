@@ -125,6 +125,16 @@ class ScheduleSpec(_Strict):
     gamma: float = Field(0.1, gt=0, le=1)
 
 
+class EvaluationSpec(_Strict):
+    """When the student is scored. Validation picks the epoch; the test set is read only where a summary can
+    select (kdcore.summary): at epochs where validation accuracy improved, and at the last epoch."""
+
+    val_every: int = Field(1, ge=1, description="validate every N epochs (the last epoch always)")
+    test: Literal["selected", "every_epoch"] = Field(
+        "selected", description="selected: test only when validation improves and at the end; "
+                                "every_epoch: a test curve for teaching (never used for selection)")
+
+
 class RunSpec(_Strict):
     name: str | None = None
     dataset: DataSpec = Field(default_factory=DataSpec)
@@ -139,6 +149,7 @@ class RunSpec(_Strict):
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
     eval_batch_size: int = Field(1024, ge=1)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"
     seed: int = 0

@@ -92,9 +92,9 @@ if not latest:
 else:
     frame = tables.runs_frame(latest)
     st.dataframe(
-        frame[["status", "name", "method", "final acc", "agreement", "duration", "id"]],
+        frame[["status", "name", "method", tables.LAST_ACC, "agreement", "duration", "id"]],
         hide_index=True, placeholder="—",
-        column_config={"final acc": st.column_config.NumberColumn(format="percent"),
+        column_config={tables.LAST_ACC: st.column_config.NumberColumn(format="percent"),
                        "agreement": st.column_config.NumberColumn(format="percent")},
         key="home_latest",
     )

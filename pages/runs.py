@@ -19,7 +19,7 @@ def show_table() -> None:
         st.info("No run yet. Launch the quick start on **Home** or build one on **New experiment**.")
         st.page_link(navigation.page("new"), label="New experiment", icon=":material/science:")
         return
-    frame = tables.runs_frame(records, state.best_accuracies(store, records))
+    frame = tables.runs_frame(records, state.selected_accuracies(store, records))
     c1, c2, c3, c4, c5 = st.columns([2, 2, 3, 2, 2])
     statuses = c1.multiselect("Status", list(tables.STATUSES), key="runs_status",
                               persist_state="session")
@@ -36,7 +36,7 @@ def show_table() -> None:
         current = view
         if live:
             fresh = store.list_runs(owner=owner, limit=500)
-            current = tables.filter_runs(tables.runs_frame(fresh, state.best_accuracies(store, fresh)),
+            current = tables.filter_runs(tables.runs_frame(fresh, state.selected_accuracies(store, fresh)),
                                          statuses=statuses, datasets=datasets, text=text, tags=tags, sort=sort)
         st.caption(f"{len(current)} of {len(frame)} runs · select a row to open it")
         event = st.dataframe(
@@ -45,8 +45,10 @@ def show_table() -> None:
             column_config={
                 "status": st.column_config.TextColumn(width="small"),
                 "name": st.column_config.TextColumn(width="large"),
-                "final acc": st.column_config.NumberColumn(format="percent", width="small"),
-                "best acc": st.column_config.NumberColumn(format="percent", width="small"),
+                tables.LAST_ACC: st.column_config.NumberColumn(format="percent", width="small"),
+                tables.SELECTED_ACC: st.column_config.NumberColumn(
+                    format="percent", width="small",
+                    help="Test accuracy at the epoch with the best validation accuracy (never chosen on test)."),
                 "agreement": st.column_config.NumberColumn(format="percent", width="small"),
                 "id": st.column_config.TextColumn("id", width="small"),
             },

@@ -178,11 +178,11 @@ def test_runs_frame_filter_and_sort(kd_home):
     assert list(frame.columns) == tables.RUN_COLUMNS
     row = frame.set_index("id").loc[kd]
     assert row["teacher → student"] == f"run {teacher} → mlp_64"
-    assert row["ρ / α / β"] == "4 / 0.5 / 0.5" and row["best acc"] == 0.95 and row["final acc"] == pytest.approx(0.8)
+    assert row["ρ / α / β"] == "4 / 0.5 / 0.5" and row[tables.SELECTED_ACC] == 0.95 and row[tables.LAST_ACC] == pytest.approx(0.8)
     assert tables.filter_runs(frame, statuses=["queued"])["id"].tolist() == [queued]
     assert tables.filter_runs(frame, tags=["paper"])["id"].tolist() == [kd]
     assert tables.filter_runs(frame, text="WAIT")["id"].tolist() == [queued]
-    by_acc = tables.filter_runs(frame, sort="best accuracy")["id"].tolist()
+    by_acc = tables.filter_runs(frame, sort="test accuracy at best validation")["id"].tolist()
     assert by_acc[0] == kd and by_acc[-1] == queued  # unknown accuracies last
 
 

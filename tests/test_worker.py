@@ -95,7 +95,7 @@ def assert_history_is_whole(store: RunStore, run_id: str) -> None:
     steps = [p.step for p in store.metrics(run_id, names=["loss/total"])]
     assert steps == expected_steps(run.info["steps_per_epoch"], run.spec.epochs), \
         f"gaps or duplicates in the step history: {steps}"
-    epoch_points = store.metrics(run_id, names=["test/acc"])
+    epoch_points = store.metrics(run_id, names=["train/acc"], kind="epoch")
     assert [p.epoch for p in epoch_points] == list(range(1, run.spec.epochs + 1))
     assert epoch_points[-1].step == steps[-1]
 

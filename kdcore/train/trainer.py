@@ -370,6 +370,7 @@ class Trainer:
                 self.cb.on_log(f"resumed after epoch {start_epoch} (step {step})")
             (self.out_dir / "spec.yaml").write_text(self.spec.to_yaml())  # only once the folder is ours
             self.info.update(start_epoch=start_epoch, start_step=step)
+            self.best_val = max((h["val/acc"] for h in history if "val/acc" in h), default=None)
             self.cb.on_start(dict(self.info))
             self.cb.on_log(self._start_line())
             for epoch in range(start_epoch + 1, self.spec.epochs + 1):
@@ -466,20 +467,29 @@ class Trainer:
         interval.reset(now)
 
     def _evaluate(self, epoch: int, train_loss: float, train_acc: float, seconds: float) -> dict[str, float]:
-        d = self.data
-        student_test = self._predict(self.student, d.test.x)
-        student_val = self._predict(self.student, d.val.x)
-        metrics = {
-            "train/loss": train_loss, "train/acc": train_acc,
-            "val/acc": accuracy(student_val, d.val.y) if len(d.val) else float("nan"),
-            "test/acc": accuracy(student_test, d.test.y), "epoch_time": seconds,
-        }
-        metrics.update(fidelity_report(student_test, self.teacher_test_logits, d.test.y,
-                                       self.spec.logit.rho if self.teacher is not None else 1.0))
-        if self.teacher is not None:
-            metrics["teacher/test_acc"] = self.info["teacher_test_acc"]
+        """Validation at validated epochs; the test set only where a summary can select (kdcore.summary):
+        when validation accuracy improves on every earlier epoch, and at the last epoch."""
+        d, ev = self.data, self.spec.evaluation
+        last = epoch == self.spec.epochs
+        metrics = {"train/loss": train_loss, "train/acc": train_acc, "epoch_time": seconds}
+        improved = False
+        if len(d.val) and (last or epoch % ev.val_every == 0):
+            val_acc = accuracy(self._predict(self.student, d.val.x), d.val.y)
+            metrics["val/acc"] = val_acc
+            improved = self.best_val is None or val_acc > self.best_val
+            self.best_val = val_acc if improved else self.best_val
+        student_test = None
+        if last or improved or ev.test == "every_epoch":
+            student_test = self._predict(self.student, d.test.x)
+            metrics["test/acc"] = accuracy(student_test, d.test.y)
+            metrics.update(fidelity_report(student_test, self.teacher_test_logits, d.test.y,
+                                           self.spec.logit.rho if self.teacher is not None else 1.0))
+            if self.teacher is not None:
+                metrics["teacher/test_acc"] = self.info["teacher_test_acc"]
         if len(self.probe_idx):
-            self.probes["student"].append(student_test[self.probe_idx].cpu())
+            probe_logits = (student_test[self.probe_idx] if student_test is not None
+                            else self._predict(self.student, d.test.x[self.probe_idx]))
+            self.probes["student"].append(probe_logits.cpu())
             self.probes["epochs"].append(epoch)
         return metrics
 
@@ -494,8 +504,11 @@ class Trainer:
         return line
 
     def _epoch_line(self, epoch: int, m: dict[str, float]) -> str:
-        line = (f"epoch {epoch}/{self.spec.epochs}: loss {m['train/loss']:.4f}, train acc {m['train/acc']:.4f}, "
-                f"val acc {m['val/acc']:.4f}, test acc {m['test/acc']:.4f}")
+        line = f"epoch {epoch}/{self.spec.epochs}: loss {m['train/loss']:.4f}, train acc {m['train/acc']:.4f}"
+        if "val/acc" in m:
+            line += f", val acc {m['val/acc']:.4f}"
+        if "test/acc" in m:
+            line += f", test acc {m['test/acc']:.4f}"
         if "fidelity/agreement" in m:
             line += f", agreement {m['fidelity/agreement']:.4f}"
         return line + f" ({m['epoch_time']:.1f}s)"
