@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, text, update
@@ -489,6 +489,33 @@ def test_workers_heartbeat_and_stop(store):
     assert store.workers(stale_after_s=0.01) == []  # no heartbeat lately: not alive
     assert store.heartbeat("w1")
     assert [w.id for w in store.workers(stale_after_s=5)] == ["w1"]
+
+
+def _clock_off_by(seconds: float):
+    """This process's clock (datetime.now, time.time) runs `seconds` off; the database's does not."""
+    import time_machine
+
+    return time_machine.travel(datetime.now(timezone.utc) + timedelta(seconds=seconds), tick=True)
+
+
+@pytest.mark.parametrize("offset_s", [-120, 120])
+def test_a_worker_whose_clock_is_two_minutes_off_never_takes_over_a_healthy_run(store, offset_s):
+    run_id = store.submit(tiny(), check=False)
+    with _clock_off_by(offset_s):  # the worker running it
+        run = claim(store, "wA")
+        assert store.heartbeat("wA", run_id, run.attempts)
+        assert store.record_progress(run_id, "wA", run.attempts, epoch=1, step=10)
+    with _clock_off_by(-offset_s):  # another worker, its clock off the other way, looks for dead workers
+        store.register_worker("wB", host="test-host", pid=2, device="cpu")
+        assert store.reap_stale() == []
+        assert store.claim_next("wB", device="cpu") is None
+        assert {w.id for w in store.workers()} == {"wA", "wB"}
+    run = store.get(run_id)
+    assert (run.status, run.worker_id, run.attempts) == (RunStatus.RUNNING, "wA", 1)
+    assert not any("stopped heartbeating" in e.message for e in store.events(run_id))
+    with _clock_off_by(-offset_s):  # a run that really went silent is still taken over
+        time.sleep(0.05)
+        assert store.reap_stale(stale_after_s=0.01) == [run_id]
 
 
 def test_sqlite_writers_wait_instead_of_failing_while_another_holds_the_lock(kd_home):

@@ -9,8 +9,9 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
 from kdcore.errors import KDError
@@ -114,6 +115,16 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         with conn.begin():
             yield conn
+
+
+def database_now(conn: Connection) -> datetime:
+    """The database's clock (UTC). Heartbeats are written and judged by it, so no worker's own clock,
+    however far off, can make a healthy run look stale."""
+    if conn.dialect.name == "sqlite":  # SQLite's 'now' is the database file's host clock, read in C
+        value = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
+        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    value = conn.execute(select(func.current_timestamp())).scalar_one()
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -11,7 +11,7 @@ import logging
 import secrets
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from sqlalchemy.engine import RowMapping
 from kdcore.errors import KDError
 from kdcore.jobs import schema as t
 from kdcore.jobs.access import Actor, PermissionDeniedError, denial
-from kdcore.jobs.db import default_url, get_engine, is_postgres, read_tx, write_tx
+from kdcore.jobs.db import database_now, default_url, get_engine, is_postgres, read_tx, write_tx
 from kdcore.jobs.records import TERMINAL_STATUSES, EventRecord, MetricPoint, RunRecord, RunStatus, WorkerRecord
 from kdcore.paths import kd_home, run_dir
 from kdcore.spec import RunSpec, SpecError, parse_spec_yaml, expand_sweep
@@ -44,10 +44,6 @@ class RunNotFoundError(KDError):
 
 class RunStateError(KDError):
     """The run is in a state that does not allow the operation (e.g. deleting a running run)."""
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _new_id() -> str:
@@ -201,8 +197,8 @@ class RunStore:
         """A queued run is cancelled at once; a running one is asked to stop (its worker stops it between
         steps, keeping the last checkpoint). Cancelling a finished run is an error."""
         by = self._by(by)
-        now = _now()
         with write_tx(self.engine) as conn:
+            now = database_now(conn)
             run_id = self._authorized(conn, run_id, "cancel")
             # FOR UPDATE: on PostgreSQL a claim cannot slip in between this read and the write below
             # (SQLite's BEGIN IMMEDIATE already serialises writers).
@@ -273,12 +269,12 @@ class RunStore:
 
     def workers(self, *, alive_only: bool = True, stale_after_s: float = STALE_AFTER_S) -> list[WorkerRecord]:
         """Workers that have registered, newest first. Alive = not stopped and heartbeating recently."""
-        cutoff = _now() - timedelta(seconds=stale_after_s)
         w = t.workers.c
-        query = select(t.workers).order_by(w.started_at.desc())
-        if alive_only:
-            query = query.where(w.stopped_at.is_(None), w.heartbeat_at >= cutoff)
         with read_tx(self.engine) as conn:
+            cutoff = database_now(conn) - timedelta(seconds=stale_after_s)
+            query = select(t.workers).order_by(w.started_at.desc())
+            if alive_only:
+                query = query.where(w.stopped_at.is_(None), w.heartbeat_at >= cutoff)
             rows = conn.execute(query).mappings().all()
         return [WorkerRecord(id=r["id"], host=r["host"], pid=r["pid"], device=r["device"],
                              started_at=r["started_at"], heartbeat_at=r["heartbeat_at"],
@@ -307,8 +303,8 @@ class RunStore:
     # Worker side
     # =============================================================================================
     def register_worker(self, worker_id: str, *, host: str, pid: int, device: str) -> None:
-        now = _now()
         with write_tx(self.engine) as conn:
+            now = database_now(conn)
             # Forget this id's earlier registration and workers silent for a week (the table stays small).
             conn.execute(delete(t.workers).where(or_(t.workers.c.id == worker_id,
                                                      t.workers.c.heartbeat_at < now - timedelta(days=7))))
@@ -318,13 +314,13 @@ class RunStore:
     def stop_worker(self, worker_id: str) -> None:
         with write_tx(self.engine) as conn:
             conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
-                         .values(stopped_at=_now(), current_run=None))
+                         .values(stopped_at=database_now(conn), current_run=None))
 
     def heartbeat(self, worker_id: str, run_id: str | None = None, attempt: int | None = None) -> bool:
         """The worker (and the run it executes) are alive. Returns False when the worker no longer owns
         the run (another worker took it over, or it was deleted): the caller must stop working on it."""
-        now = _now()
         with write_tx(self.engine) as conn:
+            now = database_now(conn)
             conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
                          .values(heartbeat_at=now, current_run=run_id))
             if run_id is None:
@@ -346,8 +342,8 @@ class RunStore:
                  .order_by(r.created_at, r.id).limit(5))
         if self.is_postgres:
             query = query.with_for_update(skip_locked=True, of=t.runs)
-        now = _now()
         with write_tx(self.engine) as conn:
+            now = database_now(conn)
             for (run_id,) in conn.execute(query).all():
                 done = conn.execute(
                     update(t.runs).where(r.id == run_id, r.status == RunStatus.QUEUED.value).values(
@@ -385,7 +381,7 @@ class RunStore:
         """One transaction of a run's progress: drop void points (after a resume), add metric points
         (dicts with step, epoch, name, value, wall_time, kind) and log lines, update the progress
         columns. Returns False, writing nothing, when the worker no longer owns the run."""
-        values: dict[str, Any] = {"heartbeat_at": _now()}
+        values: dict[str, Any] = {}
         if epoch is not None:
             values["epoch"] = epoch
         if step is not None:
@@ -397,6 +393,7 @@ class RunStore:
         if info is not None:
             values["info"] = _json_safe(dict(info))
         with write_tx(self.engine) as conn:
+            values["heartbeat_at"] = database_now(conn)
             done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt)).values(**values))
             if done.rowcount != 1:
                 return False
@@ -418,11 +415,11 @@ class RunStore:
         """End a run the worker owns as completed, failed or cancelled."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"finish_run needs a final status, not {status}")
-        now = _now()
-        values: dict[str, Any] = {"status": status.value, "finished_at": now, "heartbeat_at": now, "error": error}
+        values: dict[str, Any] = {"status": status.value, "error": error}
         if final is not None:
             values["final"] = _finite(final)
         with write_tx(self.engine) as conn:
+            now = values["finished_at"] = values["heartbeat_at"] = database_now(conn)
             done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt)).values(**values))
             if done.rowcount != 1:
                 return False
@@ -452,14 +449,14 @@ class RunStore:
         """Running runs whose worker stopped heartbeating: queued again (to resume from their checkpoint),
         failed after `max_attempts` claims, or cancelled if a cancel was pending. Returns their ids."""
         r = t.runs.c
-        cutoff = _now() - timedelta(seconds=stale_after_s)
-        stale = and_(r.status == RunStatus.RUNNING.value, r.heartbeat_at < cutoff)
-        query = select(r.id, r.attempts, r.cancel_requested, r.worker_id).where(stale)
-        if self.is_postgres:
-            query = query.with_for_update(skip_locked=True)
         reaped = []
-        now = _now()
         with write_tx(self.engine) as conn:
+            # The database's clock, not this process's: a worker whose clock is off never misjudges another.
+            now = database_now(conn)
+            stale = and_(r.status == RunStatus.RUNNING.value, r.heartbeat_at < now - timedelta(seconds=stale_after_s))
+            query = select(r.id, r.attempts, r.cancel_requested, r.worker_id).where(stale)
+            if self.is_postgres:
+                query = query.with_for_update(skip_locked=True)
             for run_id, attempts, cancel, worker in conn.execute(query).all():
                 lost = f"worker {worker} stopped heartbeating (no sign of life for over {stale_after_s:g} s)"
                 if cancel:
@@ -491,8 +488,8 @@ class RunStore:
                             dep.c.status.in_([RunStatus.FAILED.value, RunStatus.CANCELLED.value]))))
         failed: list[str] = []
         for _ in range(100):  # a chain A <- B <- C fails one link per pass
-            now = _now()
             with write_tx(self.engine) as conn:
+                now = database_now(conn)
                 rows = conn.execute(query).all()
                 for run_id, dep_id, spec, dep_status in rows:
                     teacher = (spec or {}).get("teacher") or {}
@@ -552,8 +549,8 @@ class RunStore:
                 _check_spec(spec, teacher_model=(dep_row.spec or {}).get("student") if dep_row is not None else None)
 
         ids: list[str] = []
-        now = _now()
         with write_tx(self.engine) as conn:
+            now = database_now(conn)
             for i, (spec, dep, _row) in enumerate(plans):
                 run_id = _new_id()
                 while conn.execute(select(t.runs.c.id).where(t.runs.c.id == run_id)).first() is not None:
@@ -622,7 +619,7 @@ class RunStore:
     @staticmethod
     def _event(conn: Connection, run_id: str, message: str, *, level: str = "info",
                now: datetime | None = None) -> None:
-        conn.execute(insert(t.events).values(run_id=run_id, time=now or _now(), level=level, message=message))
+        conn.execute(insert(t.events).values(run_id=run_id, time=now or database_now(conn), level=level, message=message))
 
     def _insert_points(self, conn: Connection, run_id: str, points: Sequence[Mapping[str, Any]]) -> None:
         # Last value wins for a repeated (name, step), in the batch and against what is stored already.
