@@ -2,18 +2,21 @@
 
 The login mode follows the configuration, strongest first:
 - "oidc": an `[auth]` block in .streamlit/secrets.toml → Streamlit's OpenID Connect login (st.login, st.user).
-- "password": a shared team password in $KD_SHARED_PASSWORD or st.secrets["shared_password"]; a user types a
-  name and the password. The name is claimed, not proven: it keeps teammates from cancelling each other's runs
-  by mistake, it is no barrier between teammates who know the password (use OIDC for that).
-- "off": neither (a laptop) → the operating-system user, who may change every run.
+  The identity provider proves who signs in; admins are the e-mail addresses in $KD_ADMINS or
+  st.secrets["admins"] (matched against the provider's e-mail claim only, never a display name).
+- "password": user accounts in the run store (`python -m kdcore users add NAME [--admin]`): each user signs in
+  with their own name and password (argon2id hashes); admin rights come from the account. Failures slow down
+  per name and per client address and every sign-in and failure is recorded (kdcore.jobs.accounts).
+  A shared team password ($KD_SHARED_PASSWORD or st.secrets["shared_password"]) is a bootstrap path only: it
+  works while no account exists, the typed name is claimed, not proven, and it never grants admin rights.
+  Once the first account exists the shared password is refused.
+- "off": none of these (a laptop) → the operating-system user, who may change every run.
 $KD_REQUIRE_LOGIN=1 (the team deployment sets it) makes "off" a refusal, so a server whose login is
-misconfigured never opens to everyone. Admins ($KD_ADMINS, comma-separated, or st.secrets["admins"]) may
-cancel and delete anyone's run; everyone else only their own."""
+misconfigured never opens to everyone. Admins may change anyone's run; everyone else only their own."""
 from __future__ import annotations
 
 import getpass
 import hashlib
-import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -24,10 +27,13 @@ import streamlit as st
 
 from kdcore.jobs import access
 from kdcore.jobs.access import NOBODY, Actor, PermissionDeniedError  # noqa: F401 - re-exported for pages
+from kdcore.jobs.accounts import Accounts, SignInError
+from kdcore.jobs.db import default_url
 from kdcore.jobs.store import RunStore
 
 MODES = ("oidc", "password", "off")
-SESSION_KEY = "kd_auth_session"  # {"name": ..., "key": fingerprint of the password it was checked against}
+# {"name", "via": "account" with "stamp" (the password's change time) | "shared" with "key" (its fingerprint)}
+SESSION_KEY = "kd_auth_session"
 NAME_PATTERN = re.compile(r"[\w.@+\- ]{1,64}")
 # st.user claims tried in order for the name a run is stored under.
 OIDC_NAME_CLAIMS = ("email", "preferred_username", "name", "sub")
@@ -75,17 +81,23 @@ def login_required() -> bool:
     return os.environ.get("KD_REQUIRE_LOGIN", "").strip().lower() in _TRUE
 
 
-def login_mode(secrets: Mapping[str, Any] | None = None) -> str:
+def accounts() -> Accounts:
+    """The user accounts of this dashboard's run store."""
+    return Accounts(default_url())
+
+
+def login_mode(secrets: Mapping[str, Any] | None = None, *, has_accounts: bool | None = None) -> str:
     """"oidc", "password" or "off" (see the module docstring); raises LoginConfigError when login is required
-    but neither is configured."""
+    but nothing is configured. `has_accounts` defaults to asking the run store."""
     secrets = _secrets() if secrets is None else secrets
     if oidc_providers(secrets):
         return "oidc"
-    if shared_password(secrets):
+    if shared_password(secrets) or (accounts().exist() if has_accounts is None else has_accounts):
         return "password"
     if login_required():
-        raise LoginConfigError("This server requires a login, but neither an [auth] block in secrets.toml nor a "
-                               "shared password (KD_SHARED_PASSWORD) is configured.")
+        raise LoginConfigError("This server requires a login, but there is no user account "
+                               "(python -m kdcore users add NAME --admin), no [auth] block in secrets.toml and "
+                               "no shared password (KD_SHARED_PASSWORD).")
     return "off"
 
 
@@ -113,14 +125,21 @@ def denial(user: User, run_owner: str | None, action: str) -> str | None:
     return access.denial(actor(user), run_owner, action)
 
 
-def check_credentials(name: str, password: str, expected: str) -> str | None:
-    """None when a name and the shared password are right, else the sentence to show."""
+def check_name(name: str) -> str | None:
+    """None when `name` can be typed as a name on the shared-password screen, else the sentence to show."""
     if not NAME_PATTERN.fullmatch(name.strip()):
         return "Type your name (letters, digits, spaces and . @ + - _, at most 64 characters)."
-    # Constant-time comparison: the time taken tells nothing about how much of the password was right.
-    if not hmac.compare_digest(password.encode("utf-8"), expected.encode("utf-8")):
-        return "That password is not the team's password."
     return None
+
+
+def client_address() -> str:
+    """The address this session's browser connected from ("local" on loopback, where Streamlit gives none):
+    what per-client rate limiting counts."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # noqa: BLE001 - outside a server (AppTest): one local client
+        address = None
+    return address if isinstance(address, str) and address else "local"
 
 
 def _fingerprint(password: str) -> str:
@@ -145,15 +164,37 @@ def current_user() -> User | None:
     if mode == "off":
         return User(local_user_name(), is_admin=True, mode="off")
     if mode == "oidc":
-        if not st.user.get("is_logged_in", False):
-            return None
-        name = next((str(st.user.get(c)) for c in OIDC_NAME_CLAIMS if st.user.get(c)), "")
-        return User(name, is_admin=is_admin(name), mode="oidc") if name else None
-    session = st.session_state.get(SESSION_KEY)
-    password = shared_password()
-    if not isinstance(session, dict) or password is None or session.get("key") != _fingerprint(password):
+        return _oidc_user()
+    return _password_user(st.session_state.get(SESSION_KEY))
+
+
+def _oidc_user() -> User | None:
+    if not st.user.get("is_logged_in", False):
         return None
-    return User(session["name"], is_admin=is_admin(session["name"]), mode="password")
+    name = next((str(st.user.get(c)) for c in OIDC_NAME_CLAIMS if st.user.get(c)), "")
+    if not name:
+        return None
+    # Admin rights follow the provider's e-mail claim only: a display or user name can be chosen by its owner.
+    email = str(st.user.get("email") or "")
+    verified = st.user.get("email_verified", True) is not False
+    return User(name, is_admin=bool(email) and verified and is_admin(email), mode="oidc")
+
+
+def _password_user(session: Any) -> User | None:
+    """The user a password session was admitted as, while that still holds: the account exists and its
+    password has not changed since; or, for the shared password, it is unchanged and still no account exists."""
+    if not isinstance(session, dict):
+        return None
+    if session.get("via") == "account":
+        account = accounts().get(str(session.get("name", "")))
+        if account is None or account.stamp != session.get("stamp"):
+            return None
+        return User(account.name, is_admin=account.is_admin, mode="password")
+    password = shared_password()
+    if session.get("via") != "shared" or password is None or session.get("key") != _fingerprint(password) \
+            or accounts().exist():
+        return None
+    return User(str(session["name"]), is_admin=False, mode="password")  # a claimed name is never an admin
 
 
 def require_login() -> User:
@@ -171,7 +212,7 @@ def require_login() -> User:
     if mode == "oidc":
         _oidc_screen(oidc_providers() or [None])
     else:
-        _password_screen(shared_password() or "")
+        _password_screen()
     st.stop()  # NoReturn: the pages never run for a visitor who is not signed in
 
 
@@ -190,23 +231,44 @@ def _oidc_screen(providers: list[str | None]) -> None:
                 st.login(provider)
 
 
-def _password_screen(expected: str) -> None:
-    st.markdown("Sign in with your name and the team's password.")
+def _password_screen() -> None:
+    shared = None if accounts().exist() else shared_password()
+    if shared is None:
+        st.markdown("Sign in with your user name and password.")
+    else:
+        st.markdown("Sign in with your name and the team's password.")
+        st.caption("The shared password is for setting up: it grants no admin rights and stops working once the "
+                   "first user account exists (`python -m kdcore users add NAME --admin`).")
     with st.form("auth_login_form"):
-        name = st.text_input("Your name", key="auth_name", max_chars=64)
-        password = st.text_input("Team password", type="password", key="auth_password")
+        name = st.text_input("User name" if shared is None else "Your name", key="auth_name", max_chars=64)
+        password = st.text_input("Password" if shared is None else "Team password", type="password",
+                                 key="auth_password", max_chars=1024)
         submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:")
-    if submitted:
-        problem = check_credentials(name, password, expected)
-        if problem:
-            st.error(problem)
+    if not submitted:
+        return
+    client = client_address()
+    try:
+        if shared is None:
+            account = accounts().sign_in(name, password, client=client)
+            session = {"name": account.name, "via": "account", "stamp": account.stamp}
         else:
-            st.session_state[SESSION_KEY] = {"name": name.strip(), "key": _fingerprint(expected)}
-            st.rerun()
+            problem = check_name(name)
+            if problem:
+                st.error(problem)
+                return
+            accounts().check_shared(name, password, shared, client=client)
+            session = {"name": name.strip(), "via": "shared", "key": _fingerprint(shared)}
+    except SignInError as err:
+        st.error(str(err))
+        return
+    st.session_state[SESSION_KEY] = session
+    st.rerun()
 
 
 def sign_out() -> None:
-    st.session_state.pop(SESSION_KEY, None)
+    session = st.session_state.pop(SESSION_KEY, None)
+    if isinstance(session, dict) and session.get("name"):
+        accounts().record("signout", str(session["name"]), client_address())
 
 
 def account_box(user: User) -> None:

@@ -18,6 +18,7 @@ COMMANDS = {
     "runs": "list runs in the store",
     "cancel": "cancel a queued or running run",
     "logs": "print a run's log lines",
+    "users": "manage the team's sign-in accounts (password mode)",
 }
 
 

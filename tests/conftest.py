@@ -19,3 +19,15 @@ def kd_home(tmp_path, monkeypatch):
     monkeypatch.setenv("KD_HOME", str(home))
     monkeypatch.delenv("KD_DATABASE_URL", raising=False)
     return home
+
+
+@pytest.fixture()
+def cheap_hashes(monkeypatch):
+    """Argon2 at its lowest cost for tests that hash many passwords (the real cost is ~1 s on a busy CI core)."""
+    from argon2 import PasswordHasher
+
+    from kdcore.jobs import accounts
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(accounts, "_hasher", lambda: cheap)
+    monkeypatch.setattr(accounts, "_decoy_hash", lambda: cheap.hash("no such account"))

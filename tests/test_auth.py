@@ -12,6 +12,8 @@ from streamlit.testing.v1.errors import AppTestError
 from app import auth
 from app.auth import User
 from kdcore.jobs import RunStatus, RunStore
+from kdcore.jobs import accounts as accounts_module
+from kdcore.jobs.accounts import FREE_FAILURES, SignInError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,13 +22,14 @@ MAIN = str(ROOT / "app" / "main.py")
 RUNS_PAGE = str(ROOT / "pages" / "runs.py")
 RUN_PAGE_REL = "../pages/run.py"  # one run's view with its actions, /run?run=<id>
 PASSWORD = "correct horse battery staple"
+ALICE_PW, CAROL_PW = "alice's own password", "carol's own password"
 SPEC = {"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 1}
 OIDC = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "kd",
         "client_secret": "s", "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration"}
 
 
 @pytest.fixture()
-def login_env(kd_home, monkeypatch):
+def login_env(kd_home, monkeypatch, cheap_hashes):
     """No login configured, no embedded worker; each test turns on what it checks."""
     for name in ("KD_SHARED_PASSWORD", "KD_ADMINS", "KD_REQUIRE_LOGIN"):
         monkeypatch.delenv(name, raising=False)
@@ -62,9 +65,9 @@ def sign_in(at: AppTest, name: str, password: str) -> AppTest:
     return at.run()
 
 
-def assert_only_login(at: AppTest) -> None:
+def assert_only_login(at: AppTest, labels: tuple[str, str] = ("Your name", "Team password")) -> None:
     assert not at.exception, [e.value for e in at.exception]
-    assert [t.label for t in at.text_input] == ["Your name", "Team password"]
+    assert [t.label for t in at.text_input] == list(labels)
     shown = texts(at)
     assert "Quick start" not in shown and "Runs" not in shown and "Latest runs" not in shown
     assert not at.dataframe and not at.toggle
@@ -90,9 +93,7 @@ def test_admins_come_from_the_environment_and_the_secrets(monkeypatch):
     assert auth.is_admin("CAROL", auth.admins({})) and not auth.is_admin("alice", auth.admins({}))
 
 
-def test_login_mode_follows_the_configuration(monkeypatch):
-    for name in ("KD_SHARED_PASSWORD", "KD_REQUIRE_LOGIN"):
-        monkeypatch.delenv(name, raising=False)
+def test_login_mode_follows_the_configuration(login_env, monkeypatch):
     assert auth.login_mode({}) == "off"
     assert auth.login_mode({"shared_password": "pw"}) == "password"
     assert auth.login_mode({"auth": OIDC, "shared_password": "pw"}) == "oidc"  # OIDC wins
@@ -106,17 +107,19 @@ def test_login_mode_follows_the_configuration(monkeypatch):
     monkeypatch.setenv("KD_REQUIRE_LOGIN", "1")
     with pytest.raises(auth.LoginConfigError, match="requires a login"):
         auth.login_mode({})
+    auth.accounts().add("ada", ALICE_PW)  # an account alone turns password sign-in on
+    assert auth.login_mode({}) == "password"
 
 
-def test_credentials_are_compared_in_constant_time(monkeypatch):
+def test_the_shared_password_is_compared_in_constant_time(login_env, monkeypatch):
     calls = []
     real = hmac.compare_digest
-    monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
-    assert auth.check_credentials("alice", PASSWORD, PASSWORD) is None
+    monkeypatch.setattr(accounts_module.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    auth.accounts().check_shared("alice", PASSWORD, PASSWORD)
     assert calls == [(PASSWORD.encode(), PASSWORD.encode())]
-    assert auth.check_credentials("alice", "wrong", PASSWORD) == "That password is not the team's password."
-    assert "Type your name" in auth.check_credentials("  ", PASSWORD, PASSWORD)
-    assert "Type your name" in auth.check_credentials("<script>", PASSWORD, PASSWORD)
+    with pytest.raises(SignInError, match="That password is not the team's password."):
+        auth.accounts().check_shared("alice", "wrong", PASSWORD)
+    assert "Type your name" in auth.check_name("  ") and "Type your name" in auth.check_name("<script>")
 
 
 def test_the_store_as_a_user_sees_it(login_env):
@@ -195,15 +198,68 @@ def test_with_the_shared_password_a_user_sees_the_runs_but_cannot_touch_others(l
 
 
 def test_an_admin_may_cancel_anyones_run(login_env, monkeypatch):
-    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
-    monkeypatch.setenv("KD_ADMINS", "carol")
+    auth.accounts().add("carol", CAROL_PW, admin=True)
     bobs = RunStore().submit(SPEC, name="bob's run", owner="bob", check=False)
     at = AppTest.from_file(MAIN, default_timeout=60).run()
-    sign_in(at, "carol", PASSWORD)
+    sign_in(at, "carol", CAROL_PW)
     assert "(admin)" in texts(at)
     at.query_params["run"] = bobs
     at.switch_page(RUN_PAGE_REL).run()
     assert not at.button(key="cancel_run").disabled and not popover_disabled(at, "Delete")
+
+
+def test_a_typed_name_never_makes_an_admin(login_env, monkeypatch):
+    # The shared password (a bootstrap path while no account exists) admits a claimed name, never as an admin.
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
+    monkeypatch.setenv("KD_ADMINS", "carol")
+    bobs = RunStore().submit(SPEC, name="bob's run", owner="bob", check=False)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(at, "Carol", PASSWORD)
+    assert "Signed in as **Carol**" in texts(at) and "(admin)" not in texts(at)
+    at.query_params["run"] = bobs
+    at.switch_page(RUN_PAGE_REL).run()
+    assert at.button(key="cancel_run").disabled
+
+
+def test_with_accounts_each_user_signs_in_with_their_own_password(login_env, monkeypatch):
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)  # left over from before the accounts: refused now
+    monkeypatch.setenv("KD_ADMINS", "carol")  # names in KD_ADMINS mean nothing in password mode
+    auth.accounts().add("alice", ALICE_PW)
+    auth.accounts().add("carol", CAROL_PW, admin=True)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    labels = ("User name", "Password")
+    assert_only_login(at, labels)
+    for name, password in (("carol", PASSWORD), ("Carol", ALICE_PW), ("bob", ALICE_PW), ("alice", CAROL_PW)):
+        sign_in(at, name, password)
+        assert_only_login(at, labels)
+        assert [e.value for e in at.error] == ["That user name and password do not match."]
+    sign_in(at, "alice", ALICE_PW)
+    assert "Signed in as **alice**" in texts(at) and "(admin)" not in texts(at)
+    # A password change signs her existing session out.
+    auth.accounts().set_password("alice", "alice's next password")
+    at.run()
+    assert_only_login(at, labels)
+    sign_in(at, "carol", CAROL_PW)
+    assert "Signed in as **carol** (admin)" in texts(at)
+    assert [e.kind for e in auth.accounts().events(name="carol")][:2] == ["signin", "failure"]
+
+
+def test_repeated_failures_on_the_login_screen_slow_down(login_env):
+    auth.accounts().add("alice", ALICE_PW)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    for _ in range(FREE_FAILURES):
+        sign_in(at, "alice", "a wrong guess")
+        assert [e.value for e in at.error] == ["That user name and password do not match."]
+    sign_in(at, "alice", ALICE_PW)  # the right password, but too soon
+    assert "Too many failed sign-ins; try again in" in at.error[0].value
+    assert_only_login(at, ("User name", "Password"))
+    # A fresh session (another tab, a rerun, a restarted dashboard) is held back all the same.
+    again = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(again, "alice", ALICE_PW)
+    assert "Too many failed sign-ins" in again.error[0].value
+    events = auth.accounts().events(name="alice")
+    assert [e.kind for e in events][:2] == ["throttled", "throttled"]
+    assert [e.kind for e in events].count("failure") == FREE_FAILURES and events[0].client == "local"
 
 
 def test_an_auth_block_chooses_oidc(login_env, monkeypatch):
@@ -220,6 +276,21 @@ def test_an_auth_block_chooses_oidc(login_env, monkeypatch):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Signed in as **dave@example.com**" in texts(at) and "Quick start" in texts(at)
+
+
+def test_oidc_admins_are_matched_on_the_email_claim_only(login_env, monkeypatch):
+    monkeypatch.setenv("KD_ADMINS", "carol@example.com, carol")
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.secrets["auth"] = OIDC
+    at.user = {"is_logged_in": True, "preferred_username": "carol", "name": "carol"}  # no e-mail: a chosen name
+    at.run()
+    assert "Signed in as **carol**" in texts(at) and "(admin)" not in texts(at)
+    at.user = {"is_logged_in": True, "email": "carol@example.com", "email_verified": False}
+    at.run()
+    assert "(admin)" not in texts(at)
+    at.user = {"is_logged_in": True, "email": "carol@example.com", "name": "Carol"}
+    at.run()
+    assert "Signed in as **carol@example.com** (admin)" in texts(at)
 
 
 def test_login_is_off_on_a_laptop_unless_required(login_env, monkeypatch):

@@ -142,3 +142,28 @@ workers = Table(
     Column("stopped_at", UTCDateTime),
     Column("current_run", String(16)),
 )
+
+# Team accounts for password sign-in (OIDC users live at their identity provider, not here).
+users = Table(
+    "kd_users",
+    metadata,
+    Column("name", String(64), primary_key=True),  # lower case; what runs are owned by
+    Column("password_hash", Text, nullable=False),  # argon2id, salt and parameters inside
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("password_changed_at", UTCDateTime, nullable=False),  # sessions from before a change are void
+)
+
+# Sign-ins, failures and account changes: the audit trail, and what rate limiting counts.
+auth_events = Table(
+    "kd_auth_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("time", UTCDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),  # signin | failure | throttled | signout | user-added | ...
+    Column("name", String(64), nullable=False),  # the account (or the name typed, for a failure)
+    Column("client", String(64), nullable=False),  # the client's address, "" when unknown
+    Column("detail", Text),
+    Index("ix_kd_auth_events_name_time", "name", "time"),
+    Index("ix_kd_auth_events_client_time", "client", "time"),
+)
