@@ -19,6 +19,8 @@ COMMANDS = {
     "cancel": "cancel a queued or running run",
     "logs": "print a run's log lines",
     "users": "manage the team's sign-in accounts (password mode)",
+    "study": "queue a study (a grid × seeds, or an Optuna search) and print its id",
+    "table": "print a study's table: mean ± std over seeds per configuration",
 }
 
 

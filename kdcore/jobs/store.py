@@ -123,6 +123,16 @@ class RunStore:
         specs, _ = expand_sweep(data)
         return self._submit_many(specs, owner=owner, tags=tags, sweep_id=_new_id(), check=check)
 
+    def submit_group(self, specs: Sequence[RunSpec | Mapping[str, Any]], *, owner: str | None = None,
+                     tags: Sequence[str] = (), check: bool = True) -> str:
+        """Queue several runs as one group (a study) in one transaction; returns the group's id, which
+        `list_runs(sweep_id=...)` finds them by. Nothing is queued if any spec is invalid."""
+        if not specs:
+            raise SpecError(["a group needs at least one run"])
+        group = _new_id()
+        self._submit_many([self._as_spec(s) for s in specs], owner=owner, tags=tags, sweep_id=group, check=check)
+        return group
+
     def get(self, run_id: str) -> RunRecord:
         """One run by id (or by a unique prefix of at least 4 characters)."""
         with read_tx(self.engine) as conn:
