@@ -208,6 +208,46 @@ def test_a_kd_run_waits_until_its_teacher_run_completed(store):
     assert claim(store, "w2").id == student
 
 
+def hint_student_of(teacher_id: str) -> RunSpec:
+    return tiny(student="cnn_small", teacher={"source": "run", "run_id": teacher_id}, logit={"rho": 4},
+                hints=[{"teacher_layer": "stage1", "student_layer": "stage1", "preset": "fitnets"}])
+
+
+@pytest.mark.parametrize("declared", ["api", "cli"])
+def test_a_run_submitted_after_another_still_waits_for_its_teacher_and_checks_hints_in_the_teacher(
+        store, declared, tmp_path, capsys):
+    teacher = store.submit(tiny(name="teacher", student="cnn_small"))
+    other = store.submit(tiny(name="other"))  # an MLP: it has no layer stage1
+    assert claim(store, "w1").id == teacher  # the teacher is still training when the student is submitted
+    assert claim(store, "w2").id == other
+    assert store.finish_run(other, "w2", 1, RunStatus.COMPLETED)
+    if declared == "api":
+        student = store.submit(hint_student_of(teacher), depends_on=other)
+    else:
+        from kdcore.cli import main
+
+        spec_file = tmp_path / "student.yaml"
+        spec_file.write_text(hint_student_of(teacher).to_yaml())
+        assert main(["submit", str(spec_file), "--after", other]) == 0, capsys.readouterr().err
+        student = capsys.readouterr().out.split()[0]
+    assert store.claim_next("w3", device="cpu") is None  # `other` completed, but the teacher has not
+    assert any(f"waits for runs {teacher}, {other}" in e.message for e in store.events(student))
+    assert store.finish_run(teacher, "w1", 1, RunStatus.COMPLETED)
+    assert claim(store, "w3").id == student
+
+
+def test_a_run_waiting_for_two_runs_fails_when_either_fails(store):
+    teacher = store.submit(tiny(name="teacher"))
+    other = store.submit(tiny(name="other"))
+    student = store.submit(student_of(teacher), depends_on=other)
+    claim(store, "w1")
+    assert claim(store, "w2").id == other
+    store.finish_run(other, "w2", 1, RunStatus.FAILED, error="boom")
+    assert store.get(student).status is RunStatus.FAILED
+    assert store.get(student).error.startswith(f"run {other} failed")
+    assert store.get(teacher).status is RunStatus.RUNNING  # the teacher itself is not disturbed
+
+
 @pytest.mark.parametrize("outcome", ["failed", "cancelled"])
 def test_a_kd_run_fails_with_a_clear_reason_when_its_teacher_does_not_complete(store, outcome):
     teacher = store.submit(tiny(name="teacher"))

@@ -96,6 +96,15 @@ run_tags = Table(
     Index("ix_kd_run_tags_tag", "tag"),
 )
 
+# Every run a queued run waits for (its teacher run, a run it was submitted --after): it starts only when
+# all of them completed. kd_runs.depends_on keeps the first of them for display (and for older stores).
+run_dependencies = Table(
+    "kd_run_dependencies",
+    metadata,
+    Column("run_id", String(16), ForeignKey("kd_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("depends_on", String(16), primary_key=True, index=True),
+)
+
 metrics = Table(
     "kd_metrics",
     metadata,

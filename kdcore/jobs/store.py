@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, union, update
 from sqlalchemy.engine import RowMapping
 
 from kdcore.errors import KDError
@@ -234,7 +234,7 @@ class RunStore:
                 select(t.runs.c.status).where(t.runs.c.id == run_id).with_for_update()).scalar_one()
             if status == RunStatus.RUNNING.value:
                 raise RunStateError(f"run {run_id} is running; cancel it before deleting it")
-            for table in (t.metrics, t.events, t.artifacts, t.run_tags):
+            for table in (t.metrics, t.events, t.artifacts, t.run_tags, t.run_dependencies):
                 conn.execute(delete(table).where(table.c.run_id == run_id))
             conn.execute(delete(t.runs).where(t.runs.c.id == run_id))
         log.info("run %s deleted by %s", run_id, by)
@@ -345,10 +345,7 @@ class RunStore:
         UPDATE only succeeds while the row is still queued (and on PostgreSQL rows another worker is
         claiming are skipped with FOR UPDATE SKIP LOCKED rather than waited for)."""
         r = t.runs.c
-        dep = t.runs.alias("dep")
-        waiting_done = or_(r.depends_on.is_(None),
-                           exists().where(dep.c.id == r.depends_on, dep.c.status == RunStatus.COMPLETED.value))
-        query = (select(r.id).where(r.status == RunStatus.QUEUED.value, waiting_done)
+        query = (select(r.id).where(r.status == RunStatus.QUEUED.value, ~_waiting(r))
                  .order_by(r.created_at, r.id).limit(5))
         if self.is_postgres:
             query = query.with_for_update(skip_locked=True, of=t.runs)
@@ -491,9 +488,11 @@ class RunStore:
         """Fail queued runs whose dependency (their teacher run) failed, was cancelled or deleted."""
         r = t.runs.c
         dep = t.runs.alias("dep")
-        query = (select(r.id, r.depends_on, r.spec, dep.c.status)
-                 .select_from(t.runs.outerjoin(dep, dep.c.id == r.depends_on))
-                 .where(r.status == RunStatus.QUEUED.value, r.depends_on.is_not(None),
+        pairs = _dependency_pairs()
+        query = (select(r.id, pairs.c.dep_id, r.spec, dep.c.status)
+                 .select_from(t.runs.join(pairs, pairs.c.run_id == r.id)
+                              .outerjoin(dep, dep.c.id == pairs.c.dep_id))
+                 .where(r.status == RunStatus.QUEUED.value,
                         or_(dep.c.id.is_(None),
                             dep.c.status.in_([RunStatus.FAILED.value, RunStatus.CANCELLED.value]))))
         failed: list[str] = []
@@ -541,41 +540,45 @@ class RunStore:
         plans = []
         with read_tx(self.engine) as conn:
             for spec in specs:
-                dep = depends_on
-                if dep is None and spec.teacher is not None and spec.teacher.source == "run":
-                    dep = spec.teacher.run_id
-                dep_row = None
-                if dep is not None:
-                    field = "teacher.run_id" if spec.teacher is not None and spec.teacher.run_id == dep else "depends_on"
+                # Every run this one waits for: its teacher run and the run named by depends_on (--after).
+                teacher_run = spec.teacher.run_id if spec.teacher is not None and spec.teacher.source == "run" else None
+                deps = list(dict.fromkeys(d for d in (teacher_run, depends_on) if d is not None))
+                teacher_model = None
+                for dep in deps:
+                    field = "teacher.run_id" if dep == teacher_run else "depends_on"
                     dep_row = conn.execute(select(t.runs.c.id, t.runs.c.status, t.runs.c.spec)
                                            .where(t.runs.c.id == dep)).first()
                     if dep_row is None:
                         raise SpecError([f"{field}: there is no run {dep!r} in the store"])
                     if dep_row.status in (RunStatus.FAILED.value, RunStatus.CANCELLED.value):
                         raise SpecError([f"{field}: run {dep} {dep_row.status}, so it cannot be waited for"])
-                plans.append((spec, dep, dep_row))
+                    if dep == teacher_run:  # hint layers are looked up in the teacher's model, no other
+                        teacher_model = (dep_row.spec or {}).get("student")
+                plans.append((spec, deps, teacher_model))
         if check:
-            for spec, _dep, dep_row in plans:
-                _check_spec(spec, teacher_model=(dep_row.spec or {}).get("student") if dep_row is not None else None)
+            for spec, _deps, teacher_model in plans:
+                _check_spec(spec, teacher_model=teacher_model)
 
         ids: list[str] = []
         with write_tx(self.engine) as conn:
             now = database_now(conn)
-            for i, (spec, dep, _row) in enumerate(plans):
+            for i, (spec, deps, _model) in enumerate(plans):
                 run_id = _new_id()
                 while conn.execute(select(t.runs.c.id).where(t.runs.c.id == run_id)).first() is not None:
                     run_id = _new_id()
                 run_name = (name if name and len(specs) == 1 else None) or spec.name or _default_name(spec)
                 conn.execute(insert(t.runs).values(
                     id=run_id, name=run_name[:200], status=RunStatus.QUEUED.value, spec=spec.to_dict(),
-                    owner=owner, attempts=0, sweep_id=sweep_id, depends_on=dep,
+                    owner=owner, attempts=0, sweep_id=sweep_id, depends_on=deps[0] if deps else None,
                     # distinct, increasing times keep a sweep's runs in value order in the queue
                     created_at=now + timedelta(microseconds=i), cancel_requested=False, final={},
                     epoch=0, step=0))
                 run_tags = _clean_tags([*spec.tags, *extra_tags])
                 if run_tags:
                     conn.execute(insert(t.run_tags), [{"run_id": run_id, "tag": tag} for tag in run_tags])
-                waiting = f"; waits for run {dep}" if dep else ""
+                if deps:
+                    conn.execute(insert(t.run_dependencies), [{"run_id": run_id, "depends_on": d} for d in deps])
+                waiting = f"; waits for run{'s' if len(deps) > 1 else ''} {', '.join(deps)}" if deps else ""
                 self._event(conn, run_id, f"submitted by {owner or _current_user()}{waiting}", now=now)
                 ids.append(run_id)
         return ids
@@ -700,6 +703,26 @@ def _upsert(dialect: str, table):
         index_elements=["run_id", "name", "step"],
         set_={"value": stmt.excluded.value, "epoch": stmt.excluded.epoch,
               "wall_time": stmt.excluded.wall_time, "kind": stmt.excluded.kind})
+
+
+def _dependency_pairs():
+    """(run_id, dep_id) for every dependency: the table's rows, and kd_runs.depends_on of runs queued
+    by a store that had no dependency table."""
+    r, d = t.runs.c, t.run_dependencies.c
+    return union(select(r.id.label("run_id"), r.depends_on.label("dep_id")).where(r.depends_on.is_not(None)),
+                 select(d.run_id, d.depends_on)).subquery("pairs")
+
+
+def _waiting(r):
+    """True for a run (columns `r`) with a dependency that has not completed (or no longer exists)."""
+    d = t.run_dependencies.c
+
+    def completed(run_id_column):
+        dep = t.runs.alias()
+        return exists().where(dep.c.id == run_id_column, dep.c.status == RunStatus.COMPLETED.value)
+
+    return or_(and_(r.depends_on.is_not(None), ~completed(r.depends_on)),
+               exists().where(d.run_id == r.id, ~completed(d.depends_on)))
 
 
 def _check_spec(spec: RunSpec, *, teacher_model: str | None) -> None:
