@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="YAML run spec with a `study:` block (grid, variants, seeds; or search)")
+    p.add_argument("spec", nargs="?", help="YAML run spec with a `study:` block (grid, variants, seeds; or search)")
+    p.add_argument("--drive", metavar="STUDY_ID", help="carry on driving an existing search (no spec then)")
     p.add_argument("--owner", help="who submits (default: the current user)")
     p.add_argument("--no-check", action="store_true", help="skip the checks that build the models")
     p.add_argument("--detach", action="store_true", help="a search: drive it from a background process")
@@ -22,6 +23,13 @@ def run(args: argparse.Namespace) -> int:
     from kdcore.spec import SpecError
     from kdcore.studies import parse_study_yaml, submit_study
 
+    if args.drive:
+        from kdcore.studies.search import drive_search
+
+        drive_search(RunStore(args.db), args.drive, progress=lambda line: print(line, file=sys.stderr, flush=True))
+        return 0
+    if not args.spec:
+        raise SpecError(["give a spec file (or --drive STUDY_ID)"])
     path = Path(args.spec)
     if not path.is_file():
         raise SpecError([f"spec file {path} does not exist"])
