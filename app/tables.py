@@ -39,8 +39,9 @@ def logit_settings(record: Any) -> str:
     spec = record.spec
     if spec.teacher is None:
         return "—"
-    lg = spec.logit
-    return f"{lg.rho:g} / {lg.alpha:g} / {lg.beta:g}"
+    lg = spec.logit  # each method has its own parameters: one it lacks shows as "—"
+    return " / ".join(f"{v:g}" if isinstance(v, (int, float)) else "—"
+                      for v in (getattr(lg, "rho", None), getattr(lg, "alpha", None), getattr(lg, "beta", None)))
 
 
 def _num(value: Any) -> float:

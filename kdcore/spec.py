@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from kdcore.errors import KDError
+from kdcore.methods.params import MethodParams
 
 
 class SpecError(KDError):
@@ -55,24 +56,35 @@ class TeacherSpec(_Strict):
         return self
 
 
-class LogitSpec(_Strict):
-    """The survey's L_LB = α·H(y, σ(z_s)) + β·ρ²·D_soft(σ(z_t; ρ), σ(z_s; ρ)), or another logit method."""
+# ---- methods: parameter models come from the method registry (kdcore/methods/) -----------------------
+# Fields of the logit block before each method had its own parameters model (DKD read `alpha` as its
+# cross-entropy weight and kept its own α, β, warm-up in dkd_*). A stored spec always carries dkd_*.
+_LEGACY_LOGIT_KEYS = {"dkd_alpha", "dkd_beta", "dkd_warmup_epochs"}
+_LEGACY_KEPT = {"kd": ("rho", "alpha", "beta", "soft_loss", "rho_squared"), "logit_matching": ("alpha", "beta")}
 
-    method: Literal["kd", "logit_matching", "dkd"] = "kd"
-    rho: float = Field(4.0, gt=0, description="temperature ρ > 0")
-    alpha: float = Field(0.1, ge=0, description="weight of the hard-label term")
-    beta: float = Field(0.9, ge=0, description="weight of the soft-label term")
-    soft_loss: Literal["kl", "ce"] = "kl"
-    rho_squared: bool = True
-    dkd_alpha: float = Field(1.0, ge=0)
-    dkd_beta: float = Field(8.0, ge=0)
-    dkd_warmup_epochs: int = Field(20, ge=0)
 
-    @model_validator(mode="after")
-    def _weights_not_both_zero(self) -> "LogitSpec":
-        if self.alpha == 0 and self.beta == 0:
-            raise ValueError("alpha and beta cannot both be 0: nothing would be learned")
-        return self
+def migrate_logit(data: Any) -> Any:
+    """A logit block written in the earlier flat form (with dkd_* fields) in today's form; others as given."""
+    if not isinstance(data, dict) or not (_LEGACY_LOGIT_KEYS & data.keys()):
+        return data
+    method = data.get("method", "kd")
+    if method == "dkd":
+        moved = {"method": "dkd", "alpha": data.get("dkd_alpha", 1.0), "beta": data.get("dkd_beta", 8.0),
+                 "warmup_epochs": data.get("dkd_warmup_epochs", 20), "ce_weight": data.get("alpha", 0.1)}
+        if "rho" in data:
+            moved["rho"] = data["rho"]
+        return moved
+    kept = _LEGACY_KEPT.get(method)
+    if kept is None:
+        raise ValueError("dkd_alpha, dkd_beta and dkd_warmup_epochs belong to DKD only; write "
+                         "`logit: {method: dkd, alpha: ..., beta: ..., warmup_epochs: ..., ce_weight: ...}`")
+    return {"method": method, **{k: data[k] for k in kept if k in data}}
+
+
+def _default_logit() -> MethodParams:
+    from kdcore.methods import get_method
+
+    return get_method("kd").params()
 
 
 class HintSpec(_Strict):
@@ -80,11 +92,22 @@ class HintSpec(_Strict):
 
     teacher_layer: str
     student_layer: str
-    preset: str | None = None
+    preset: str | None = Field(None, description="a registered hint-pair method: fitnets, at, nst, ofd, ...")
     phi_t: Literal["identity", "attention", "margin_relu"] | None = None
     phi_s: Literal["identity", "regressor", "attention"] | None = None
     distance: Literal["l1", "l2", "mmd", "kl", "partial_l2"] | None = None
     weight: float | None = Field(None, ge=0)
+
+    @field_validator("preset")
+    @classmethod
+    def _registered_preset(cls, v: str | None) -> str | None:
+        if v is not None:
+            from kdcore.methods import method_names
+
+            presets = method_names(slot="hints")
+            if v not in presets:
+                raise ValueError(f"unknown hint preset {v!r}; choose one of: {', '.join(presets)}")
+        return v
 
     @model_validator(mode="after")
     def _preset_or_custom(self) -> "HintSpec":
@@ -140,8 +163,12 @@ class RunSpec(_Strict):
     dataset: DataSpec = Field(default_factory=DataSpec)
     student: str = "mlp_64"
     teacher: TeacherSpec | None = Field(None, description="no teacher = plain supervised training")
-    logit: LogitSpec = Field(default_factory=LogitSpec)
+    logit: SerializeAsAny[MethodParams] = Field(
+        default_factory=_default_logit,
+        description="the logit method and its parameters: {method: kd, rho: 4, ...}; ignored without a teacher")
     hints: list[HintSpec] = Field(default_factory=list)
+    losses: list[SerializeAsAny[MethodParams]] = Field(
+        default_factory=list, description="further feature or relation methods, each {method: name, ...}")
     hint_stage_epochs: int = Field(0, ge=0, description="FitNets two-stage: epochs of hint-only training before KD")
     transfer: TransferSpec = Field(default_factory=TransferSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -166,10 +193,28 @@ class RunSpec(_Strict):
             raise ValueError("device must be auto, cpu, mps, cuda or cuda:N")
         return v
 
+    @field_validator("logit", mode="before")
+    @classmethod
+    def _logit_method(cls, v: Any) -> Any:
+        from kdcore.methods import parse_params
+
+        return parse_params(migrate_logit(v), slot="logit", where="logit")
+
+    @field_validator("losses", mode="before")
+    @classmethod
+    def _loss_methods(cls, v: Any) -> Any:
+        from kdcore.methods import parse_params
+
+        if not isinstance(v, list):
+            return v
+        return [parse_params(item, slot="losses", where=f"losses entry {i}") for i, item in enumerate(v)]
+
     @model_validator(mode="after")
     def _teacher_needed(self) -> "RunSpec":
         if self.teacher is None and self.hints:
             raise ValueError("hint pairs need a teacher")
+        if self.teacher is None and self.losses:
+            raise ValueError("losses (feature and relation methods) need a teacher")
         if self.hint_stage_epochs and not self.hints:
             raise ValueError("hint_stage_epochs (FitNets two-stage) needs at least one hint pair")
         if self.hint_stage_epochs >= self.epochs:
@@ -186,9 +231,15 @@ class RunSpec(_Strict):
         """Short method name for tables: 'scratch', 'KD ρ=4', 'FitNets + KD', ..."""
         if self.teacher is None:
             return "scratch"
-        parts = [{"kd": f"KD ρ={self.logit.rho:g}", "logit_matching": "logit MSE", "dkd": "DKD"}[self.logit.method]]
         presets = sorted({h.preset or "custom hint" for h in self.hints})
-        return " + ".join(presets + parts)
+        others = [params.label() for params in self.losses]
+        return " + ".join(presets + others + [self.logit.label()])
+
+    @property
+    def temperature(self) -> float:
+        """The logit method's temperature ρ (1 for a method without one), for soft-label views."""
+        rho = getattr(self.logit, "rho", None)
+        return float(rho) if isinstance(rho, (int, float)) else 1.0
 
     # ---- YAML / JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -230,7 +281,8 @@ def format_validation_error(err: ValidationError) -> list[str]:
         loc = ".".join(str(p) for p in e["loc"]) or "spec"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "is not a known field"
+            in_method = e["loc"] and e["loc"][0] in ("logit", "losses")
+            msg = "is not a parameter of this method" if in_method else "is not a known field"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
             msg = f"{msg} (got {e['input']!r})"
         problems.append(f"{loc}: {msg}")

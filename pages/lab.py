@@ -146,7 +146,7 @@ def omit_panel() -> bool:
     record = group[0]
     left_out = ex.omitted_class_of(record.spec)
     status = record.status.value
-    st.caption(f"Latest run `{record.id}`: {names[left_out]} left out, ρ = {record.spec.logit.rho:g}, {status}"
+    st.caption(f"Latest run `{record.id}`: {names[left_out]} left out, ρ = {record.spec.temperature:g}, {status}"
                + (f" (epoch {record.epoch} of {record.spec.epochs})" if status == "running" else ""))
     if status in ("queued", "running"):
         return True

@@ -349,7 +349,7 @@ def test_dkd_handles_targets_at_both_ends_of_the_class_range():
 
 
 def test_build_logit_loss_builds_each_method_with_params():
-    assert set(LOGIT_METHODS) == {"none", "kd", "logit_matching", "dkd"}
+    assert {"none", "kd", "logit_matching", "dkd"} <= set(LOGIT_METHODS)  # installed methods may add more
     assert all(isinstance(text, str) and text for text in LOGIT_METHODS.values())
     assert type(build_logit_loss("none")) is CrossEntropyOnly
     kd = build_logit_loss("kd", alpha=0.2, beta=0.8, rho=3.0, soft_loss="ce", rho_squared=False)

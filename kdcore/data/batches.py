@@ -16,8 +16,10 @@ def iterate_batches(
     shuffle: bool,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    merge_single: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Yield (x, y, index) batches; index are positions in `split` (keys for a teacher-logit cache).
+    `merge_single` folds a last batch of one sample into the one before (BatchNorm cannot train on one).
 
     The permutation is drawn with `generator` on the generator's device (CPU by default) and then
     moved to the split's device, so a seeded CPU generator gives the same order on any device."""
@@ -31,8 +33,9 @@ def iterate_batches(
     else:
         order = None
     stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        end = min(start + batch_size, n)
+    merge = merge_single and not drop_last and n % batch_size == 1 and n > 1
+    for start in range(0, stop - 1 if merge else stop, batch_size):
+        end = n if merge and start + batch_size == n - 1 else min(start + batch_size, n)
         if order is None:  # contiguous slices are views: no copy
             yield split.x[start:end], split.y[start:end], torch.arange(start, end, device=device)
         else:
@@ -40,8 +43,12 @@ def iterate_batches(
             yield split.x[index], split.y[index], index
 
 
-def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
-    return n // batch_size if drop_last else -(-n // batch_size)
+def num_batches(n: int, batch_size: int, drop_last: bool = False, merge_single: bool = False) -> int:
+    if drop_last:
+        return n // batch_size
+    if merge_single and n % batch_size == 1 and n > 1:
+        return n // batch_size
+    return -(-n // batch_size)
 
 
 def _stratified_pick(y: Tensor, count_for_class, seed: int) -> Tensor:

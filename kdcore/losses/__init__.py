@@ -1,4 +1,7 @@
-"""Distillation losses: logit-based (L_LB) and feature-based (L_FB), plus the feature presets."""
+"""Distillation losses: logit-based (L_LB) and feature-based (L_FB), plus the feature presets.
+
+The methods themselves live in kdcore/methods/ (one module each); the logit ones are re-exported
+here under their historical names."""
 
 from kdcore.losses.features import (
     DISTANCE_FUNCTIONS,
@@ -12,18 +15,31 @@ from kdcore.losses.features import (
     margins_from_bn,
 )
 from kdcore.losses.logits import (
-    DKD,
-    LOGIT_METHODS,
     CrossEntropyOnly,
-    HintonKD,
     LogitLoss,
-    LogitMatching,
     build_logit_loss,
     log_soft_labels,
-    logit_method_params,
     soft_labels,
 )
 from kdcore.losses.presets import PRESETS, FeaturePreset, build_feature_kd, get_preset
+
+# Resolved on first use: the method modules import this package's helpers.
+_FROM_METHODS = {"HintonKD": "kdcore.methods.kd", "LogitMatching": "kdcore.methods.logit_matching",
+                 "DKD": "kdcore.methods.dkd"}
+
+
+def __getattr__(name: str):
+    if name in _FROM_METHODS:
+        import importlib
+
+        return getattr(importlib.import_module(_FROM_METHODS[name]), name)
+    if name == "LOGIT_METHODS":
+        from kdcore.methods import all_methods
+
+        return {"none": "No distillation: the student learns from the labels alone (cross-entropy).",
+                **{r.name: f"{r.title}: {r.description}" for r in all_methods(family="logit")}}
+    raise AttributeError(f"module 'kdcore.losses' has no attribute {name!r}")
+
 
 __all__ = [
     "DISTANCE_FUNCTIONS",
@@ -46,7 +62,6 @@ __all__ = [
     "check_pair",
     "get_preset",
     "log_soft_labels",
-    "logit_method_params",
     "margins_from_bn",
     "soft_labels",
 ]

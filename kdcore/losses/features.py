@@ -6,7 +6,7 @@ student transform Φ_s and distance D (see ``presets.py``). Shapes exclude the b
 
 Teacher transforms (no trainable parameters, the teacher is never trained):
   identity     the hint as it is
-  attention    Zagoruyko's attention map normalize(f.pow(2).mean(1).flatten(1)); channels drop out
+  attention    Zagoruyko's attention map normalize(|f|^2.mean(1).flatten(1)); channels drop out
   margin_relu  Heo's max(f, margin) per channel, margins from the teacher's BatchNorm (a buffer)
 Student transforms:
   identity     as it is, except a parameter-free resize when only the spatial size differs
@@ -226,8 +226,13 @@ def check_pair(
 
 
 def attention_map(f: Tensor, p: int = 2) -> Tensor:
-    """Zagoruyko's attention map: normalize(f.pow(p).mean(1).flatten(1)), shape (N, H·W)."""
-    return F.normalize(f.pow(p).mean(1).flatten(1), dim=1)
+    """Zagoruyko's attention map: normalize(|f|^p averaged over channels, flattened), shape (N, H·W).
+
+    |f| keeps odd p meaningful (a negative activation is as much attention as a positive one). Half
+    precision is raised to float32 first: 256² already overflows fp16."""
+    if f.dtype in (torch.float16, torch.bfloat16):
+        f = f.float()
+    return F.normalize(f.abs().pow(p).mean(1).flatten(1), dim=1)
 
 
 def margins_from_bn(bn: nn.BatchNorm2d) -> Tensor:

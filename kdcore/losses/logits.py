@@ -16,9 +16,7 @@ Conventions shared by all losses
 from __future__ import annotations
 
 import abc
-import inspect
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -93,9 +91,19 @@ def hard_loss(z_s: Tensor, y: Tensor | None) -> Tensor:
     if y is None:
         return z_s.sum() * 0.0
     y = y.long()
+    if y.device.type == "cpu":  # on a GPU the check would cost a sync every step; the trainer checks once
+        check_labels(y, z_s.shape[-1])
     summed = F.cross_entropy(z_s, y, ignore_index=UNLABELLED, reduction="sum")
     n_labelled = (y != UNLABELLED).sum().clamp_min(1)
     return summed / n_labelled
+
+
+def check_labels(y: Tensor, num_classes: int) -> None:
+    """Every label is a class index in 0…num_classes-1, or -1 (unlabelled); one sentence otherwise."""
+    bad = (y != UNLABELLED) & ((y < 0) | (y >= num_classes))
+    if bool(bad.any()):
+        raise KDError(f"Labels must be class indices in 0…{num_classes - 1} (or -1 for unlabelled), "
+                      f"got {int(y[bad][0])}.")
 
 
 def kl_soft(log_p_t: Tensor, log_p_s: Tensor) -> Tensor:
@@ -144,192 +152,35 @@ class CrossEntropyOnly(LogitLoss):
         return {"hard": hard_loss(z_s, y)}
 
 
-class HintonKD(LogitLoss):
-    """Hinton's KD, the survey's L_LB:
-
-        total = α·H(y, σ(z_s)) + β·[ρ² if rho_squared]·D_soft(σ(z_t/ρ), σ(z_s/ρ))
-
-    D_soft is KL (``"kl"``, summed over classes, mean over the batch, every sample labelled or not)
-    or the survey's cross-entropy H(p_t, p_s) (``"ce"``), which is KL plus the teacher's entropy: a
-    constant for the student, so both give the same gradient. ρ² keeps the soft gradients' scale
-    independent of ρ (Hinton); it is switchable because libraries disagree.
-
-    Returns {"hard": α·H, "soft": β·ρ²·D_soft, "total": hard + soft} (weighted contributions)."""
-
-    def __init__(
-        self,
-        alpha: float = 0.1,
-        beta: float = 0.9,
-        rho: float = 4.0,
-        soft_loss: Literal["kl", "ce"] = "kl",
-        rho_squared: bool = True,
-    ) -> None:
-        super().__init__()
-        if soft_loss not in ("kl", "ce"):
-            raise KDError(f"The soft loss must be 'kl' or 'ce', got {soft_loss!r}.")
-        self.alpha = check_weight("alpha", alpha)
-        self.beta = check_weight("beta", beta)
-        self.rho = _check_rho(rho)
-        self.soft_loss = soft_loss
-        self.rho_squared = bool(rho_squared)
-
-    @property
-    def soft_scale(self) -> float:
-        """β·ρ² (or β): the factor in front of D_soft."""
-        return self.beta * (self.rho**2 if self.rho_squared else 1.0)
-
-    def terms(self, z_s, z_t, y, epoch):
-        log_p_t = log_soft_labels(z_t, self.rho)
-        log_p_s = log_soft_labels(z_s, self.rho)
-        divergence = kl_soft(log_p_t, log_p_s) if self.soft_loss == "kl" else ce_soft(log_p_t, log_p_s)
-        return {"hard": self.alpha * hard_loss(z_s, y), "soft": self.soft_scale * divergence}
-
-    def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, beta={self.beta}, rho={self.rho}, soft_loss={self.soft_loss!r}, "
-            f"rho_squared={self.rho_squared}"
-        )
-
-
-class LogitMatching(LogitLoss):
-    """Buciluă's logit matching: β·MSE(z_s, z_t) on raw logits (mean over all entries), plus an
-    optional α·H(y, σ(z_s)). It is the high-temperature limit of Hinton's KD.
-
-    Returns {"hard": α·H, "logit_mse": β·MSE, "total"}."""
-
-    def __init__(self, alpha: float = 0.0, beta: float = 1.0) -> None:
-        super().__init__()
-        self.alpha = check_weight("alpha", alpha)
-        self.beta = check_weight("beta", beta)
-
-    def terms(self, z_s, z_t, y, epoch):
-        return {"hard": self.alpha * hard_loss(z_s, y), "logit_mse": self.beta * F.mse_loss(z_s, z_t)}
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}"
-
-
-def _non_target_logits(z: Tensor, target: Tensor) -> Tensor:
-    """The (N, C-1) logits of every class except the target, in class order.
-
-    Built with gather rather than a -inf/-1000 mask: exact for any logit scale, no host sync."""
-    n, c = z.shape
-    columns = torch.arange(c - 1, device=z.device).expand(n, c - 1)
-    columns = columns + (columns >= target.unsqueeze(1)).long()  # skip the target column
-    return z.gather(1, columns)
-
-
-def _binary_log_probs(z_scaled: Tensor, target: Tensor) -> Tensor:
-    """log [p_target, 1 - p_target] of softmax(z_scaled), computed in log space: (N, 2)."""
-    log_all = torch.logsumexp(z_scaled, dim=1)
-    log_target = z_scaled.gather(1, target.unsqueeze(1)).squeeze(1) - log_all
-    log_rest = torch.logsumexp(_non_target_logits(z_scaled, target), dim=1) - log_all
-    return torch.stack([log_target, log_rest], dim=1)
-
-
-class DKD(LogitLoss):
-    """Decoupled KD (Zhao et al., 2022), as mdistiller defines it:
-
-        TCKD = KL([p_t^target, 1 - p_t^target] ‖ [p_s^target, 1 - p_s^target])
-        NCKD = KL(softmax over non-target classes of z_t/ρ ‖ same for z_s/ρ)   (target logit removed)
-        total = ce_weight·H(y, σ(z_s)) + min(epoch / warmup_epochs, 1)·(α·TCKD + β·NCKD)·ρ²
-
-    Both KLs are summed over their classes and averaged over the batch. For an unlabelled sample
-    (y == -1) the teacher's argmax stands in for the target class. ``epoch`` may be fractional
-    (a per-step warm-up); epoch 0 gives no distillation term, so pass epochs counted from 1 to
-    match mdistiller. warmup_epochs=0 switches the warm-up off.
-
-    Returns {"hard": ce_weight·H, "tckd": w·α·ρ²·TCKD, "nckd": w·β·ρ²·NCKD, "total"}."""
-
-    def __init__(
-        self,
-        alpha: float = 1.0,
-        beta: float = 8.0,
-        rho: float = 4.0,
-        ce_weight: float = 1.0,
-        warmup_epochs: float = 20,
-    ) -> None:
-        super().__init__()
-        self.alpha = check_weight("alpha", alpha)
-        self.beta = check_weight("beta", beta)
-        self.rho = _check_rho(rho)
-        self.ce_weight = check_weight("ce_weight", ce_weight)
-        self.warmup_epochs = check_weight("warmup_epochs", warmup_epochs)
-
-    def warmup_factor(self, epoch: float) -> float:
-        if self.warmup_epochs == 0:
-            return 1.0
-        return min(max(float(epoch), 0.0) / self.warmup_epochs, 1.0)
-
-    def terms(self, z_s, z_t, y, epoch):
-        if z_s.shape[1] < 2:
-            raise KDError("DKD needs at least two classes to split target from non-target knowledge.")
-        teacher_guess = z_t.argmax(dim=1)
-        target = teacher_guess if y is None else torch.where(y.long() == UNLABELLED, teacher_guess, y.long())
-
-        zs, zt = z_s / self.rho, z_t / self.rho
-        tckd = kl_soft(_binary_log_probs(zt, target), _binary_log_probs(zs, target))
-        nckd = kl_soft(
-            torch.log_softmax(_non_target_logits(zt, target), dim=1),
-            torch.log_softmax(_non_target_logits(zs, target), dim=1),
-        )
-        scale = self.warmup_factor(epoch) * self.rho**2
-        return {
-            "hard": self.ce_weight * hard_loss(z_s, y),
-            "tckd": (scale * self.alpha) * tckd,
-            "nckd": (scale * self.beta) * nckd,
-        }
-
-    def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, beta={self.beta}, rho={self.rho}, ce_weight={self.ce_weight}, "
-            f"warmup_epochs={self.warmup_epochs}"
-        )
-
-
-# ----------------------------------------------------------------------------- registry
-
-_LOGIT_CLASSES: dict[str, type[LogitLoss]] = {
-    "none": CrossEntropyOnly,
-    "kd": HintonKD,
-    "logit_matching": LogitMatching,
-    "dkd": DKD,
-}
-
-LOGIT_METHODS: dict[str, str] = {
-    "none": "No distillation: the student learns from the labels alone (cross-entropy).",
-    "kd": "Hinton KD: α·CE on labels + β·ρ²·KL between teacher and student soft labels at temperature ρ.",
-    "logit_matching": "Buciluă logit matching: mean squared error between raw teacher and student logits.",
-    "dkd": "Decoupled KD: target-class (TCKD) and non-target-class (NCKD) KL weighted separately, with warm-up.",
-}
-
-
-def logit_method_params(method: str) -> dict[str, object]:
-    """The parameters ``method`` accepts, with their defaults (for forms and validation)."""
-    cls = _logit_class(method)
-    return {
-        name: p.default
-        for name, p in inspect.signature(cls.__init__).parameters.items()
-        if name != "self" and p.default is not inspect.Parameter.empty
-    }
-
-
-def _logit_class(method: str) -> type[LogitLoss]:
-    try:
-        return _LOGIT_CLASSES[method]
-    except (KeyError, TypeError):
-        valid = ", ".join(sorted(_LOGIT_CLASSES))
-        raise UnknownNameError(f"Unknown logit distillation method {method!r}; choose one of: {valid}.") from None
+# ----------------------------------------------------------------------------- by name
 
 
 def build_logit_loss(method: str, **params) -> LogitLoss:
-    """The logit loss named ``method`` ("none", "kd", "logit_matching", "dkd") built with ``params``."""
-    cls = _logit_class(method)
-    accepted = logit_method_params(method)
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        valid = ", ".join(accepted) or "none"
-        raise KDError(
-            f"Logit method {method!r} has no parameter {', '.join(map(repr, unknown))}; its parameters are: {valid}."
-        )
-    return cls(**params)
+    """The logit loss named ``method`` built with ``params``: "none" (labels only, no teacher) or any
+    registered logit method ("kd", "logit_matching", "dkd", ...), its parameters checked by its model."""
+    if method == "none":
+        if params:
+            raise KDError(f"Training without a teacher takes no parameters, got {', '.join(sorted(params))}.")
+        return CrossEntropyOnly()
+    from pydantic import ValidationError
+
+    from kdcore.methods import all_methods, get_method
+
+    logit_names = [r.name for r in all_methods(family="logit")]
+    if method not in logit_names:
+        raise UnknownNameError(f"Unknown logit distillation method {method!r}; choose one of: "
+                               f"{', '.join(['none', *logit_names])}.")
+    record = get_method(method)
+    try:
+        spec = record.params.model_validate({**params, "method": method})
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            name = ".".join(str(p) for p in e["loc"]) or method
+            if e["type"] == "extra_forbidden":
+                accepted = ", ".join(f for f in record.params.model_fields if f != "method")
+                problems.append(f"Logit method {method!r} has no parameter {name!r}; its parameters are: {accepted}.")
+            else:
+                problems.append(f"{method} {name}: {e['msg'].removeprefix('Value error, ')}.")
+        raise KDError(" ".join(problems)) from None
+    return record.build(spec, None)

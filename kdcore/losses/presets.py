@@ -1,10 +1,12 @@
 """Feature-distillation methods as presets: each is only a choice of Φ_t, Φ_s, D and a weight.
 
 There is no code path per method: ``build_feature_kd`` turns a preset and a (hint, guided)
-shape pair into one ``FeatureKD``. A new method is a new entry here (or one new Φ or D)."""
+shape pair into one ``FeatureKD``. Each preset is data registered in its own module of
+kdcore/methods/ with ``register_preset`` (a new one is a new module, or one new Φ or D)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,77 +33,26 @@ class FeaturePreset:
     regressor_if_needed: bool = False
 
 
-PRESETS: dict[str, FeaturePreset] = {
-    p.name: p
-    for p in (
-        FeaturePreset(
-            name="fitnets",
-            title="FitNets (hints)",
-            phi_t="identity",
-            phi_s="regressor",
-            distance="l2",
-            weight=100.0,
-            teacher_point="output",
-            regressor_relu=True,
-            description="The student's guided layer, through a 1×1 conv + BN + ReLU regressor, "
-            "regresses the teacher's hint with mean squared error.",
-            reference="Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015",
-        ),
-        FeaturePreset(
-            name="at",
-            title="Attention transfer",
-            phi_t="attention",
-            phi_s="attention",
-            distance="l2",
-            weight=1000.0,
-            teacher_point="output",
-            regressor_relu=False,
-            description="Match the normalised spatial attention maps (mean of squared activations over "
-            "channels); channel counts may differ.",
-            reference="Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017",
-        ),
-        FeaturePreset(
-            name="nst",
-            title="Neuron selectivity transfer",
-            phi_t="identity",
-            phi_s="identity",
-            distance="mmd",
-            weight=50.0,
-            teacher_point="output",
-            regressor_relu=False,
-            description="Match the distributions of the channels' normalised spatial maps with a squared "
-            "MMD and the polynomial kernel (xᵀy)²; channel counts may differ.",
-            reference="Huang & Wang, Like What You Like: Knowledge Distill via Neuron Selectivity Transfer, 2017",
-        ),
-        FeaturePreset(
-            name="ofd",
-            title="Overhaul of feature distillation",
-            phi_t="margin_relu",
-            phi_s="regressor",
-            distance="partial_l2",
-            weight=1e-3,
-            teacher_point="pre_relu",
-            regressor_relu=False,
-            description="The teacher's pre-ReLU features through a margin ReLU (margins from its BN) are "
-            "matched by a 1×1 conv + BN connector with a partial L2 that skips what the ReLU would erase.",
-            reference="Heo et al., A Comprehensive Overhaul of Feature Distillation, ICCV 2019",
-        ),
-        FeaturePreset(
-            name="internal_kl",
-            title="KL on internal representations",
-            phi_t="identity",
-            phi_s="identity",
-            distance="kl",
-            weight=1.0,
-            teacher_point="output",
-            regressor_relu=False,
-            description="KL divergence between the softmax of the flattened teacher and student "
-            "representations; a regressor is added when their widths differ.",
-            reference="Aguilar et al., Knowledge Distillation from Internal Representations, AAAI 2020",
-            regressor_if_needed=True,
-        ),
-    )
-}
+class _RegisteredPresets(Mapping):
+    """Every registered hint-pair preset by name (built-ins live in kdcore/methods/, one module each;
+    installed packages add more), read from the method registry on each access."""
+
+    def _current(self) -> dict[str, FeaturePreset]:
+        from kdcore.methods import all_methods
+
+        return {r.name: r.preset for r in all_methods(slot="hints")}
+
+    def __getitem__(self, name: str) -> FeaturePreset:
+        return self._current()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+
+PRESETS: Mapping[str, FeaturePreset] = _RegisteredPresets()
 
 
 def get_preset(name: str) -> FeaturePreset:

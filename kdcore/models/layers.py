@@ -74,6 +74,19 @@ def layer_output_shapes(model: nn.Module, input_shape: tuple[int, int, int], pat
         return {p: tuple(out.shape[1:]) if isinstance(out, Tensor) else () for p, out in hooks.outputs.items()}
 
 
+def tap_shapes(model: nn.Module, input_shape: tuple[int, int, int],
+               taps: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, ...]]:
+    """Shapes (batch excluded) of layer outputs or inputs, `taps` as (path, "output" | "input"), from one
+    dry run; () for a non-tensor."""
+    outs = [path for path, io in taps if io == "output"]
+    ins = [path for path, io in taps if io == "input"]
+    with FeatureHooks(model, outs, input_paths=ins) as hooks:
+        _dry_run(model, input_shape)
+        found = {**{(p, "output"): v for p, v in hooks.outputs.items()},
+                 **{(p, "input"): v for p, v in hooks.inputs.items()}}
+    return {key: tuple(v.shape[1:]) if isinstance(v, Tensor) else () for key, v in found.items()}
+
+
 def _dry_run(model: nn.Module, input_shape: tuple[int, int, int]) -> None:
     x = dry_input(model, tuple(input_shape), batch=2)
     try:
@@ -98,29 +111,44 @@ class FeatureHooks:
     out of place, so a stored feature is never overwritten by the ReLU that follows it (torchvision
     uses `ReLU(inplace=True)` after BN); the flags are restored on `remove()`."""
 
-    def __init__(self, model: nn.Module, paths: Sequence[str], *, detach: bool = False) -> None:
+    def __init__(self, model: nn.Module, paths: Sequence[str], *, detach: bool = False,
+                 input_paths: Sequence[str] = ()) -> None:
         self.model = model
         self.paths: tuple[str, ...] = tuple(dict.fromkeys(paths))
+        self.input_paths: tuple[str, ...] = tuple(dict.fromkeys(input_paths))
         self.detach = detach
         self.outputs: dict[str, Tensor] = {}
+        self.inputs: dict[str, Tensor] = {}  # first positional input of each of `input_paths`
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         modules = dict(model.named_modules())
-        for path in self.paths:
+        for path in self.paths + self.input_paths:
             if path not in modules:
                 raise UnknownNameError(_unknown_layer_message(model, path, modules))
         _inplace_off(model)
         self._attached = True
         self._handles = [modules[path].register_forward_hook(self._hook_for(path)) for path in self.paths]
+        self._handles += [modules[path].register_forward_hook(self._input_hook_for(path))
+                          for path in self.input_paths]
+
+    def _keep(self, value: Any) -> Any:
+        return value.detach() if self.detach and isinstance(value, Tensor) else value
 
     def _hook_for(self, path: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            self.outputs[path] = output.detach() if self.detach and isinstance(output, Tensor) else output
+            self.outputs[path] = self._keep(output)
+
+        return hook
+
+    def _input_hook_for(self, path: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            self.inputs[path] = self._keep(inputs[0] if isinstance(inputs, tuple) and inputs else inputs)
 
         return hook
 
     def clear(self) -> None:
-        """Forget collected outputs (call between steps so old graphs can be freed)."""
+        """Forget collected tensors (call between steps so old graphs can be freed)."""
         self.outputs.clear()
+        self.inputs.clear()
 
     def remove(self) -> None:
         """Detach every hook and restore in-place flags; safe to call twice."""

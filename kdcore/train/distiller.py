@@ -1,12 +1,14 @@
 """The distiller: student + frozen teacher + the chosen losses, returning (student_logits, {term: loss})."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from kdcore.errors import IncompatibleLayersError, KDError
+from kdcore.methods.api import EMBEDDING, Batch, BuildContext, Tap
 from kdcore.spec import HintSpec, RunSpec
 
 
@@ -62,10 +64,16 @@ def resolve_hint(hint: HintSpec, teacher: nn.Module) -> ResolvedHint:
 
 
 class Distiller(nn.Module):
-    """Sums nothing itself: the trainer adds up the returned terms so every term gets its own curve."""
+    """Student + frozen teacher + the chosen losses. Sums nothing itself: the trainer adds up the returned
+    terms so every term gets its own curve.
+
+    Each step it receives a batch (inputs, labels, sample indices, epoch), runs the models once with
+    hooks on every layer output or input a loss declared, and hands each loss what it asked for: the
+    logit loss the logits, each hint pair its two features, each further method a ``Batch``."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, logit_loss: nn.Module,
-                 hints: list[ResolvedHint], input_shape: tuple[int, int, int]):
+                 hints: list[ResolvedHint], input_shape: tuple[int, int, int],
+                 methods: Sequence[tuple[str, nn.Module]] = (), context: BuildContext | None = None):
         super().__init__()
         from kdcore.losses.features import FeatureKD
         from kdcore.models.layers import FeatureHooks, list_layers
@@ -75,9 +83,12 @@ class Distiller(nn.Module):
         self.logit_loss = logit_loss
         self.hints = hints
         self.feature_losses = nn.ModuleList()
+        self.methods = nn.ModuleList(loss for _, loss in methods)
+        self.method_names = _term_prefixes([name for name, _ in methods])
         self._t_hooks = self._s_hooks = None
+        if (hints or methods) and teacher is None:
+            raise KDError("hint pairs and feature or relation methods need a teacher")
         if hints:
-            assert teacher is not None
             t_shapes = {l.path: l.shape for l in list_layers(teacher, input_shape)}
             s_shapes = {l.path: l.shape for l in list_layers(student, input_shape)}
             for h in hints:
@@ -89,8 +100,20 @@ class Distiller(nn.Module):
                 self.feature_losses.append(FeatureKD(
                     t_shape, s_shape, phi_t=h.phi_t, phi_s=h.student_transform(t_shape, s_shape),
                     distance=h.distance, weight=h.weight, teacher_bn=bn, regressor_relu=h.regressor_relu))
-            self._t_hooks = FeatureHooks(teacher, [h.teacher_path for h in hints])
-            self._s_hooks = FeatureHooks(student, [h.student_path for h in hints])
+        # every tap a method declared, with EMBEDDING resolved to the classifier's input
+        context = context or BuildContext(student, teacher, tuple(input_shape), 0, 0)
+        self._taps: list[tuple[Tap, Tap]] = [(tap, context.resolve(tap))
+                                             for loss in self.methods for tap in getattr(loss, "taps", ())]
+        if hints or self._taps:
+            for side, model in (("teacher", teacher), ("student", student)):
+                outputs = [h.teacher_path if side == "teacher" else h.student_path for h in hints]
+                outputs += [real.layer for _, real in self._taps if real.side == side and real.io == "output"]
+                inputs = [real.layer for _, real in self._taps if real.side == side and real.io == "input"]
+                hooks = FeatureHooks(model, outputs, input_paths=inputs)
+                if side == "teacher":
+                    self._t_hooks = hooks
+                else:
+                    self._s_hooks = hooks
         if teacher is not None:
             teacher.eval()
             teacher.requires_grad_(False)
@@ -101,11 +124,22 @@ class Distiller(nn.Module):
 
     @property
     def needs_teacher_forward(self) -> bool:
-        return bool(self.hints)
+        """Whether a step must run the teacher even when its logits are cached: some loss reads its layers."""
+        return bool(self.hints) or any(real.side == "teacher" for _, real in self._taps)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Student and student-side transforms: never the teacher."""
-        return list(self.student.parameters()) + list(self.feature_losses.parameters())
+        """Student and student-side transforms and method heads: never the teacher."""
+        return (list(self.student.parameters()) + list(self.feature_losses.parameters())
+                + list(self.methods.parameters()))
+
+    def loss_state(self) -> dict[str, dict]:
+        """The losses' own state (regressors, margins, memory banks), checkpointed with the run."""
+        return {"feature_losses": self.feature_losses.state_dict(), "methods": self.methods.state_dict()}
+
+    def load_loss_state(self, state: dict) -> None:
+        self.feature_losses.load_state_dict(state["feature_losses"])
+        if state.get("methods") is not None:
+            self.methods.load_state_dict(state["methods"])
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
@@ -113,8 +147,10 @@ class Distiller(nn.Module):
             self.teacher.eval()  # the teacher stays in eval mode (BN statistics, dropout) whatever happens
         return self
 
-    def forward(self, x: Tensor, y: Tensor, *, epoch: int = 0, teacher_logits: Tensor | None = None,
-                hint_only: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, y: Tensor, *, epoch: float = 0, teacher_logits: Tensor | None = None,
+                hint_only: bool = False, indices: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """One step's losses for inputs ``x``, labels ``y`` (-1 = unlabelled), the samples' ``indices``
+        in the transfer set and the ``epoch`` (from 1). Returns (student logits, {term: tensor})."""
         if self._s_hooks is not None:
             self._s_hooks.clear()
             self._t_hooks.clear()
@@ -131,7 +167,24 @@ class Distiller(nn.Module):
             f_t = self._t_hooks.outputs[h.teacher_path]
             f_s = self._s_hooks.outputs[h.student_path]
             losses[f"hint{i}_{h.distance}"] = loss_fn(f_t.float(), f_s.float())
+        if len(self.methods):
+            batch = Batch(inputs=x, labels=y, indices=indices, epoch=epoch, student_logits=z_s,
+                          teacher_logits=teacher_logits, features=self._tapped())
+            for prefix, loss_fn in zip(self.method_names, self.methods):
+                for term, value in loss_fn(batch).items():
+                    if term != "total":
+                        losses[f"{prefix}_{term}"] = value
         return z_s, losses
+
+    def _tapped(self) -> dict[Tap, Tensor]:
+        out = {}
+        for tap, real in self._taps:
+            hooks = self._t_hooks if real.side == "teacher" else self._s_hooks
+            value = (hooks.outputs if real.io == "output" else hooks.inputs)[real.layer]
+            if tap.layer == EMBEDDING:
+                value = value.flatten(1)
+            out[tap] = value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
+        return out
 
     def close(self) -> None:
         for hooks in (self._t_hooks, self._s_hooks):
@@ -139,16 +192,34 @@ class Distiller(nn.Module):
                 hooks.remove()
 
 
+def _term_prefixes(names: list[str]) -> list[str]:
+    """Method names as loss-term prefixes; a method used twice gets a number (rkd0, rkd1)."""
+    counts = {n: names.count(n) for n in names}
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if counts[n] > 1:
+            out.append(f"{n}{seen.get(n, 0)}")
+            seen[n] = seen.get(n, 0) + 1
+        else:
+            out.append(n)
+    return out
+
+
 def build_logit_loss_for(spec: RunSpec) -> nn.Module:
+    """The spec's logit method, built from its parameters (labels only without a teacher)."""
     from kdcore.losses import build_logit_loss
+    from kdcore.methods import build_loss
 
     if spec.teacher is None:
         return build_logit_loss("none")
-    lg = spec.logit
-    if lg.method == "kd":
-        return build_logit_loss("kd", alpha=lg.alpha, beta=lg.beta, rho=lg.rho, soft_loss=lg.soft_loss,
-                                rho_squared=lg.rho_squared)
-    if lg.method == "logit_matching":
-        return build_logit_loss("logit_matching", alpha=lg.alpha, beta=lg.beta)
-    return build_logit_loss("dkd", alpha=lg.dkd_alpha, beta=lg.dkd_beta, rho=lg.rho, ce_weight=lg.alpha,
-                            warmup_epochs=lg.dkd_warmup_epochs)
+    return build_loss(spec.logit, None)
+
+
+def build_methods(spec: RunSpec, context: BuildContext) -> list[tuple[str, nn.Module]]:
+    """Each entry of ``spec.losses`` built by its registered method: (method name, loss)."""
+    from kdcore.methods import build_loss
+
+    if spec.teacher is None:
+        return []
+    return [(params.method, build_loss(params, context)) for params in spec.losses]

@@ -18,7 +18,8 @@ from kdcore.spec import RunSpec
 from kdcore.train.callbacks import NullCallbacks, TrainCallbacks
 from kdcore.train.checkpoint import (CHECKPOINT_NAME, FORMAT, load_checkpoint, load_model_from_checkpoint,
                                      model_record, save_atomic)
-from kdcore.train.distiller import Distiller, build_logit_loss_for, resolve_hint
+from kdcore.methods.api import BuildContext
+from kdcore.train.distiller import Distiller, build_logit_loss_for, build_methods, resolve_hint
 from kdcore.train.fidelity import accuracy, fidelity_report
 from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
 
@@ -127,6 +128,22 @@ def load_teacher(spec: RunSpec, num_classes: int, in_channels: int, input_size: 
     return model, record
 
 
+def _current_form(spec: dict) -> dict:
+    """A checkpoint's spec as today's RunSpec writes it (a spec saved in an earlier form still resumes)."""
+    try:
+        return RunSpec.from_dict(spec).to_dict()
+    except KDError:
+        return spec
+
+
+def check_labels(y: Tensor, num_classes: int) -> None:
+    """The transfer set's labels name the dataset's classes (or -1, unlabelled); one sentence otherwise."""
+    bad = (y != UNLABELLED) & ((y < 0) | (y >= num_classes))
+    if bool(bad.any()):
+        raise KDError(f"the training labels must lie in 0…{num_classes - 1} (the dataset's {num_classes} classes), "
+                      f"but {int(bad.sum())} do not (e.g. {int(y[bad][0])}); check the dataset's labels")
+
+
 def _resume_key(spec: dict) -> dict:
     """What must match to continue a checkpoint: everything but labels and where it runs."""
     return {k: v for k, v in spec.items() if k not in ("name", "tags", "device")}
@@ -195,6 +212,7 @@ class Trainer:
     # ---- setup -----------------------------------------------------------------------------------
     def _setup(self) -> None:
         from kdcore.data import default_augmentation, load_dataset, stratified_subset
+        from kdcore.data.batches import num_batches
         from kdcore.data.augment import Augmentation
         from kdcore.models import build_model, count_flops, count_parameters
 
@@ -221,15 +239,6 @@ class Trainer:
         self.teacher, self.teacher_record = None, None
         if spec.teacher is not None:
             self.teacher, self.teacher_record = load_teacher(spec, info.num_classes, c, h)
-        hints = [resolve_hint(hsp, self.teacher) for hsp in spec.hints]
-        self.distiller = Distiller(self.student, self.teacher, build_logit_loss_for(spec), hints, self.input_shape)
-        self.channels_last = (spec.channels_last if spec.channels_last is not None
-                              else self.device.type == "cuda" and has_conv(self.student))
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.distiller.to(self.device, memory_format=fmt)
-        if spec.compile:
-            self.distiller.use_compiled_student(torch.compile(self.student))
-
         train = self.data.train
         if spec.dataset.train_limit and spec.dataset.train_limit < len(train):
             keep = stratified_subset(train.y, fraction=spec.dataset.train_limit / len(train), seed=SPLIT_SEED)
@@ -238,7 +247,18 @@ class Trainer:
                                                         has_teacher=self.teacher is not None, seed=spec.seed)
         if len(self.transfer) == 0:
             raise KDError("the transfer set is empty: no training sample is left after the transfer options")
-        self.steps_per_epoch = math.ceil(len(self.transfer) / spec.batch_size)
+        check_labels(self.transfer.y, info.num_classes)
+        hints = [resolve_hint(hsp, self.teacher) for hsp in spec.hints]
+        context = BuildContext(self.student, self.teacher, self.input_shape, info.num_classes, len(self.transfer))
+        self.distiller = Distiller(self.student, self.teacher, build_logit_loss_for(spec), hints, self.input_shape,
+                                   methods=build_methods(spec, context), context=context)
+        self.channels_last = (spec.channels_last if spec.channels_last is not None
+                              else self.device.type == "cuda" and has_conv(self.student))
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.distiller.to(self.device, memory_format=fmt)
+        if spec.compile:
+            self.distiller.use_compiled_student(torch.compile(self.student))
+        self.steps_per_epoch = num_batches(len(self.transfer), spec.batch_size, merge_single=True)
         self.log_every = max(1, self.steps_per_epoch // POINTS_PER_EPOCH)
 
         params = self.distiller.trainable_parameters()
@@ -253,7 +273,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
 
         # The cache is faithful only if the student sees exactly the inputs the teacher saw.
-        self.cache_allowed = (self.teacher is not None and not hints and not self.augment
+        self.cache_allowed = (self.teacher is not None and not self.distiller.needs_teacher_forward
+                              and not self.augment
                               and self.transfer.noise_std == 0 and spec.teacher_cache == "auto")
         self.teacher_cache: Tensor | None = None
         self.teacher_test_logits = self.teacher_val_logits = None
@@ -306,7 +327,7 @@ class Trainer:
             "format": FORMAT,
             "model": model_record(self.spec.student, info.num_classes, info.input_shape[0], info.input_shape[1]),
             "state_dict": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
-            "feature_losses": self.distiller.feature_losses.state_dict(),
+            **self.distiller.loss_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -335,10 +356,10 @@ class Trainer:
 
     def _restore(self) -> tuple[int, int, list[dict]]:
         ckpt = load_checkpoint(self.out_dir / CHECKPOINT_NAME)
-        if _resume_key(ckpt.get("spec") or {}) != _resume_key(self.spec.to_dict()):
+        if _resume_key(_current_form(ckpt.get("spec") or {})) != _resume_key(self.spec.to_dict()):
             raise KDError(f"{self.out_dir} holds a checkpoint of a different spec; use another output folder")
         self.student.load_state_dict(ckpt["state_dict"])
-        self.distiller.feature_losses.load_state_dict(ckpt["feature_losses"])
+        self.distiller.load_loss_state(ckpt)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler and ckpt.get("scaler"):
@@ -412,7 +433,8 @@ class Trainer:
         seen = 0
         started = time.perf_counter()
         split = TensorSplit(self.transfer.x, self.transfer.y)
-        for x, y, idx in iterate_batches(split, spec.batch_size, shuffle=True, generator=order_gen):
+        # a last batch of one sample would break BatchNorm in training mode: it joins the previous one
+        for x, y, idx in iterate_batches(split, spec.batch_size, shuffle=True, generator=order_gen, merge_single=True):
             if self.cb.should_stop():
                 return None
             if self.augment:
@@ -423,7 +445,8 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             cached = self.teacher_cache[idx] if self.teacher_cache is not None else None
             with autocast_for(self.device, self.precision):
-                z_s, losses = self.distiller(x, y, epoch=epoch, teacher_logits=cached, hint_only=hint_only)
+                z_s, losses = self.distiller(x, y, epoch=epoch, teacher_logits=cached, hint_only=hint_only,
+                                             indices=idx)
             total = sum(v.float() for v in losses.values())
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
@@ -483,7 +506,7 @@ class Trainer:
             student_test = self._predict(self.student, d.test.x)
             metrics["test/acc"] = accuracy(student_test, d.test.y)
             metrics.update(fidelity_report(student_test, self.teacher_test_logits, d.test.y,
-                                           self.spec.logit.rho if self.teacher is not None else 1.0))
+                                           self.spec.temperature if self.teacher is not None else 1.0))
             if self.teacher is not None:
                 metrics["teacher/test_acc"] = self.info["teacher_test_acc"]
         if len(self.probe_idx):
