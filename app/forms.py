@@ -28,8 +28,6 @@ TEACHER_SOURCES = {
     "upload": "An uploaded checkpoint",
     "torchvision": "torchvision pretrained weights",
 }
-LOGIT_METHODS = {"kd": "Hinton KD (soft labels at ρ)", "logit_matching": "Logit matching (MSE, ρ→∞)",
-                 "dkd": "Decoupled KD (DKD)"}
 TRANSFER_KINDS = {"labelled": "All training samples, all labels", "partial_labels": "Only a fraction of the labels",
                   "noisy": "Noisy inputs", "omit_classes": "Some classes left out"}
 CUSTOM = "custom"
@@ -41,19 +39,11 @@ SWEEP_FIELDS = {
     "seed": "seed", "student": "student model", "optimizer.weight_decay": "weight decay",
 }
 
-DEFAULTS: dict[str, Any] = {
-    "name": "", "tags": "", "dataset": "digits", "data_path": "", "val_fraction": 0.1, "augment": "default",
+# What the form shows beyond the spec itself (where the teacher comes from, how many pairs, the sweep).
+FORM_ONLY: dict[str, Any] = {
     "teacher_source": "none", "teacher_zoo_model": "cnn_small", "teacher_epochs": 20, "teacher_run": None,
     "teacher_checkpoint_path": "", "teacher_upload_model": None, "teacher_tv_model": "tv_resnet18",
-    "teacher_tv_weights": "DEFAULT",
-    "student": "mlp_64",
-    "method": "kd", "rho": 4.0, "alpha": 0.1, "beta": 0.9, "soft_loss": "kl", "rho_squared": True,
-    "dkd_alpha": 1.0, "dkd_beta": 8.0, "dkd_warmup_epochs": 20,
-    "hint_count": 0, "hint_stage_epochs": 0,
-    "transfer_kind": "labelled", "label_fraction": 0.05, "noise_std": 0.1, "omit_classes": [],
-    "optimizer": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
-    "schedule": "cosine", "warmup_epochs": 0, "milestones": "", "gamma": 0.1,
-    "epochs": 20, "batch_size": 64, "device": "auto", "precision": "auto", "seed": 0,
+    "teacher_tv_weights": "DEFAULT", "hint_count": 0, "loss_count": 0,
     "sweep_on": False, "sweep_field": "logit.rho", "sweep_values": "1, 2, 4, 8, 16",
 }
 HINT_DEFAULTS: dict[str, Any] = {"teacher": None, "student": None, "mode": "fitnets", "phi_t": "identity",
@@ -67,9 +57,7 @@ FIELD_WIDGETS: dict[str, str] = {
     "student": "student",
     "teacher": "teacher_source", "teacher.source": "teacher_source", "teacher.run_id": "teacher_run",
     "teacher.checkpoint": "teacher_checkpoint_path", "teacher.weights": "teacher_tv_weights",
-    "logit": "alpha", "logit.method": "method", "logit.rho": "rho", "logit.alpha": "alpha", "logit.beta": "beta",
-    "logit.soft_loss": "soft_loss", "logit.rho_squared": "rho_squared", "logit.dkd_alpha": "dkd_alpha",
-    "logit.dkd_beta": "dkd_beta", "logit.dkd_warmup_epochs": "dkd_warmup_epochs",
+    "logit": "method", "logit.method": "method",
     "hints": "hint_count", "hint_stage_epochs": "hint_stage_epochs",
     "transfer": "transfer_kind", "transfer.kind": "transfer_kind", "transfer.label_fraction": "label_fraction",
     "transfer.noise_std": "noise_std", "transfer.omit_classes": "omit_classes",
@@ -90,13 +78,92 @@ def hint_key(i: int, part: str) -> str:
     return f"hint_{i}_{part}"
 
 
+def loss_key(i: int) -> str:
+    """The widget choosing the method of entry `i` of the spec's `losses`."""
+    return f"loss_{i}_method"
+
+
+def param_key(method: str, name: str, prefix: str = "") -> str:
+    """The widget of one method parameter: "kd.rho"; an entry of `losses` is prefixed: "loss_0.rkd.weight"."""
+    return f"{prefix}{method}.{name}"
+
+
+def loss_prefix(i: int) -> str:
+    return f"loss_{i}."
+
+
+# ---- widgets generated from the methods' parameter models -------------------------------------------
+@dataclass(frozen=True)
+class ParamWidget:
+    """One parameter as a widget: ``kind`` is float, int, bool, choice, text, layer or layers (a layer
+    picker for ``side``); bounds come from the model's Field constraints, ``help`` from its description."""
+
+    key: str
+    name: str
+    title: str
+    kind: str
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple = ()
+    side: str | None = None
+
+
+def param_widgets(method: str, prefix: str = "") -> list[ParamWidget]:
+    """The widgets for a registered method's parameters, in the order its model declares them."""
+    from kdcore.methods import get_method
+
+    out = []
+    for p in get_method(method).parameters():
+        kind = {"float": "float", "int": "int", "bool": "bool", "choice": "choice", "str": "text"}.get(p["type"], "text")
+        if p.get("layer"):
+            kind = "layers" if p["type"].startswith("list") else "layer"
+        minimum = p.get("ge", p.get("gt"))
+        maximum = p.get("le", p.get("lt"))
+        out.append(ParamWidget(param_key(method, p["name"], prefix), p["name"], p["title"], kind, p["default"],
+                               p["description"],
+                               minimum, maximum, tuple(p.get("choices", ())), p.get("layer")))
+    return out
+
+
+def method_choices(slot: str) -> dict[str, str]:
+    """{name: title} of the registered methods that go in a spec slot ("logit", "losses", "hints")."""
+    from kdcore.methods import all_methods
+
+    return {r.name: r.title for r in all_methods(slot=slot)}
+
+
+def _method_param_defaults(prefix: str = "", slot: str = "logit") -> dict[str, Any]:
+    return {w.key: w.default for name in method_choices(slot) for w in param_widgets(name, prefix)}
+
+
+def form_defaults() -> dict[str, Any]:
+    """Every widget's first value: the RunSpec's defaults (one set of defaults), plus the form's own keys."""
+    return {**values_from_spec(RunSpec()), **FORM_ONLY, **_method_param_defaults()}
+
+
+def loss_entry_defaults(i: int) -> dict[str, Any]:
+    """The widgets of a new entry of `losses`: the first registered method, every method's defaults."""
+    choices = list(method_choices("losses"))
+    return {loss_key(i): choices[0] if choices else None, **_method_param_defaults(loss_prefix(i), "losses")}
+
+
+def _params_from(values: Mapping[str, Any], method: str, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for w in param_widgets(method, prefix):
+        value = values.get(w.key, w.default)
+        out[w.name] = None if value == "" and w.kind == "text" else value
+    return out
+
+
 def teacher_model_widget(source: str) -> str:
     return {"zoo": "teacher_zoo_model", "upload": "teacher_upload_model",
             "torchvision": "teacher_tv_model"}.get(source, "teacher_source")
 
 
 def widget_for(field_path: str, values: Mapping[str, Any] | None = None) -> str:
-    """The widget that owns a dotted spec field ("logit.rho" -> "rho", "hints.1.student_layer" -> "hint_1_student")."""
+    """The widget that owns a dotted spec field ("logit.rho" -> "kd.rho", "hints.1.student_layer" -> "hint_1_student")."""
     path = field_path.strip()
     if m := re.fullmatch(r"hints\.(\d+)(?:\.(\w+))?", path):
         part = {"teacher_layer": "teacher", "student_layer": "student", "phi_t": "phi_t", "phi_s": "phi_s",
@@ -104,6 +171,17 @@ def widget_for(field_path: str, values: Mapping[str, Any] | None = None) -> str:
         return hint_key(int(m.group(1)), part)
     if path == "teacher.model":
         return teacher_model_widget((values or {}).get("teacher_source", "none"))
+    values = values or {}
+    if m := re.fullmatch(r"logit\.(\w+)", path):
+        return "method" if m.group(1) == "method" else param_key(values.get("method") or "kd", m.group(1))
+    if m := re.fullmatch(r"losses(?:\.(\d+))?(?:\.(\w+))?", path):
+        if m.group(1) is None:
+            return "loss_count"
+        i = int(m.group(1))
+        method = values.get(loss_key(i))
+        if m.group(2) in (None, "method") or not method:
+            return loss_key(i)
+        return param_key(method, m.group(2), loss_prefix(i))
     parts = path.split(".")
     for n in range(len(parts), 0, -1):
         key = ".".join(parts[:n])
@@ -203,7 +281,7 @@ def hint_values(values: Mapping[str, Any]) -> list[dict[str, Any]]:
 def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """The RunSpec mapping the form describes (not yet validated). Text fields that do not parse add a
     problem under their widget and are left out."""
-    v = {**DEFAULTS, **values}
+    v = {**form_defaults(), **values}
     problems = problems if problems is not None else {}
     source = v["teacher_source"]
     data: dict[str, Any] = {
@@ -247,12 +325,13 @@ def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None =
         elif source == "torchvision":
             data["teacher"] = {"source": "torchvision", "model": v.get("teacher_tv_model"),
                                "weights": (v.get("teacher_tv_weights") or "").strip() or None}
-        logit = {"method": v["method"], "alpha": v["alpha"], "beta": v["beta"]}
-        if v["method"] in ("kd", "dkd"):
-            logit.update(rho=v["rho"], soft_loss=v["soft_loss"], rho_squared=v["rho_squared"])
-        if v["method"] == "dkd":
-            logit.update(dkd_alpha=v["dkd_alpha"], dkd_beta=v["dkd_beta"], dkd_warmup_epochs=v["dkd_warmup_epochs"])
-        data["logit"] = logit
+        data["logit"] = {"method": v["method"], **_params_from(v, v["method"])}
+        losses = []
+        for i in range(int(v.get("loss_count") or 0)):
+            method = v.get(loss_key(i))
+            losses.append({"method": method, **(_params_from(v, method, loss_prefix(i)) if method else {})})
+        if losses:
+            data["losses"] = losses
         hints = []
         for i, h in enumerate(hint_values(v)):
             if not h["teacher"] or not h["student"]:
@@ -275,9 +354,9 @@ def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None =
 
 def teacher_spec_dict(values: Mapping[str, Any], student_data: Mapping[str, Any]) -> dict[str, Any]:
     """The run that trains a new zoo teacher: same dataset and optimiser, all labels, its own epochs."""
-    v = {**DEFAULTS, **values}
+    v = {**form_defaults(), **values}
     data = copy.deepcopy(dict(student_data))
-    for key in ("teacher", "logit", "hints", "hint_stage_epochs", "transfer", "name"):
+    for key in ("teacher", "logit", "hints", "losses", "hint_stage_epochs", "transfer", "name"):
         data.pop(key, None)
     data["student"] = v["teacher_zoo_model"]
     data["epochs"] = v["teacher_epochs"]
@@ -324,7 +403,7 @@ def check_form(values: Mapping[str, Any], *, teacher_run: TeacherRun | None = No
                deep_check: DeepCheck | None = default_deep_check,
                dataset_classes: int | None = None) -> FormCheck:
     """Validate the form: field rules (pydantic), then the deep checks, all mapped to widgets."""
-    v = {**DEFAULTS, **values}
+    v = {**form_defaults(), **values}
     result = FormCheck()
     problems: dict[str, list[str]] = {}
     data = spec_dict(v, problems)
@@ -400,10 +479,13 @@ def _teacher_run_problems(v: Mapping[str, Any], teacher_run: TeacherRun | None) 
 
 # ---- what the page reads from the store and session -------------------------------------------------
 def form_values(session: Mapping[str, Any]) -> dict[str, Any]:
-    """The form's current values (every default key and each hint pair's parts) out of the session."""
-    values = {k: session.get(k) for k in DEFAULTS}
+    """The form's current values (every default key, each hint pair's parts and each further method's
+    parameters) out of the session."""
+    values = {k: session.get(k, default) for k, default in form_defaults().items()}
     values.update({hint_key(i, p): session.get(hint_key(i, p))
                    for i in range(int(session.get("hint_count") or 0)) for p in HINT_DEFAULTS})
+    for i in range(int(session.get("loss_count") or 0)):
+        values.update({k: session.get(k, default) for k, default in loss_entry_defaults(i).items()})
     return values
 
 
@@ -471,6 +553,25 @@ def add_hint_pair(session: MutableMapping[str, Any]) -> None:
     session["hint_count"] = n + 1
 
 
+def add_loss_entry(session: MutableMapping[str, Any]) -> None:
+    """Append a further (feature or relation) method with its defaults."""
+    n = int(session.get("loss_count") or 0)
+    session.update(loss_entry_defaults(n))
+    session["loss_count"] = n + 1
+
+
+def remove_loss_entry(session: MutableMapping[str, Any], i: int) -> None:
+    """Remove entry `i`; the later entries move up one place so their widgets keep their values."""
+    n = int(session.get("loss_count") or 0)
+    for j in range(i, n - 1):
+        later = loss_entry_defaults(j + 1)
+        for key in later:
+            session[key.replace(f"loss_{j + 1}", f"loss_{j}", 1)] = session.get(key, later[key])
+    for key in loss_entry_defaults(n - 1):
+        session.pop(key, None)
+    session["loss_count"] = n - 1
+
+
 def remove_hint_pair(session: MutableMapping[str, Any], i: int) -> None:
     """Remove pair `i`; the later pairs move up one place so their widgets keep their values."""
     n = int(session["hint_count"])
@@ -504,7 +605,7 @@ def submit_form(store: Any, check: FormCheck, *, owner: str | None = None) -> li
 # ------------------------------------------------------------------------------------ spec -> form
 def values_from_spec(spec: RunSpec) -> dict[str, Any]:
     """Form values that rebuild `spec` (Duplicate opens the form prefilled with these)."""
-    v: dict[str, Any] = dict(DEFAULTS)
+    v: dict[str, Any] = {**FORM_ONLY, **_method_param_defaults()}
     v.update(
         name=spec.name or "", tags=", ".join(spec.tags), dataset=spec.dataset.name, data_path=spec.dataset.path or "",
         val_fraction=spec.dataset.val_fraction,
@@ -516,12 +617,16 @@ def values_from_spec(spec: RunSpec) -> dict[str, Any]:
         schedule=spec.schedule.name, warmup_epochs=spec.schedule.warmup_epochs,
         milestones=", ".join(map(str, spec.schedule.milestones)), gamma=spec.schedule.gamma,
         transfer_kind=spec.transfer.kind, label_fraction=spec.transfer.label_fraction,
-        noise_std=spec.transfer.noise_std or DEFAULTS["noise_std"], omit_classes=list(spec.transfer.omit_classes),
-        method=spec.logit.method, rho=spec.logit.rho, alpha=spec.logit.alpha, beta=spec.logit.beta,
-        soft_loss=spec.logit.soft_loss, rho_squared=spec.logit.rho_squared, dkd_alpha=spec.logit.dkd_alpha,
-        dkd_beta=spec.logit.dkd_beta, dkd_warmup_epochs=spec.logit.dkd_warmup_epochs,
-        hint_stage_epochs=spec.hint_stage_epochs, hint_count=len(spec.hints),
+        noise_std=spec.transfer.noise_std, omit_classes=list(spec.transfer.omit_classes),
+        method=spec.logit.method, hint_stage_epochs=spec.hint_stage_epochs, hint_count=len(spec.hints),
+        loss_count=len(spec.losses),
     )
+    v.update({param_key(spec.logit.method, k): val for k, val in spec.logit.model_dump().items() if k != "method"})
+    for i, params in enumerate(spec.losses):
+        v.update(loss_entry_defaults(i))
+        v[loss_key(i)] = params.method
+        v.update({param_key(params.method, k, loss_prefix(i)): val
+                  for k, val in params.model_dump().items() if k != "method"})
     t = spec.teacher
     if t is None:
         v["teacher_source"] = "none"

@@ -11,15 +11,18 @@ from app.softlabels import preview_frame
 from kdcore.data import dataset_info
 from kdcore.errors import KDError
 from kdcore.losses import DISTANCES, PRESETS, STUDENT_TRANSFORMS, TEACHER_TRANSFORMS
+from kdcore.methods import EMBEDDING, get_method
 from kdcore.spec import RunSpec, SpecError
 
 store = state.get_store()
 S = st.session_state
 KEEP = "session"  # form values survive a visit to another page
 
-widgets.init_state(forms.DEFAULTS)
+widgets.init_state(forms.form_defaults())
 for i in range(int(S["hint_count"])):
     widgets.init_state({forms.hint_key(i, part): v for part, v in forms.HINT_DEFAULTS.items()})
+for i in range(int(S["loss_count"])):
+    widgets.init_state(forms.loss_entry_defaults(i))
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
@@ -83,6 +86,41 @@ if dataset_problem:
 
 def here(key: str) -> None:
     widgets.problems_here(problems, key)
+
+
+def method_card(name: str) -> None:
+    record = get_method(name)
+    st.caption(f"**{record.title}** — {record.description}  \n_{record.paper}_")
+
+
+def param_inputs(params: list[forms.ParamWidget], layer_options: dict | None = None) -> None:
+    """One widget per method parameter, generated from its model: type, range and help text."""
+    columns = st.columns(min(max(len(params), 1), 3))
+    for n, w in enumerate(params):
+        with columns[n % len(columns)]:
+            if w.kind == "bool":
+                st.toggle(w.title, key=w.key, help=w.help, persist_state=KEEP)
+            elif w.kind == "choice":
+                st.selectbox(w.title, list(w.choices), key=w.key, help=w.help, persist_state=KEEP)
+            elif w.kind in ("float", "int"):
+                is_int = w.kind == "int"
+                cast = int if is_int else float
+                st.number_input(w.title, min_value=None if w.minimum is None else cast(w.minimum),
+                                max_value=None if w.maximum is None else cast(w.maximum),
+                                step=1 if is_int else None, format=None if is_int else "%g",
+                                key=w.key, help=w.help, persist_state=KEEP)
+            elif w.kind in ("layer", "layers") and layer_options and w.side in layer_options:
+                options, labels = layer_options[w.side]
+                options = [EMBEDDING] + options
+                fmt = lambda p, labels=labels: "penultimate embedding" if p == EMBEDDING else labels.get(p, p)  # noqa: E731
+                widgets.keep_valid(w.key, options)
+                if w.kind == "layer":
+                    st.selectbox(w.title, options, key=w.key, format_func=fmt, help=w.help, persist_state=KEEP)
+                else:
+                    st.multiselect(w.title, options[1:], key=w.key, format_func=fmt, help=w.help, persist_state=KEEP)
+            else:
+                st.text_input(w.title, key=w.key, help=w.help, persist_state=KEEP)
+            here(w.key)
 
 
 def model_picker(label: str, options: list[str], key: str) -> None:
@@ -198,44 +236,20 @@ has_teacher = source != "none"
 if has_teacher:
     st.header("4 · Logit distillation", divider="gray")
     st.markdown(r"$L = \alpha\,H(y, \sigma(z_s)) + \beta\,\rho^2\,D\big(\sigma(z_t;\rho),\ \sigma(z_s;\rho)\big)$")
-    st.radio("Method", list(forms.LOGIT_METHODS), format_func=forms.LOGIT_METHODS.get, key="method",
+    logit_methods = forms.method_choices("logit")
+    widgets.keep_valid("method", list(logit_methods))
+    st.radio("Method", list(logit_methods), format_func=logit_methods.get, key="method",
              horizontal=True, persist_state=KEEP)
     here("method")
-    c1, c2, c3 = st.columns(3)
-    with c1:
-        st.slider("Temperature ρ", 0.5, 20.0, step=0.5, key="rho", persist_state=KEEP,
-                  disabled=S["method"] == "logit_matching",
-                  help="Higher ρ softens the teacher's distribution and reveals how it ranks the wrong classes.")
-        here("rho")
-    with c2:
-        st.number_input("α (hard-label weight)", min_value=None, step=0.05, format="%.3f", key="alpha",
-                        persist_state=KEEP)
-        here("alpha")
-    with c3:
-        st.number_input("β (soft-label weight)", min_value=None, step=0.05, format="%.3f", key="beta",
-                        persist_state=KEEP)
-        here("beta")
-    if S["method"] == "kd":  # DKD always uses KL with ρ²: these switches would do nothing there
-        c1, c2 = st.columns(2)
-        with c1:
-            st.radio("Soft-label distance D", ["kl", "ce"], horizontal=True, key="soft_loss", persist_state=KEEP,
-                     format_func={"kl": "KL divergence", "ce": "cross-entropy (same gradient)"}.get)
-        with c2:
-            st.toggle("Multiply the soft term by ρ² (Hinton)", key="rho_squared", persist_state=KEEP,
-                      help="Keeps the soft gradients' size independent of ρ.")
-    if S["method"] == "dkd":
-        st.caption("Decoupled KD: α weighs the cross-entropy on the labels (DKD's paper uses 1.0); the soft "
-                   "part is (DKD α·TCKD + DKD β·NCKD)·ρ², with KL and ρ² always on, so β above is not used.")
-        c1, c2, c3 = st.columns(3)
-        c1.number_input("DKD α (target class)", 0.0, key="dkd_alpha", persist_state=KEEP)
-        c2.number_input("DKD β (non-target)", 0.0, key="dkd_beta", persist_state=KEEP)
-        c3.number_input("DKD warm-up epochs", 0, key="dkd_warmup_epochs", persist_state=KEEP)
+    method_card(S["method"])
+    param_inputs(forms.param_widgets(S["method"]))
     # The teacher's soft labels at this ρ, when it is a run with recorded probe logits.
+    preview_rho = float(S.get(forms.param_key(S["method"], "rho")) or 1.0)
     if source == "run" and teacher_record is not None:
         probes = state.probes_for(store, teacher_record.id)
         if probes is not None and probes.student:
             fig = figures.preview_figure(
-                preview_frame(probes.student[-1], probes.labels, probes.class_names, float(S["rho"])), float(S["rho"]))
+                preview_frame(probes.student[-1], probes.labels, probes.class_names, preview_rho), preview_rho)
             st.plotly_chart(fig, key="soft_preview")
             st.caption("Each row is one test sample: darker cells are the probabilities the student is asked to match. "
                        "Raise ρ to see more of the teacher's 'dark knowledge' about the wrong classes.")
@@ -313,7 +327,31 @@ if has_teacher:
             c2.markdown(f"**Student · {S['student']}**")
             c2.dataframe(s_layers, hide_index=True, height=300, key="student_layers")
 
-st.header(f"{6 if has_teacher else 4} · Transfer set", divider="gray")
+    st.header("6 · Further methods (feature and relation)", divider="gray")
+    loss_methods = forms.method_choices("losses")
+    if not loss_methods:
+        st.caption("No feature or relation method beyond the hint presets is installed.")
+    else:
+        st.caption("Optional: add methods that compare more than one pair of layers, or samples within a batch "
+                   "(each is registered in kdcore/methods/ or by an installed package).")
+        layer_options = None
+        if teacher_name and not isinstance(t_layers, str) and not isinstance(s_layers, str) and t_layers is not None:
+            layer_options = {"teacher": (t_opts, t_label), "student": (s_opts, s_label)}
+        for i in range(int(S["loss_count"])):
+            with st.container(border=True):
+                top = st.columns([14, 1], vertical_alignment="bottom")
+                widgets.keep_valid(forms.loss_key(i), list(loss_methods))
+                top[0].selectbox(f"Method {i + 1}", list(loss_methods), format_func=loss_methods.get,
+                                 key=forms.loss_key(i), persist_state=KEEP)
+                top[1].button(":material/delete:", key=f"remove_loss_{i}", help="Remove this method",
+                              on_click=forms.remove_loss_entry, args=(S, i))
+                here(forms.loss_key(i))
+                method_card(S[forms.loss_key(i)])
+                param_inputs(forms.param_widgets(S[forms.loss_key(i)], forms.loss_prefix(i)), layer_options)
+        st.button("Add a method", icon=":material/add:", on_click=forms.add_loss_entry, args=(S,), key="add_loss")
+        here("loss_count")
+
+st.header(f"{7 if has_teacher else 4} · Transfer set", divider="gray")
 st.radio("What the student trains on", list(forms.TRANSFER_KINDS), format_func=forms.TRANSFER_KINDS.get,
          key="transfer_kind", horizontal=True, persist_state=KEEP)
 here("transfer_kind")
@@ -334,7 +372,7 @@ elif kind == "omit_classes":
                    format_func=lambda c: f"{c}: {names[c]}" if c < len(names) else str(c))
     here("omit_classes")
 
-st.header(f"{7 if has_teacher else 5} · Training", divider="gray")
+st.header(f"{8 if has_teacher else 5} · Training", divider="gray")
 c1, c2, c3, c4 = st.columns(4)
 with c1:
     st.number_input("Epochs", 1, 10_000, key="epochs", persist_state=KEEP)
@@ -387,7 +425,7 @@ with c2:
     st.text_input("Tags (comma-separated)", key="tags", persist_state=KEEP)
     here("tags")
 
-st.header(f"{8 if has_teacher else 6} · Sweep", divider="gray")
+st.header(f"{9 if has_teacher else 6} · Sweep", divider="gray")
 st.toggle("Sweep one field over several values (one run per value)", key="sweep_on", persist_state=KEEP)
 if S["sweep_on"]:
     c1, c2 = st.columns([1, 2])

@@ -23,19 +23,19 @@ def test_default_form_is_a_valid_scratch_run():
 
 
 def test_each_field_problem_lands_under_its_widget():
-    check = forms.check_form({"teacher_source": "run", "teacher_run": "abcd1234", "rho": -1.0, "epochs": 0,
+    check = forms.check_form({"teacher_source": "run", "teacher_run": "abcd1234", "kd.rho": -1.0, "epochs": 0,
                               "lr": 0.0, "label_fraction": 2.0, "transfer_kind": "partial_labels"},
                              teacher_run=forms.TeacherRun("abcd1234", "digits", "cnn_small", "completed"),
                              deep_check=no_deep)
     assert not check.ok and check.spec is None
-    assert set(check.problems) == {"rho", "epochs", "lr", "label_fraction"}
-    assert check.problems["rho"][0].startswith("Input should be greater than 0")
+    assert set(check.problems) == {"kd.rho", "epochs", "lr", "label_fraction"}
+    assert check.problems["kd.rho"][0].startswith("Input should be greater than 0")
     assert all(m.endswith(".") for msgs in check.problems.values() for m in msgs)
 
 
 def test_both_weights_zero_is_explained_beside_alpha():
-    check = forms.check_form({"teacher_source": "zoo", "alpha": 0.0, "beta": 0.0}, deep_check=no_deep)
-    assert "nothing would be learned" in check.problems["alpha"][0]
+    check = forms.check_form({"teacher_source": "zoo", "kd.alpha": 0.0, "kd.beta": 0.0}, deep_check=no_deep)
+    assert "nothing would be learned" in check.problems["method"][0]
 
 
 def test_a_teacher_run_on_another_dataset_or_failed_is_refused():
@@ -122,7 +122,8 @@ def test_an_image_folder_needs_its_folder():
 
 
 def test_widget_for_maps_dotted_paths():
-    assert forms.widget_for("logit.rho") == "rho"
+    assert forms.widget_for("logit.rho") == "kd.rho"
+    assert forms.widget_for("logit.alpha", {"method": "dkd"}) == "dkd.alpha"
     assert forms.widget_for("hints.2.teacher_layer") == "hint_2_teacher"
     assert forms.widget_for("teacher.model", {"teacher_source": "upload"}) == "teacher_upload_model"
     assert forms.widget_for("optimizer.unknown_thing") == "optimizer"
@@ -432,7 +433,7 @@ def test_hint_pairs_are_added_and_removed_with_later_pairs_moving_up():
     assert not any(k.startswith("hint_2_") for k in session)
     values = forms.form_values(session)
     assert values[forms.hint_key(1, "teacher")] == "l3" and forms.hint_key(2, "teacher") not in values
-    assert set(forms.DEFAULTS) <= set(values)
+    assert set(forms.form_defaults()) <= set(values)
 
 
 def test_live_view_reads_only_what_is_new_and_restarts_after_a_resume():

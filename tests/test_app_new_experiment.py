@@ -28,8 +28,8 @@ def test_default_form_launches_a_run_and_opens_it(kd_home):
 def test_invalid_values_are_explained_beside_their_widgets_and_block_launch(kd_home):
     at = app("new_experiment.py")
     at.radio(key="teacher_source").set_value("zoo").run()
-    at.number_input(key="alpha").set_value(0.0).run()
-    at.number_input(key="beta").set_value(0.0).run()
+    at.number_input(key="kd.alpha").set_value(0.0).run()
+    at.number_input(key="kd.beta").set_value(0.0).run()
     at.number_input(key="lr").set_value(0.0).run()
     no_exception(at)
     notes = red_notes(at)
@@ -87,7 +87,7 @@ def test_teacher_run_shows_compression_and_a_soft_label_preview(kd_home):
     assert at.selectbox(key="teacher_run").value == teacher
     assert "Compression" in [m.label for m in at.metric]
     assert at.get("plotly_chart"), "no soft-label preview"
-    at.slider(key="rho").set_value(10.0).run()
+    at.number_input(key="kd.rho").set_value(10.0).run()
     no_exception(at)
     assert not red_notes(at)
 
