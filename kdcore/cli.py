@@ -11,6 +11,7 @@ from kdcore.errors import KDError
 COMMANDS = {
     "layers": "list a model's candidate hint layers with their output shapes",
     "models": "list the model zoo",
+    "methods": "list the distillation methods with their family, paper and parameters",
     "train": "train a run from a YAML spec",
     "eval": "evaluate a checkpoint on a dataset",
     "worker": "run a background worker that executes queued runs",
