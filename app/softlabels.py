@@ -177,5 +177,5 @@ def default_probe_run(records: Sequence[Any], requested: str | None = None) -> s
 
 def default_rho(record: Any, low: float = 0.5, high: float = 20.0) -> float:
     """The ρ the page starts at: the run's own temperature when it distilled, else 4 (inside the slider)."""
-    rho = record.spec.temperature if record.spec.teacher is not None else 4.0
+    rho = float(getattr(record.spec.logit, "rho", 4.0)) if record.spec.teacher is not None else 4.0
     return min(max(rho, low), high)

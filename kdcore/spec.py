@@ -282,7 +282,7 @@ def format_validation_error(err: ValidationError) -> list[str]:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             in_method = e["loc"] and e["loc"][0] in ("logit", "losses")
-            msg = "is not a parameter of this method" if in_method else "is not a known field"
+            msg = "is not a known field of this method" if in_method else "is not a known field"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
             msg = f"{msg} (got {e['input']!r})"
         problems.append(f"{loc}: {msg}")

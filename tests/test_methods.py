@@ -64,7 +64,7 @@ def test_dkd_has_its_own_alpha_beta_and_other_methods_fields_are_refused():
     assert set(spec.to_dict()["logit"]) == {"method", "alpha", "beta", "rho", "ce_weight", "warmup_epochs"}
     with pytest.raises(SpecError) as err:
         RunSpec.from_dict({"teacher": TEACHER, "logit": {"method": "logit_matching", "rho": 4}})
-    assert err.value.problems == ["logit.rho: is not a parameter of this method"]
+    assert err.value.problems == ["logit.rho: is not a known field of this method"]
     with pytest.raises(SpecError, match="unknown method 'crd2'; choose one of: .*kd"):
         RunSpec.from_dict({"logit": {"method": "crd2"}})
     with pytest.raises(SpecError, match="at is a feature method: give it as a hint pair's `preset`"):
