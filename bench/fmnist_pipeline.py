@@ -40,7 +40,7 @@ TRAIN_SIZE = 54_000  # Fashion-MNIST train split after the 10% validation hold-o
 
 def spec(b: dict, device: str, **over) -> RunSpec:
     base = dict(dataset={"name": "fashion-mnist", "augment": True, "train_limit": b["subset"]},
-                student=STUDENT, epochs=b["student_epochs"],
+                student=b.get("student", STUDENT), epochs=b["student_epochs"],
                 batch_size=b["batch"], device=device, probe_size=0,
                 optimizer={"name": "sgd", "lr": 0.2 if b["batch"] >= 512 else 0.1, "momentum": 0.9,
                            "weight_decay": 5e-4, "nesterov": True},
@@ -51,10 +51,15 @@ def spec(b: dict, device: str, **over) -> RunSpec:
 
 def run(s: RunSpec, out: Path) -> dict:
     cb = RecordingCallbacks()
+    t0 = time.perf_counter()
     train(s, out, cb, resume=False)
     final = cb.epochs[-1][2]
-    return {"test_acc": 100 * final["test/acc"], "agreement": 100 * final.get("fidelity/agreement", float("nan")),
-            "params": cb.info["student_params"], "device": cb.info["device"], "cache": cb.info["teacher_cache"]}
+    result = {"test_acc": 100 * final["test/acc"], "agreement": 100 * final.get("fidelity/agreement", float("nan")),
+              "params": cb.info["student_params"], "device": cb.info["device"], "cache": cb.info["teacher_cache"],
+              "seconds": round(time.perf_counter() - t0, 1),
+              "train_seconds": round(sum(m["epoch_time"] for _, _, m in cb.epochs), 1)}
+    print(f"  run {out.name}: {s.student}, {s.epochs} epochs, batch {s.batch_size}: {json.dumps(result)}", flush=True)
+    return result
 
 
 def main() -> int:
@@ -65,24 +70,43 @@ def main() -> int:
     p.add_argument("--rho", type=float, default=4.0)
     p.add_argument("--json", help="write all figures to this file")
     p.add_argument("--out", help="keep run folders here (default: a temporary folder)")
+    p.add_argument("--student", default=STUDENT, help=f"zoo model of stages 2-4 (default {STUDENT})")
+    p.add_argument("--teacher-checkpoint", help="skip stage 1 and distil from this checkpoint")
+    p.add_argument("--stages", default="1234", help="which stages to run, e.g. 12 (default all)")
+    p.add_argument("--seeds", type=int, help="seeds of stage 2 (default: the budget's)")
+    p.add_argument("--batch", type=int, help="batch size (default: the budget's)")
     args = p.parse_args()
-    b = BUDGETS[args.budget]
+    b = dict(BUDGETS[args.budget], student=args.student)
+    if args.seeds:
+        b["seeds"] = args.seeds
+    if args.batch:
+        b["batch"] = args.batch
     results: dict = {"budget": args.budget, "torch": torch.__version__, "stages": {}}
     if torch.cuda.is_available() and args.device != "cpu":
         results["card"] = torch.cuda.get_device_name()
     t_all = time.perf_counter()
+
+    def save() -> None:
+        results["total_seconds"] = time.perf_counter() - t_all
+        if args.json:  # after every stage: a run cut short still leaves the stages it finished
+            Path(args.json).write_text(json.dumps(results, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
 
         def stage(name, fn):
+            if name[0] not in args.stages:
+                return
             t0 = time.perf_counter()
             value = fn()
             results["stages"][name] = {"seconds": time.perf_counter() - t0, **value}
             print(f"[{name}] {time.perf_counter() - t0:.1f}s: {json.dumps(value)}", flush=True)
+            save()
 
-        teacher_ckpt = root / "teacher" / "checkpoint.pt"
-        stage("1_teacher", lambda: run(spec(b, args.device, student=b["teacher"], epochs=b["teacher_epochs"]),
-                                       root / "teacher"))
+        teacher_ckpt = Path(args.teacher_checkpoint) if args.teacher_checkpoint else root / "teacher" / "checkpoint.pt"
+        if not args.teacher_checkpoint:
+            stage("1_teacher", lambda: run(spec(b, args.device, student=b["teacher"], epochs=b["teacher_epochs"]),
+                                           root / "teacher"))
         teacher = {"source": "checkpoint", "checkpoint": str(teacher_ckpt)}
         kd = {"rho": args.rho, "alpha": 0.1, "beta": 0.9}
 
@@ -113,15 +137,22 @@ def main() -> int:
              {"teacher_layer": "stage2", "student_layer": "stage2", "preset": args.feature}]
         stage("4_feature", lambda: run(spec(b, args.device, teacher=teacher, logit=kd, hints=hints),
                                        root / "feature"))
-    results["total_seconds"] = time.perf_counter() - t_all
     s = results["stages"]
-    results["stages_1_2_seconds"] = s["1_teacher"]["seconds"] + s["2_students"]["seconds"]
-    print(f"teacher {s['1_teacher']['test_acc']:.2f} | scratch mean {s['2_students']['scratch_mean']:.2f} | "
-          f"KD mean {s['2_students']['kd_mean']:.2f} | few-label scratch {s['3_few_labels']['scratch']:.2f} "
-          f"-> KD {s['3_few_labels']['kd']:.2f} | {args.feature} {s['4_feature']['test_acc']:.2f} | "
-          f"stages 1+2 {results['stages_1_2_seconds']:.1f}s | total {results['total_seconds']:.1f}s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    if "1_teacher" in s and "2_students" in s:
+        results["stages_1_2_seconds"] = s["1_teacher"]["seconds"] + s["2_students"]["seconds"]
+    save()
+    parts = []
+    if "1_teacher" in s:
+        parts.append(f"teacher {s['1_teacher']['test_acc']:.2f}")
+    if "2_students" in s:
+        parts.append(f"scratch mean {s['2_students']['scratch_mean']:.2f} | KD mean {s['2_students']['kd_mean']:.2f}")
+    if "3_few_labels" in s:
+        parts.append(f"few-label scratch {s['3_few_labels']['scratch']:.2f} -> KD {s['3_few_labels']['kd']:.2f}")
+    if "4_feature" in s:
+        parts.append(f"{args.feature} {s['4_feature']['test_acc']:.2f}")
+    if "stages_1_2_seconds" in results:
+        parts.append(f"stages 1+2 {results['stages_1_2_seconds']:.1f}s")
+    print(" | ".join(parts + [f"total {results['total_seconds']:.1f}s"]))
     return 0
 
 
