@@ -97,23 +97,6 @@ def test_channels_last_trains_the_same_model_as_contiguous(tmp_path):
     assert abs(accs[0] - accs[1]) < 0.03, accs
 
 
-@pytest.mark.slow
-def test_a_compiled_student_trains_like_the_eager_one(tmp_path, teacher_ckpt):
-    # on a GPU the dashboard's own path (a conv net, channels_last, bf16); on a CPU a small graph, since
-    # inductor's C++ build of a conv net takes minutes on two cores
-    over = {"student": "cnn_small", "precision": "bf16"} if ON_CUDA else {"student": "mlp_64"}
-    results = {}
-    for compiled in (False, True):
-        cb = RecordingCallbacks()
-        train(kd(teacher_ckpt, epochs=1, compile=compiled, **over), tmp_path / str(compiled), cb)
-        results[compiled] = (load_checkpoint(tmp_path / str(compiled) / "checkpoint.pt")["state_dict"],
-                             cb.epochs[-1][2]["test/acc"])
-    assert results[True][0].keys() == results[False][0].keys()  # no _orig_mod. prefix in saved weights
-    # rounding differences grow over a run, so compare what it learned rather than the last bits
-    assert results[True][1] > 0.8 and abs(results[True][1] - results[False][1]) < 0.05, (results[True][1],
-                                                                                           results[False][1])
-
-
 def test_an_interrupted_bf16_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, teacher_ckpt):
     s = kd(teacher_ckpt, epochs=3, precision="bf16", dataset={"name": "digits", "augment": True})
     straight = train(s, tmp_path / "straight")
@@ -164,7 +147,8 @@ def test_running_out_of_device_memory_is_one_sentence_and_keeps_the_last_checkpo
         if z_s.device.type == "cuda":  # really ask for twice the card
             total = torch.cuda.get_device_properties(z_s.device).total_memory
             torch.empty(2 * total, dtype=torch.uint8, device=z_s.device)
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 280.00 GiB")
+        else:  # what PyTorch raises then
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 280.00 GiB")
 
     _inject(monkeypatch, 3, allocate_past_the_card)
     with pytest.raises(OutOfMemoryError) as err:
@@ -189,8 +173,9 @@ def test_a_worker_bound_to_the_device_completes_the_labs_one_click_experiments(k
     bound = "cuda:0" if ON_CUDA else "cpu"
     with database_url("sqlite", kd_home) as url:
         store = RunStore(url)
-        ids = [*lab.submit_rho_sweep(store, "digits"), *lab.submit_alpha_comparison(store, "digits"),
-               lab.submit_omitted_class(store, "digits")]
+        ids = [lab.submit_omitted_class(store, "digits")]
+        if ON_CUDA:  # all ten one-click runs on a GPU; on a CPU the one run keeps the suite short
+            ids += [*lab.submit_rho_sweep(store, "digits"), *lab.submit_alpha_comparison(store, "digits")]
         proc = start_worker(kd_home, url, "--device", bound, "--exit-when-idle")
         try:
             def finished():
@@ -206,5 +191,24 @@ def test_a_worker_bound_to_the_device_completes_the_labs_one_click_experiments(k
         assert {r.info["device"] for r in runs} == {"cuda" if ON_CUDA else "cpu"}
         assert all(r.final["test/acc"] > 0.5 for r in runs), [(r.name, r.final["test/acc"]) for r in runs]
         assert store.workers(alive_only=False)[0].device == bound
-        frame = lab.rho_sweep_frame(store.list_runs(tag=lab.experiment_tag("rho-sweep", "digits")))
-        assert len(frame) == len(lab.RHO_SWEEP)
+        if ON_CUDA:
+            frame = lab.rho_sweep_frame(store.list_runs(tag=lab.experiment_tag("rho-sweep", "digits")))
+            assert list(frame["status"]) == ["completed"] * len(lab.RHO_SWEEP)
+
+
+@pytest.mark.slow
+def test_a_compiled_student_trains_like_the_eager_one(tmp_path, teacher_ckpt):
+    # on a GPU the dashboard's own path (a conv net, channels_last, bf16); on a CPU a small graph, since
+    # inductor's C++ build of a conv net takes minutes on two cores
+    over = {"student": "cnn_small", "precision": "bf16"} if ON_CUDA else {"student": "mlp_64"}
+    results = {}
+    for compiled in (False, True):
+        cb = RecordingCallbacks()
+        train(kd(teacher_ckpt, epochs=1, compile=compiled, **over), tmp_path / str(compiled), cb)
+        assert cb.info["compile"] == (("reduce-overhead" if ON_CUDA else "default") if compiled else None)
+        results[compiled] = (load_checkpoint(tmp_path / str(compiled) / "checkpoint.pt")["state_dict"],
+                             cb.epochs[-1][2]["test/acc"])
+    assert results[True][0].keys() == results[False][0].keys()  # no _orig_mod. prefix in saved weights
+    # rounding differences grow over a run, so compare what it learned rather than the last bits
+    assert results[True][1] > 0.8 and abs(results[True][1] - results[False][1]) < 0.05, (results[True][1],
+                                                                                           results[False][1])
