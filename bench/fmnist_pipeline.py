@@ -58,8 +58,10 @@ def run(s: RunSpec, out: Path) -> dict:
               "params": cb.info["student_params"], "device": cb.info["device"], "cache": cb.info["teacher_cache"],
               "seconds": round(time.perf_counter() - t0, 1),
               "train_seconds": round(sum(m["epoch_time"] for _, _, m in cb.epochs), 1)}
-    print(f"  run {out.name}: {s.student}, {s.epochs} epochs, batch {s.batch_size}: {json.dumps(result)}", flush=True)
-    return result
+    curve = [round(100 * m["val/acc"], 2) for _, _, m in cb.epochs if "val/acc" in m]
+    print(f"  run {out.name}: {s.student}, {s.epochs} epochs, batch {s.batch_size}: {json.dumps(result)}; "
+          f"val acc by epoch {curve}", flush=True)
+    return {**result, "val_curve": curve}
 
 
 def main() -> int:

@@ -180,6 +180,8 @@ def main() -> int:
     p.add_argument("--budget-s", type=float, default=400.0, help="wall-clock budget for all sections")
     p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (a CPU dry run)")
     p.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    p.add_argument("--pipeline-args", default="", help="extra fmnist_pipeline.py options, e.g. '--stages 12'")
+    p.add_argument("--tests", default="tests/test_device_paths.py tests/test_trainer.py", help="test files")
     p.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one in-process section
     args = p.parse_args()
     out = Path(args.out)
@@ -204,7 +206,7 @@ def main() -> int:
     env = {"KD_TEST_DEVICE": args.device, "PYTHONUNBUFFERED": "1", "KD_LOCAL_WORKER": "0"}
 
     if "tests" not in skip:
-        tests = ["tests/test_device_paths.py", "tests/test_trainer.py"]
+        tests = args.tests.split()
         marks = "not postgres and not browser" + (" and not slow" if args.quick else "")
         sec["tests"] = run_logged("tests", [py, "-m", "pytest", *tests, "-q", "-m", marks, "-p", "no:cacheprovider",
                                             "-v", "--durations=12", "-o", "addopts=-ra"],
@@ -231,7 +233,8 @@ def main() -> int:
     if "pipeline" not in skip:
         budget = ["--budget", "tiny", "--stages", "12", "--seeds", "1"] if args.quick else ["--budget", "full"]
         sec["pipeline"] = run_logged("pipeline", [py, "bench/fmnist_pipeline.py", *budget, "--device", args.device,
-                                                  "--json", str(out / "pipeline.json")], out, max(left() - 5, 10), env)
+                                                  "--json", str(out / "pipeline.json"), *args.pipeline_args.split()],
+                                   out, max(left() - 5, 10), env)
         if (out / "pipeline.json").is_file():
             sec["pipeline"]["figures"] = json.loads((out / "pipeline.json").read_text())
         save()
