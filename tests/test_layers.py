@@ -242,3 +242,22 @@ def test_layers_all_and_models_commands(capsys):
     assert "4.81K" in row  # 64·64+64 + 64·10+10 = 4,810 parameters on 8x8 digits
     assert main(["models", "--family", "nope"]) == 2
     assert "unknown model family 'nope'" in capsys.readouterr().err
+
+
+def test_stage_paths_pick_the_last_layer_of_each_width_and_pair_the_deepest():
+    from kdcore.errors import KDError
+    from kdcore.models.layers import paired_stages, stage_paths
+    from kdcore.models.registry import build_model
+
+    cnn = build_model("cnn_small", 10, 1, 28)
+    assert stage_paths(cnn, (1, 28, 28)) == ["stage1", "stage2"]  # the 1×1 pooled output is not a stage
+    resnet = build_model("resnet8", 10, 1, 28)
+    assert stage_paths(resnet, (1, 28, 28)) == ["layer1", "layer2", "layer3"]
+    assert stage_paths(build_model("lenet5", 10, 1, 28), (1, 28, 28)) == ["pool1", "pool"]
+    # three teacher stages against two student ones: the deepest two are paired
+    assert paired_stages(resnet, cnn, (1, 28, 28)) == (["layer2", "layer3"], ["stage1", "stage2"])
+    assert paired_stages(resnet, cnn, (1, 28, 28), ["layer3"], ["stage2"]) == (["layer3"], ["stage2"])
+    with pytest.raises(KDError, match="as many teacher stages"):
+        paired_stages(resnet, cnn, (1, 28, 28), ["layer2", "layer3"], ["stage2"])
+    with pytest.raises(KDError, match="no stage"):
+        paired_stages(build_model("mlp_64", 10, 1, 8), cnn, (1, 8, 8))

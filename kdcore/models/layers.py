@@ -268,3 +268,46 @@ def check_layer_pair(
         if not shape:
             raise IncompatibleLayersError(f"the {owner} layer '{path}' does not output a single tensor, so it cannot be distilled.")
     return check_pair(t_shape, s_shape, phi_t, phi_s, distance)
+
+
+def stage_paths(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
+    """A model's stages, shallow to deep, for methods that read several (FSP, VID, ReviewKD, ...): among
+    the top-level layers with a feature-map output (more than 1×1), the last of each run with the same
+    channel count. A model whose top level holds one such run (a single `features` block) is read one
+    level down. `python -m kdcore layers MODEL` shows the candidates; a spec may name stages itself."""
+    layers = list_layers(model, input_shape)
+
+    def runs_below(prefix: str) -> list[str]:
+        depth = prefix.count(".") + 1 if prefix else 0
+        chosen: list[tuple[str, int]] = []
+        for info in layers:
+            if info.path.count(".") != depth or not info.path.startswith(prefix) or info.calls != 1:
+                continue
+            if len(info.shape) != 3 or info.shape[1] * info.shape[2] <= 1:
+                continue
+            if chosen and chosen[-1][1] == info.shape[0]:
+                chosen[-1] = (info.path, info.shape[0])
+            else:
+                chosen.append((info.path, info.shape[0]))
+        return [path for path, _ in chosen]
+
+    stages = runs_below("")
+    if len(stages) == 1:
+        deeper = runs_below(stages[0] + ".")
+        if len(deeper) > 1:
+            stages = deeper
+    return stages
+
+
+def paired_stages(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, int, int],
+                  teacher_paths: Sequence[str] = (), student_paths: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Teacher and student stage lists of equal length: the given ones, or each model's `stage_paths`;
+    when the counts differ the deepest ones are paired (as mdistiller aligns its stage lists)."""
+    t = list(teacher_paths) or stage_paths(teacher, input_shape)
+    s = list(student_paths) or stage_paths(student, input_shape)
+    if (teacher_paths and student_paths) and len(t) != len(s):
+        raise KDError(f"name as many teacher stages ({len(t)}) as student stages ({len(s)})")
+    n = min(len(t), len(s))
+    if n == 0:
+        raise KDError("no stage with a feature map was found; name the layers to read in the method's parameters")
+    return t[len(t) - n:], s[len(s) - n:]
