@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kdcore.errors import KDError
+from kdcore.methods import EMBEDDING, get_method
 from kdcore.methods.rkd import RKDLoss
 
 
@@ -42,9 +43,9 @@ def test_rkd_matches_reference_values_and_gradients():
     loss_fn = RKDLoss()
     terms = loss_fn.terms(e_s, e_t)
     ref_d, ref_a = reference_rkd(e_s, e_t.detach())
-    assert terms["rkd_distance"].item() == pytest.approx(ref_d.item(), rel=1e-9)
-    assert terms["rkd_angle"].item() == pytest.approx(ref_a.item(), rel=1e-9)
-    assert terms["rkd_distance"].item() > 0 and terms["rkd_angle"].item() > 0
+    assert terms["distance"].item() == pytest.approx(ref_d.item(), rel=1e-9)
+    assert terms["angle"].item() == pytest.approx(ref_a.item(), rel=1e-9)
+    assert terms["distance"].item() > 0 and terms["angle"].item() > 0
 
     (grad,) = torch.autograd.grad(loss_fn(e_s, e_t), e_s)
     (ref_grad,) = torch.autograd.grad(ref_d + ref_a, e_s)
@@ -73,3 +74,10 @@ def test_rkd_is_zero_for_a_scaled_copy_and_its_weights_scale_the_terms():
 def test_rkd_refuses_a_single_sample():
     with pytest.raises(KDError, match="at least 2"):
         RKDLoss()(torch.randn(1, 3), torch.randn(1, 3))
+
+
+def test_rkd_is_registered_with_the_authors_defaults():
+    record = get_method("rkd")
+    assert record.family == "relation" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "rkd", **dict(distance_weight=25.0, angle_weight=50.0, teacher_layer=EMBEDDING, student_layer=EMBEDDING)}

@@ -10,11 +10,25 @@ Embeddings may differ in width between teacher and student: only the n×n relati
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import KDError
+from kdcore.methods.api import (
+    EMBEDDING,
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    layer_field,
+)
+from kdcore.methods.registry import register_method
 
 
 def normalised_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
@@ -51,13 +65,38 @@ class RKDLoss(nn.Module):
             d_t, a_t = normalised_distances(t, self.eps), triplet_angles(t)
         d_s, a_s = normalised_distances(s, self.eps), triplet_angles(s)
         return {
-            "rkd_distance": self.distance_weight * F.smooth_l1_loss(d_s, d_t),
-            "rkd_angle": self.angle_weight * F.smooth_l1_loss(a_s, a_t),
+            "distance": self.distance_weight * F.smooth_l1_loss(d_s, d_t),
+            "angle": self.angle_weight * F.smooth_l1_loss(a_s, a_t),
         }
 
     def forward(self, e_s: Tensor, e_t: Tensor) -> Tensor:
         terms = self.terms(e_s, e_t)
-        return terms["rkd_distance"] + terms["rkd_angle"]
+        return terms["distance"] + terms["angle"]
 
     def extra_repr(self) -> str:
         return f"distance_weight={self.distance_weight}, angle_weight={self.angle_weight}"
+
+
+class RKDParams(MethodParams):
+    method: Literal["rkd"] = "rkd"
+    distance_weight: float = Field(25.0, ge=0, title="Distance weight",
+                                   description="weight of the distance term (the authors' 25)")
+    angle_weight: float = Field(50.0, ge=0, title="Angle weight", description="weight of the angle term (the authors' 50)")
+    teacher_layer: str = layer_field("teacher", EMBEDDING, "the teacher layer whose outputs are related (flattened)")
+    student_layer: str = layer_field("student", EMBEDDING, "the student layer whose outputs are related (flattened)")
+
+
+@register_method("rkd", family="relation", params=RKDParams, title="Relational KD", short="RKD",
+                 paper="Park, Kim, Lu & Cho, Relational Knowledge Distillation, CVPR 2019",
+                 description="Match the normalised distances between pairs and the angles within triplets of "
+                             "the samples' embeddings in a batch (Huber loss).",
+                 needs=Needs(logits=False, embedding=True))
+class RKD(MethodLoss):
+    def __init__(self, p: RKDParams, ctx: BuildContext) -> None:
+        super().__init__()
+        self.p = p
+        self.taps = (Tap("teacher", p.teacher_layer), Tap("student", p.student_layer))
+        self.loss = RKDLoss(p.distance_weight, p.angle_weight)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return self.loss.terms(batch.student(self.p.student_layer), batch.teacher(self.p.teacher_layer))
