@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from kdcore.methods import EMBEDDING, get_method
 from kdcore.methods.pkt import PKTLoss
 
 EPS = 1e-7
@@ -43,3 +44,10 @@ def test_pkt_sends_no_gradient_to_the_teacher_and_ignores_scale():
     # cosine kernel: a positively scaled copy of the teacher has the same neighbour distribution
     assert PKTLoss()(5.0 * t, t).item() == pytest.approx(0.0, abs=1e-9)
     assert math.isfinite(PKTLoss()(torch.zeros(4, 3), torch.randn(4, 3)).item())  # a dead feature stays finite
+
+
+def test_pkt_is_registered_with_the_authors_defaults():
+    record = get_method("pkt")
+    assert record.family == "relation" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "pkt", **dict(weight=30000.0, teacher_layer=EMBEDDING, student_layer=EMBEDDING)}

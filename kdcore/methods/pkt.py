@@ -9,10 +9,24 @@ entries, with ε = 1e-7 in the norms and the log. Embedding widths may differ be
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import KDError
+from kdcore.methods.api import (
+    EMBEDDING,
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    layer_field,
+)
+from kdcore.methods.registry import register_method
 
 
 def neighbour_probabilities(e: Tensor, eps: float = 1e-7) -> Tensor:
@@ -39,3 +53,28 @@ class PKTLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"
+
+
+class PKTParams(MethodParams):
+    method: Literal["pkt"] = "pkt"
+    weight: float = Field(30000.0, ge=0, title="Weight", description="weight of the PKT term (RepDistiller's and "
+                                                                       "mdistiller's 30000 on CIFAR-100)")
+    teacher_layer: str = layer_field("teacher", EMBEDDING, "the teacher layer whose outputs are compared (flattened)")
+    student_layer: str = layer_field("student", EMBEDDING, "the student layer whose outputs are compared (flattened)")
+
+
+@register_method("pkt", family="relation", params=PKTParams, title="Probabilistic KT", short="PKT",
+                 paper="Passalis & Tefas, Learning Deep Representations with Probabilistic Knowledge Transfer, "
+                       "ECCV 2018",
+                 description="Match each sample's cosine-kernel distribution over its batch neighbours (KL).",
+                 needs=Needs(logits=False, embedding=True))
+class PKT(MethodLoss):
+    def __init__(self, p: PKTParams, ctx: BuildContext) -> None:
+        super().__init__()
+        self.p = p
+        self.taps = (Tap("teacher", p.teacher_layer), Tap("student", p.student_layer))
+        self.loss = PKTLoss()
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return {"kl": self.p.weight * self.loss(batch.student(self.p.student_layer),
+                                                batch.teacher(self.p.teacher_layer))}
