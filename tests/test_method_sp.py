@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from kdcore.methods import get_method
 from kdcore.methods.sp import SPLoss
 
 
@@ -37,3 +38,10 @@ def test_sp_sends_no_gradient_to_the_teacher_and_vanishes_on_a_copy():
     assert f_t.grad is None and f_s.grad.abs().sum() > 0
     t = torch.randn(5, 7, dtype=torch.float64)
     assert SPLoss()(3.0 * t, t).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sp_is_registered_with_the_authors_defaults():
+    record = get_method("sp")
+    assert record.family == "relation" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "sp", **dict(weight=3000.0, teacher_layers=[], student_layers=[])}

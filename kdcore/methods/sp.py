@@ -9,11 +9,24 @@ The authors use the last stage's output with weight γ = 3000 (CIFAR).
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import KDError
+from kdcore.methods.api import (
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    layers_field,
+)
+from kdcore.methods.registry import register_method
 
 
 def similarity_matrix(f: Tensor) -> Tensor:
@@ -32,3 +45,33 @@ class SPLoss(nn.Module):
         with torch.no_grad():
             g_t = similarity_matrix(f_t.detach())
         return (similarity_matrix(f_s) - g_t).pow(2).sum() / (n * n)
+
+
+class SPParams(MethodParams):
+    method: Literal["sp"] = "sp"
+    weight: float = Field(3000.0, ge=0, title="Weight γ", description="weight of the SP term (the authors' 3000 on "
+                                                                       "CIFAR)")
+    teacher_layers: list[str] = layers_field("teacher", "teacher layers, in order; empty = the last stage")
+    student_layers: list[str] = layers_field("student", "student layers, in order; empty = the last stage")
+
+
+@register_method("sp", family="relation", params=SPParams, title="Similarity-preserving KD", short="SP",
+                 paper="Tung & Mori, Similarity-Preserving Knowledge Distillation, ICCV 2019",
+                 description="Match the batch's row-normalised similarity matrices G = F·Fᵀ of a layer's outputs.",
+                 needs=Needs(logits=False, layers=True))
+class SP(MethodLoss):
+    def __init__(self, p: SPParams, ctx: BuildContext) -> None:
+        super().__init__()
+        from kdcore.models.layers import paired_stages
+
+        self.p = p
+        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
+        if not (p.teacher_layers or p.student_layers):
+            t, s = t[-1:], s[-1:]  # the authors compare the last stage
+        self.pairs = list(zip(t, s))
+        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        self.loss = SPLoss()
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        total = sum(self.loss(batch.student(s), batch.teacher(t)) for t, s in self.pairs)
+        return {"similarity": self.p.weight * total}
