@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdcore.methods import get_method
 from kdcore.methods.vid import VIDLoss
 
 
@@ -55,3 +56,10 @@ def test_vid_sends_no_gradient_to_the_teacher_and_takes_flat_vectors():
     loss_fn(f_s, f_t).backward()
     assert f_t.grad is None and f_s.grad is not None
     assert loss_fn.log_scale.grad is not None  # the variance is learned
+
+
+def test_vid_is_registered_with_the_authors_defaults():
+    record = get_method("vid")
+    assert record.family == "feature" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "vid", **dict(weight=1.0, init_pred_var=5.0, eps=1e-5, teacher_layers=[], student_layers=[])}

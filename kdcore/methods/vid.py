@@ -14,12 +14,24 @@ differ the larger map is average-pooled to the smaller; flat vectors are treated
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import KDError
+from kdcore.methods.api import (
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    layers_field,
+)
+from kdcore.methods.registry import register_method
 
 
 def _as_map(f: Tensor) -> Tensor:
@@ -60,3 +72,38 @@ class VIDLoss(nn.Module):
         mean = self.regressor(f_s)
         var = self.variance().to(mean.dtype).view(1, -1, 1, 1)
         return (0.5 * ((mean - f_t).pow(2) / var + var.log())).mean()
+
+
+class VIDParams(MethodParams):
+    method: Literal["vid"] = "vid"
+    weight: float = Field(1.0, ge=0, title="Weight", description="weight of the summed VID terms (the authors' 1)")
+    init_pred_var: float = Field(5.0, gt=0, title="Initial variance", description="σ² at the start (the authors' 5.0)")
+    eps: float = Field(1e-5, gt=0, lt=1, title="Variance floor ε", description="added to softplus(α) (the authors' 1e-5)")
+    teacher_layers: list[str] = layers_field("teacher", "teacher layers, in order; empty = every stage")
+    student_layers: list[str] = layers_field("student", "student layers, in order; empty = every stage")
+
+
+@register_method("vid", family="feature", params=VIDParams, title="Variational information distillation",
+                 short="VID", paper="Ahn, Hu, Damianou, Lawrence & Dai, Variational Information Distillation for "
+                                    "Knowledge Transfer, CVPR 2019",
+                 description="Gaussian likelihood of each teacher stage under a mean regressed from the student's "
+                             "stage and a learned per-channel variance.",
+                 needs=Needs(logits=False, layers=True, stages=True))
+class VID(MethodLoss):
+    def __init__(self, p: VIDParams, ctx: BuildContext) -> None:
+        super().__init__()
+        from kdcore.models.layers import paired_stages
+
+        if p.init_pred_var <= p.eps:
+            raise KDError(f"VID's initial variance ({p.init_pred_var}) must exceed eps ({p.eps}).")
+        self.p = p
+        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
+        self.pairs = list(zip(t, s))
+        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        self.losses = nn.ModuleList(
+            VIDLoss(ctx.shape(Tap("student", sp))[0], ctx.shape(Tap("teacher", tp))[0],
+                    init_pred_var=p.init_pred_var, eps=p.eps) for tp, sp in self.pairs)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        total = sum(loss(batch.student(s), batch.teacher(t)) for (t, s), loss in zip(self.pairs, self.losses))
+        return {"nll": self.p.weight * total}
