@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from kdcore.errors import IncompatibleLayersError
+from kdcore.methods import get_method
 from kdcore.methods.fsp import FSPLoss, fsp_matrix
 
 
@@ -57,3 +58,10 @@ def test_fsp_sends_no_gradient_to_the_teacher_and_refuses_unequal_widths():
     assert all(f.grad is None for f in t) and all(f.grad is not None for f in s)
     with pytest.raises(IncompatibleLayersError, match="equal channel counts"):
         FSPLoss()([torch.randn(2, 3, 4, 4), torch.randn(2, 4, 4, 4)], [torch.randn(2, 3, 4, 4), torch.randn(2, 8, 4, 4)])
+
+
+def test_fsp_is_registered_with_the_authors_defaults():
+    record = get_method("fsp")
+    assert record.family == "feature" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "fsp", **dict(weight=1.0, teacher_layers=[], student_layers=[])}

@@ -13,13 +13,24 @@ then on the task; RepDistiller does the same with 30 initial epochs.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import IncompatibleLayersError, KDError
+from kdcore.methods.api import (
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    layers_field,
+)
+from kdcore.methods.registry import register_method
 
 
 def fsp_matrix(f1: Tensor, f2: Tensor) -> Tensor:
@@ -61,3 +72,38 @@ class FSPLoss(nn.Module):
             g_s = fsp_matrix(student_feats[k], student_feats[k + 1])
             total = total + (g_s - g_t).pow(2).mean()
         return total
+
+
+class FSPParams(MethodParams):
+    method: Literal["fsp"] = "fsp"
+    weight: float = Field(1.0, ge=0, title="Weight", description="weight of the summed FSP terms (RepDistiller sums "
+                                                                  "them unweighted in its FSP stage)")
+    teacher_layers: list[str] = layers_field("teacher", "teacher layers, in order (at least 2); empty = every stage")
+    student_layers: list[str] = layers_field("student", "student layers of the same widths; empty = every stage")
+
+
+@register_method("fsp", family="feature", params=FSPParams, title="FSP (flow of solution procedure)", short="FSP",
+                 paper="Yim, Joo, Bae & Kim, A Gift from Knowledge Distillation: Fast Optimization, Network "
+                       "Minimization and Transfer Learning, CVPR 2017",
+                 description="Match the Gram matrices between consecutive layers (how features flow), for layers "
+                             "of equal width in teacher and student.",
+                 needs=Needs(logits=False, layers=True, stages=True))
+class FSP(MethodLoss):
+    def __init__(self, p: FSPParams, ctx: BuildContext) -> None:
+        super().__init__()
+        from kdcore.models.layers import paired_stages
+
+        self.p = p
+        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
+        self.pairs = list(zip(t, s))
+        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        shapes = [(ctx.shape(Tap("teacher", t)), ctx.shape(Tap("student", s))) for t, s in self.pairs]
+        if any(len(ts) != 3 or len(ss) != 3 for ts, ss in shapes):
+            raise IncompatibleLayersError("FSP needs feature maps (C×H×W) on both sides; pick convolutional stages.")
+        check_fsp_channels([ss[0] for _, ss in shapes], [ts[0] for ts, _ in shapes])
+        self.loss = FSPLoss()
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        s = [batch.student(path) for _, path in self.pairs]
+        t = [batch.teacher(path) for path, _ in self.pairs]
+        return {"flow": self.p.weight * self.loss(s, t)}
