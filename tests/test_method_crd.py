@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from kdcore.errors import KDError
+from kdcore.methods import EMBEDDING, get_method
 from kdcore.methods.crd import CRDLoss
 
 N_DATA, K, T = 12, 5, 0.07
@@ -98,3 +99,10 @@ def test_crd_caps_negatives_at_the_data_set_and_refuses_bad_indices():
     with pytest.raises(KDError, match="outside the training set"):
         loss_fn(torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 4]))
     assert math.isfinite(loss_fn(torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 3])).item())
+
+
+def test_crd_is_registered_with_the_authors_defaults():
+    record = get_method("crd")
+    assert record.family == "relation" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "crd", **dict(weight=0.8, feat_dim=128, nce_k=16384, nce_t=0.07, nce_m=0.5, teacher_layer=EMBEDDING, student_layer=EMBEDDING)}

@@ -19,12 +19,25 @@ of the state dict and a checkpoint resumes them. Needs each sample's index in th
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import KDError
+from kdcore.methods.api import (
+    EMBEDDING,
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    layer_field,
+)
+from kdcore.methods.registry import register_method
 
 NCE_EPS = 1e-7
 
@@ -97,3 +110,36 @@ class CRDLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_data={self.num_data}, nce_k={self.k}, nce_t={self.temperature}, nce_m={self.momentum}"
+
+
+class CRDParams(MethodParams):
+    method: Literal["crd"] = "crd"
+    weight: float = Field(0.8, ge=0, title="Weight", description="weight of the two NCE terms (the authors' 0.8)")
+    feat_dim: int = Field(128, ge=2, le=4096, title="Embedding size", description="size of the contrastive embedding (128)")
+    nce_k: int = Field(16384, ge=1, title="Negatives K", description="negatives per sample (16384; at most the "
+                                                                    "transfer set's size − 1)")
+    nce_t: float = Field(0.07, gt=0, title="Temperature τ", description="temperature of the scores (0.07)")
+    nce_m: float = Field(0.5, ge=0, lt=1, title="Memory momentum", description="momentum of the memory bank update (0.5)")
+    teacher_layer: str = layer_field("teacher", EMBEDDING, "the teacher layer embedded (flattened)")
+    student_layer: str = layer_field("student", EMBEDDING, "the student layer embedded (flattened)")
+
+
+@register_method("crd", family="relation", params=CRDParams, title="Contrastive representation distillation",
+                 short="CRD", paper="Tian, Krishnan & Isola, Contrastive Representation Distillation, ICLR 2020",
+                 description="A student embedding must pick out the teacher's embedding of the same sample among "
+                             "many others kept in a memory bank (NCE, both directions).",
+                 needs=Needs(logits=False, embedding=True, indices=True))
+class CRD(MethodLoss):
+    def __init__(self, p: CRDParams, ctx: BuildContext) -> None:
+        super().__init__()
+        self.p = p
+        self.taps = (Tap("teacher", p.teacher_layer), Tap("student", p.student_layer))
+        t_shape, s_shape = ctx.shape(self.taps[0]), ctx.shape(self.taps[1])
+        self.loss = CRDLoss(math.prod(s_shape), math.prod(t_shape), ctx.dataset_size, p.feat_dim, p.nce_k,
+                            p.nce_t, p.nce_m)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        if batch.indices is None:
+            raise KDError("CRD needs each sample's index in the transfer set, and this batch has none.")
+        nce = self.loss(batch.student(self.p.student_layer), batch.teacher(self.p.teacher_layer), batch.indices)
+        return {"nce": self.p.weight * nce}
