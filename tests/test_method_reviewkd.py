@@ -4,7 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from kdcore.errors import IncompatibleLayersError
-from kdcore.methods.reviewkd import ReviewKDLoss, hierarchical_context_loss, warmup_factor
+from kdcore.methods import get_method
+from kdcore.methods.reviewkd import (
+    ReviewKDLoss,
+    hierarchical_context_loss,
+    warmup_factor,
+)
 
 
 def mse(a, b):
@@ -78,3 +83,10 @@ def test_reviewkd_no_gradient_to_teacher_pooled_vector_stage_and_warmup():
     assert [warmup_factor(e, 20) for e in (0, 10, 20, 40)] == [0.0, 0.5, 1.0, 1.0]
     with pytest.raises(IncompatibleLayersError, match="one to one"):
         ReviewKDLoss([2, 3], [4])
+
+
+def test_reviewkd_is_registered_with_the_authors_defaults():
+    record = get_method("reviewkd")
+    assert record.family == "feature" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "reviewkd", **dict(weight=1.0, warmup_epochs=20, include_embedding=True, teacher_layers=[], student_layers=[])}

@@ -16,13 +16,25 @@ The authors' settings: mid channels = min(512, the deepest student stage's chann
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import IncompatibleLayersError, KDError
+from kdcore.methods.api import (
+    EMBEDDING,
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    layers_field,
+)
+from kdcore.methods.registry import register_method
 
 PYRAMID_LEVELS = (4, 2, 1)
 
@@ -105,3 +117,40 @@ class ReviewKDLoss(nn.Module):
         targets = [_as_map(t.detach()) for t in teacher_feats]
         outputs = self.fused(student_feats, [tuple(t.shape[2:]) for t in targets])
         return hierarchical_context_loss(outputs, targets)
+
+
+class ReviewKDParams(MethodParams):
+    method: Literal["reviewkd"] = "reviewkd"
+    weight: float = Field(1.0, ge=0, title="Weight", description="weight of the HCL term (the authors' 1; mdistiller "
+                                                                  "uses 5 for resnet32x4 → resnet8x4)")
+    warmup_epochs: int = Field(20, ge=0, title="Warm-up epochs", description="epochs over which the weight ramps up "
+                                                                             "linearly (the authors' 20; 0 = none)")
+    include_embedding: bool = Field(True, title="Add the embedding as the deepest stage",
+                                    description="review the penultimate embedding too (as a 1×1 map), as the authors do")
+    teacher_layers: list[str] = layers_field("teacher", "teacher stages, shallow to deep; empty = every stage")
+    student_layers: list[str] = layers_field("student", "student stages, shallow to deep; empty = every stage")
+
+
+@register_method("reviewkd", family="feature", params=ReviewKDParams, title="Review KD", short="ReviewKD",
+                 paper="Chen, Liu, Zhao & Jia, Distilling Knowledge via Knowledge Review, CVPR 2021",
+                 description="Student stages fused from deep to shallow by attention (ABF) are matched with the "
+                             "teacher's stages by a hierarchical context loss (L2 at pyramid levels 4, 2, 1).",
+                 needs=Needs(logits=False, layers=True, embedding=True, stages=True, epoch=True))
+class ReviewKD(MethodLoss):
+    def __init__(self, p: ReviewKDParams, ctx: BuildContext) -> None:
+        super().__init__()
+        from kdcore.models.layers import paired_stages
+
+        self.p = p
+        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
+        if p.include_embedding:
+            t, s = t + [EMBEDDING], s + [EMBEDDING]
+        self.pairs = list(zip(t, s))
+        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        channels = {side: [ctx.shape(Tap(side, path))[0] for path in paths] for side, paths in (("teacher", t), ("student", s))}
+        self.loss = ReviewKDLoss(channels["student"], channels["teacher"])
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        s = [batch.student(path) for _, path in self.pairs]
+        t = [batch.teacher(path) for path, _ in self.pairs]
+        return {"hcl": self.p.weight * warmup_factor(batch.epoch, self.p.warmup_epochs) * self.loss(s, t)}
