@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kdcore.errors import IncompatibleLayersError
+from kdcore.methods import get_method
 from kdcore.methods.kdsvd import KDSVDLoss
 
 
@@ -74,3 +75,10 @@ def test_kdsvd_sends_no_gradient_to_the_teacher_and_vanishes_on_a_copy():
     assert all(f.grad is None for f in t) and all(torch.isfinite(f.grad).all() for f in s)
     with pytest.raises(IncompatibleLayersError, match="equal width"):
         KDSVDLoss()([torch.randn(2, 3, 2, 2)] * 2, [torch.randn(2, 4, 2, 2)] * 2)
+
+
+def test_kdsvd_is_registered_with_the_authors_defaults():
+    record = get_method("kdsvd")
+    assert record.family == "feature" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "kdsvd", **dict(weight=1.0, k=1, teacher_layers=[], student_layers=[])}

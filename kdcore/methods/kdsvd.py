@@ -19,13 +19,24 @@ which decomposes over the width instead of the channels; this module follows the
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import IncompatibleLayersError, KDError
+from kdcore.methods.api import (
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    layers_field,
+)
+from kdcore.methods.registry import register_method
 
 
 def right_singular(f: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -94,3 +105,44 @@ class KDSVDLoss(nn.Module):
                 total = total + torch.where(torch.isfinite(diff), diff, torch.zeros_like(diff)).sum()
             previous = (v_s, v_t)
         return total / student_feats[0].shape[0]
+
+
+class KDSVDParams(MethodParams):
+    method: Literal["kdsvd"] = "kdsvd"
+    weight: float = Field(1.0, ge=0, title="Weight", description="weight of the KD-SVD term (the authors' 1)")
+    k: int = Field(1, ge=1, le=16, title="Singular vectors k", description="singular vectors kept per layer (the authors' 1)")
+    teacher_layers: list[str] = layers_field("teacher", "teacher layers, in order (at least 2); empty = every stage")
+    student_layers: list[str] = layers_field("student", "student layers of the same widths; empty = every stage")
+
+
+@register_method("kdsvd", family="feature", params=KDSVDParams, title="KD-SVD", short="KD-SVD",
+                 paper="Lee, Kim & Song, Self-supervised Knowledge Distillation Using Singular Value Decomposition, "
+                       "ECCV 2018",
+                 description="Compress each stage to its top right singular vectors and match RBF relations between "
+                             "consecutive stages (layers of equal width in teacher and student).",
+                 needs=Needs(logits=False, layers=True, stages=True))
+class KDSVD(MethodLoss):
+    def __init__(self, p: KDSVDParams, ctx: BuildContext) -> None:
+        super().__init__()
+        from kdcore.models.layers import paired_stages
+
+        self.p = p
+        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
+        self.pairs = list(zip(t, s))
+        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        for i, (t, s) in enumerate(self.pairs):
+            ts, ss = ctx.shape(Tap("teacher", t)), ctx.shape(Tap("student", s))
+            if len(ts) != 3 or len(ss) != 3:
+                raise IncompatibleLayersError("KD-SVD needs feature maps (C×H×W) on both sides; pick convolutional stages.")
+            if ts[0] != ss[0]:
+                raise IncompatibleLayersError(
+                    f"KD-SVD compares channel by channel, but {t} has {ts[0]} teacher and {s} {ss[0]} student "
+                    "channels; pick layers of equal width.")
+        if len(self.pairs) < 2:
+            raise IncompatibleLayersError("KD-SVD relates consecutive layers, so it needs at least 2 stages.")
+        self.loss = KDSVDLoss(p.k)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        s = [batch.student(path) for _, path in self.pairs]
+        t = [batch.teacher(path) for path, _ in self.pairs]
+        return {"svd": self.p.weight * self.loss(s, t)}
