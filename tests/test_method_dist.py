@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from kdcore.methods import get_method
 from kdcore.methods.dist import DISTLoss
 
 
@@ -31,8 +32,8 @@ def test_dist_matches_reference_values_and_gradients(beta, gamma, tau):
     terms = loss_fn.terms(z_s, z_t)
     ref_inter, ref_intra = reference_dist(z_s, z_t.detach(), beta, gamma, tau)
     # the authors' ε = 1e-8 in the denominator is the only difference from the textbook form
-    assert terms["dist_inter"].item() == pytest.approx(ref_inter.item(), rel=1e-6)
-    assert terms["dist_intra"].item() == pytest.approx(ref_intra.item(), rel=1e-6)
+    assert terms["inter"].item() == pytest.approx(ref_inter.item(), rel=1e-6)
+    assert terms["intra"].item() == pytest.approx(ref_intra.item(), rel=1e-6)
     (grad,) = torch.autograd.grad(loss_fn(z_s, z_t), z_s)
     (ref_grad,) = torch.autograd.grad(ref_inter + ref_intra, z_s)
     assert torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-9)
@@ -47,3 +48,10 @@ def test_dist_sends_no_gradient_to_the_teacher_and_vanishes_on_identical_logits(
     z = torch.randn(8, 5, dtype=torch.float64)
     assert DISTLoss()(z, z).item() == pytest.approx(0.0, abs=1e-5)  # ε in the denominator leaves ~1e-7
     assert DISTLoss()(z, -z).item() > 1.0  # reversed rankings correlate negatively
+
+
+def test_dist_is_registered_with_the_authors_defaults():
+    record = get_method("dist")
+    assert record.family == "logit" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "dist", **dict(beta=1.0, gamma=1.0, tau=1.0, ce_weight=1.0)}

@@ -11,10 +11,16 @@ authors' code computes it. β = γ = 1 and τ = 1 are the authors' classificatio
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from kdcore.errors import KDError
+from kdcore.losses.logits import LogitLoss, hard_loss
+from kdcore.methods.api import MethodParams, Needs
+from kdcore.methods.registry import register_method
 
 
 def pearson_rows(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -42,11 +48,41 @@ class DISTLoss(nn.Module):
         scale = self.tau ** 2
         inter = 1.0 - pearson_rows(p_s, p_t, self.eps).mean()
         intra = 1.0 - pearson_rows(p_s.t(), p_t.t(), self.eps).mean()
-        return {"dist_inter": scale * self.beta * inter, "dist_intra": scale * self.gamma * intra}
+        return {"inter": scale * self.beta * inter, "intra": scale * self.gamma * intra}
 
     def forward(self, z_s: Tensor, z_t: Tensor) -> Tensor:
         terms = self.terms(z_s, z_t)
-        return terms["dist_inter"] + terms["dist_intra"]
+        return terms["inter"] + terms["intra"]
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, gamma={self.gamma}, tau={self.tau}"
+
+
+class DISTParams(MethodParams):
+    method: Literal["dist"] = "dist"
+    beta: float = Field(1.0, ge=0, title="β (inter-class weight)", description="β, weight of the inter-class relation")
+    gamma: float = Field(1.0, ge=0, title="γ (intra-class weight)", description="γ, weight of the intra-class relation")
+    tau: float = Field(1.0, gt=0, le=100, title="Temperature τ", description="temperature τ of both softmaxes; "
+                                                                              "the loss is scaled by τ²")
+    ce_weight: float = Field(1.0, ge=0, title="Cross-entropy weight", description="weight of the cross-entropy on the labels")
+
+
+class DIST(LogitLoss):
+    """ce_weight·CE + τ²·(β·inter-class + γ·intra-class) relation loss."""
+
+    def __init__(self, p: DISTParams) -> None:
+        super().__init__()
+        self.ce_weight = p.ce_weight
+        self.relation = DISTLoss(p.beta, p.gamma, p.tau)
+
+    def terms(self, z_s, z_t, y, epoch):
+        return {"hard": self.ce_weight * hard_loss(z_s, y), **self.relation.terms(z_s, z_t)}
+
+
+@register_method("dist", family="logit", params=DISTParams, title="DIST (relations of predictions)", short="DIST",
+                 paper="Huang, You, Wang, Qian & Xu, Knowledge Distillation from A Stronger Teacher, NeurIPS 2022",
+                 description="Match the Pearson correlation of teacher and student predictions across classes "
+                             "(per sample) and across samples (per class) instead of the predictions themselves.",
+                 needs=Needs(labels=True))
+def build(p: DISTParams, ctx=None) -> DIST:
+    return DIST(p)
