@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from kdcore.methods import get_method
 from kdcore.methods.logit_std import LogitStandardKDLoss
 
 EPS = 1e-7
@@ -49,3 +50,10 @@ def test_logit_std_ignores_the_teachers_scale_and_sends_no_gradient_to_it():
     z_t = torch.randn(6, 10, requires_grad=True)
     LogitStandardKDLoss()(z_s, z_t).backward()
     assert z_t.grad is None and z_s.grad is not None
+
+
+def test_logit_std_is_registered_with_the_authors_defaults():
+    record = get_method("logit_std")
+    assert record.family == "logit" and record.paper and record.description
+    defaults = record.params().model_dump()
+    assert defaults == {"method": "logit_std", **dict(temperature=2.0, kd_weight=9.0, ce_weight=1.0)}
