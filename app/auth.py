@@ -25,6 +25,7 @@ from typing import Any
 
 import streamlit as st
 
+from app import guard
 from kdcore.jobs import access
 from kdcore.jobs.access import NOBODY, Actor, PermissionDeniedError  # noqa: F401 - re-exported for pages
 from kdcore.jobs.accounts import Accounts, SignInError
@@ -34,6 +35,7 @@ from kdcore.jobs.store import RunStore
 MODES = ("oidc", "password", "off")
 # {"name", "via": "account" with "stamp" (the password's change time) | "shared" with "key" (its fingerprint)}
 SESSION_KEY = "kd_auth_session"
+OIDC_RECORDED_KEY = "kd_auth_oidc_recorded"  # the OIDC name whose sign-in this session has recorded
 NAME_PATTERN = re.compile(r"[\w.@+\- ]{1,64}")
 # st.user claims tried in order for the name a run is stored under.
 OIDC_NAME_CLAIMS = ("email", "preferred_username", "name", "sub")
@@ -200,7 +202,12 @@ def _password_user(session: Any) -> User | None:
 def require_login() -> User:
     """The signed-in user; otherwise renders the login screen and stops the script (nothing else runs)."""
     user = current_user()
+    guard.note_session(user is not None)  # what the upload and media guard lets through for this session
     if user is not None:
+        if user.mode == "oidc" and st.session_state.get(OIDC_RECORDED_KEY) != user.name:
+            # The provider did the checking; the sign-in still goes into the same audit trail, once a session.
+            accounts().record("signin", user.name, client_address(), "OpenID Connect")
+            st.session_state[OIDC_RECORDED_KEY] = user.name
         return user
     try:
         mode = login_mode()

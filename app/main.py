@@ -1,7 +1,12 @@
 """KD Studio dashboard: `streamlit run app/main.py`.
 
 Starts the embedded local worker once per process (unless one is alive or KD_LOCAL_WORKER=0),
-shows workers and the queue in the sidebar and runs the page the user picked from pages/."""
+shows workers and the queue in the sidebar and runs the page the user picked from pages/.
+
+This file is two things. Run as Streamlit's script (`__name__ == "__main__"`, also under AppTest) it is the
+dashboard. Imported by `streamlit run`, which finds the `st.App` below, it is the server: the dashboard
+served with app/guard.py's middleware in front of Streamlit's upload and media routes, so nothing is
+uploaded or downloaded before sign-in."""
 from __future__ import annotations
 
 import sys
@@ -13,10 +18,6 @@ if _ROOT not in sys.path:  # a checkout run without `pip install -e .`
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="KD Studio", page_icon=":material/school:", layout="wide")
-
-from app import auth, navigation, state, widgets  # noqa: E402
-
 
 @st.cache_resource(show_spinner=False)
 def _one_thread_for_the_ui() -> None:
@@ -26,14 +27,29 @@ def _one_thread_for_the_ui() -> None:
     torch.set_num_threads(1)
 
 
-_one_thread_for_the_ui()
-# Signed-out visitors see the login screen only: no page, no navigation (st.stop() inside).
-user = auth.require_login()
-worker_problem = state.ensure_worker_once()
-page = st.navigation(navigation.all_pages())
-with st.sidebar:
-    if worker_problem:
-        st.warning(worker_problem)
-    widgets.live_sidebar()
-    auth.account_box(user)
-page.run()
+def dashboard() -> None:
+    st.set_page_config(page_title="KD Studio", page_icon=":material/school:", layout="wide")
+
+    from app import auth, navigation, state, widgets
+
+    _one_thread_for_the_ui()
+    # Signed-out visitors see the login screen only: no page, no navigation (st.stop() inside).
+    user = auth.require_login()
+    worker_problem = state.ensure_worker_once()
+    page = st.navigation(navigation.all_pages())
+    with st.sidebar:
+        if worker_problem:
+            st.warning(worker_problem)
+        widgets.live_sidebar()
+        auth.account_box(user)
+    page.run()
+
+
+if __name__ == "__main__":
+    dashboard()
+else:
+    from starlette.middleware import Middleware
+
+    from app.guard import SignedInOnly
+
+    streamlit_app = st.App(__file__, middleware=[Middleware(SignedInOnly)])

@@ -276,6 +276,9 @@ def test_an_auth_block_chooses_oidc(login_env, monkeypatch):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Signed in as **dave@example.com**" in texts(at) and "Quick start" in texts(at)
+    at.run()
+    assert [(e.kind, e.detail) for e in auth.accounts().events(name="dave@example.com")] == \
+        [("signin", "OpenID Connect")]  # recorded once a session, not on every rerun
 
 
 def test_oidc_admins_are_matched_on_the_email_claim_only(login_env, monkeypatch):
