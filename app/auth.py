@@ -272,6 +272,11 @@ def _password_screen() -> None:
     st.rerun()
 
 
+def keep_session(account: Any) -> None:
+    """After the user changed their own password: this session stays admitted under the new one."""
+    st.session_state[SESSION_KEY] = {"name": account.name, "via": "account", "stamp": account.stamp}
+
+
 def sign_out() -> None:
     session = st.session_state.pop(SESSION_KEY, None)
     if isinstance(session, dict) and session.get("name"):

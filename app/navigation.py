@@ -30,6 +30,7 @@ PAGES: tuple[PageInfo, ...] = (
     PageInfo("soft_labels", "soft_labels.py", "Soft labels", ":material/bar_chart:", "soft-labels"),
     PageInfo("lab", "lab.py", "Dark-knowledge lab", ":material/school:", "lab"),  # only when the file exists
     PageInfo("models", "models.py", "Models", ":material/memory:", "models"),
+    PageInfo("team", "team.py", "Team", ":material/group:", "team"),  # accounts, passwords, sign-in log
 )
 
 

@@ -150,3 +150,35 @@ def test_the_users_command_reads_the_password_from_stdin(accounts, monkeypatch, 
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert cli.main(["users", "add", "carol"]) == 2
     assert "at least 8 characters" in capsys.readouterr().err and accounts.get("carol") is None
+
+
+def test_only_an_admin_manages_accounts_from_the_dashboard(accounts):
+    from kdcore.jobs.access import Actor, PermissionDeniedError
+
+    accounts.add("ada", ADA_PW, admin=True)
+    accounts.add("bob", BOB_PW)
+    ada, bob = Actor("ada", is_admin=True), Actor("bob")
+    for attempt in (lambda: accounts.add("eve", "eve's long password", admin=True, by=bob),
+                    lambda: accounts.set_admin("bob", True, by=bob),
+                    lambda: accounts.set_password("ada", "taken over!!", by=bob),
+                    lambda: accounts.remove("ada", by=bob)):
+        with pytest.raises(PermissionDeniedError, match="Only an admin"):
+            attempt()
+    assert accounts.get("eve") is None and not accounts.get("bob").is_admin
+    assert accounts.sign_in("ada", ADA_PW).is_admin  # untouched
+    with pytest.raises(PermissionDeniedError, match="your own account"):
+        accounts.remove("ada", by=ada)
+    with pytest.raises(PermissionDeniedError, match="your own account"):
+        accounts.set_admin("ADA", False, by=ada)
+    accounts.add("eve", "eve's long password", by=ada)
+    accounts.set_admin("eve", True, by=ada)
+    assert accounts.events(name="eve")[0].detail == "by ada"
+
+
+def test_a_user_changes_their_own_password_with_the_current_one(accounts):
+    before = accounts.add("bob", BOB_PW)
+    with pytest.raises(SignInError, match=WRONG):
+        accounts.change_own_password("bob", "not my password", "bob's next password")
+    after = accounts.change_own_password("bob", BOB_PW, "bob's next password")
+    assert after.stamp != before.stamp and accounts.sign_in("bob", "bob's next password").name == "bob"
+    assert [e.detail for e in accounts.events(name="bob") if e.kind == "password-changed"] == ["by themselves"]

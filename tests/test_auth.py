@@ -341,3 +341,50 @@ def test_a_non_owner_is_refused_every_run_action_on_the_run_page(login_env, monk
     record = store.get(bobs)
     assert (record.name, record.tags, record.status, record.cancel_requested) == \
         ("bob's run", ["bob"], RunStatus.QUEUED, False)
+
+
+# ---- the Team page ---------------------------------------------------------------------------------
+TEAM_PAGE_REL = "../pages/team.py"
+
+
+def test_an_admin_adds_an_account_on_the_team_page_and_it_signs_in(login_env):
+    auth.accounts().add("carol", CAROL_PW, admin=True)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(at, "carol", CAROL_PW)
+    at.switch_page(TEAM_PAGE_REL).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.text_input(key="team_add_name").input("Dave")
+    at.text_input(key="team_add_password").input("dave's first password")
+    at.button(key="FormSubmitter:team_add-Add").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    dave = auth.accounts().get("dave")
+    assert dave is not None and not dave.is_admin
+    assert list(at.dataframe[0].value["user"]) == ["carol", "dave"]
+    assert "user-added" in set(at.dataframe[1].value["event"])
+    # Carol cannot demote herself (a team always keeps an admin who can sign in).
+    at.selectbox(key="team_pick").set_value("carol").run()
+    at.button(key="team_revoke").click().run()
+    assert "your own account" in at.error[0].value and auth.accounts().get("carol").is_admin
+
+    fresh = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(fresh, "dave", "dave's first password")
+    assert "Signed in as **dave**" in texts(fresh)
+
+
+def test_a_user_changes_their_password_on_the_team_page_and_sees_no_admin_tools(login_env):
+    auth.accounts().add("alice", ALICE_PW)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(at, "alice", ALICE_PW)
+    at.switch_page(TEAM_PAGE_REL).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.dataframe and "Admins add and remove accounts" in texts(at)
+    at.text_input(key="team_current").input(ALICE_PW)
+    at.text_input(key="team_new").input("alice's next password")
+    at.text_input(key="team_repeat").input("alice's next password")
+    at.button(key="FormSubmitter:team_own_password-Change my password").click().run()
+    assert [s.value for s in at.success] == ["Password changed. Your other sessions are signed out."]
+    at.run()
+    assert "Signed in as **alice**" in texts(at)  # this session stays
+    fresh = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(fresh, "alice", "alice's next password")
+    assert "Signed in as **alice**" in texts(fresh)

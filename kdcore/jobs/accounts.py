@@ -20,6 +20,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from kdcore.errors import KDError
 from kdcore.jobs import schema as t
+from kdcore.jobs.access import Actor, PermissionDeniedError
 from kdcore.jobs.db import default_url, get_engine, read_tx, write_tx
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._@+\-]{0,63}")
@@ -131,40 +132,43 @@ class Accounts:
             rows = conn.execute(select(t.users).order_by(t.users.c.name)).mappings().all()
         return [_account(row) for row in rows]
 
-    def add(self, name: str, password: str, *, admin: bool = False, by: str = "") -> Account:
+    def add(self, name: str, password: str, *, admin: bool = False, by: Actor | None = None) -> Account:
+        """A new account. `by`: the signed-in admin asking (None: the command line, trusted)."""
+        who = _manager(by)
         name, hashed, now = check_name(name), _hasher().hash(check_password(password)), _now()
         with write_tx(self.engine) as conn:
             if conn.execute(select(t.users.c.name).where(t.users.c.name == name)).first() is not None:
                 raise AccountError(f"there is already a user {name!r}")
             conn.execute(insert(t.users).values(name=name, password_hash=hashed, is_admin=admin, created_at=now,
                                                 password_changed_at=now))
-            self._event(conn, "user-added", name, detail=f"by {by or 'the command line'}"
-                        + (" as an admin" if admin else ""), now=now)
+            self._event(conn, "user-added", name, detail=f"by {who}" + (" as an admin" if admin else ""), now=now)
         return Account(name, admin, now, now)
 
-    def remove(self, name: str, *, by: str = "") -> None:
-        name = normal_name(name)
+    def remove(self, name: str, *, by: Actor | None = None) -> None:
+        who, name = _manager(by, not_self=name), normal_name(name)
         with write_tx(self.engine) as conn:
             if conn.execute(delete(t.users).where(t.users.c.name == name)).rowcount != 1:
                 raise AccountError(f"there is no user {name!r}")
-            self._event(conn, "user-removed", name, detail=f"by {by or 'the command line'}")
+            self._event(conn, "user-removed", name, detail=f"by {who}")
 
-    def set_password(self, name: str, password: str, *, by: str = "") -> None:
-        name, hashed, now = normal_name(name), _hasher().hash(check_password(password)), _now()
-        with write_tx(self.engine) as conn:
-            done = conn.execute(update(t.users).where(t.users.c.name == name)
-                                .values(password_hash=hashed, password_changed_at=now))
-            if done.rowcount != 1:
-                raise AccountError(f"there is no user {name!r}")
-            self._event(conn, "password-changed", name, detail=f"by {by or 'the command line'}", now=now)
+    def set_password(self, name: str, password: str, *, by: Actor | None = None) -> None:
+        who = _manager(by)
+        self._set_hash(normal_name(name), check_password(password), detail=f"by {who}")
 
-    def set_admin(self, name: str, admin: bool, *, by: str = "") -> None:
-        name = normal_name(name)
+    def set_admin(self, name: str, admin: bool, *, by: Actor | None = None) -> None:
+        who, name = _manager(by, not_self=None if admin else name), normal_name(name)
         with write_tx(self.engine) as conn:
             if conn.execute(update(t.users).where(t.users.c.name == name).values(is_admin=admin)).rowcount != 1:
                 raise AccountError(f"there is no user {name!r}")
-            self._event(conn, "admin-granted" if admin else "admin-revoked", name,
-                        detail=f"by {by or 'the command line'}")
+            self._event(conn, "admin-granted" if admin else "admin-revoked", name, detail=f"by {who}")
+
+    def change_own_password(self, name: str, current: str, new: str, *, client: str = "") -> Account:
+        """A user replacing their password: the current one is checked like a sign-in (throttled, recorded).
+        Returns the account as it now is (its new stamp keeps the session that made the change)."""
+        check_password(new)
+        self.sign_in(name, current, client=client)
+        self._set_hash(normal_name(name), new, detail="by themselves")
+        return self.get(name)
 
     # ---- signing in --------------------------------------------------------------------------------
     def sign_in(self, name: str, password: str, *, client: str = "") -> Account:
@@ -225,6 +229,15 @@ class Accounts:
             return [AuthEvent(*row) for row in conn.execute(query).all()]
 
     # ---- internals ---------------------------------------------------------------------------------
+    def _set_hash(self, name: str, password: str, *, detail: str) -> None:
+        hashed, now = _hasher().hash(password), _now()
+        with write_tx(self.engine) as conn:
+            done = conn.execute(update(t.users).where(t.users.c.name == name)
+                                .values(password_hash=hashed, password_changed_at=now))
+            if done.rowcount != 1:
+                raise AccountError(f"there is no user {name!r}")
+            self._event(conn, "password-changed", name, detail=detail, now=now)
+
     def _throttle(self, key: str, client: str) -> None:
         wait = self.retry_after_s(key, client)
         if wait > 0:
@@ -253,6 +266,19 @@ class Accounts:
                now: datetime | None = None) -> None:
         conn.execute(insert(t.auth_events).values(time=now or _now(), kind=kind, name=name[:64],
                                                   client=(client or "")[:64], detail=detail))
+
+
+def _manager(by: Actor | None, *, not_self: str | None = None) -> str:
+    """Who manages accounts here, for the record: the command line (None) or a signed-in admin. An admin cannot
+    remove or demote themselves from the dashboard: a team always keeps an admin who can sign in."""
+    if by is None:
+        return "the command line"
+    if not by.is_admin or not by.name.strip():
+        raise PermissionDeniedError("Only an admin may manage accounts.")
+    if not_self is not None and normal_name(not_self) == normal_name(by.name):
+        raise PermissionDeniedError("Ask another admin (or use the command line) to remove or demote your own "
+                                    "account.")
+    return by.name
 
 
 def _account(row) -> Account:
