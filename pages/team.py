@@ -50,8 +50,8 @@ if not user.is_admin:
 st.subheader("Accounts")
 people = accounts.list()
 st.dataframe(pd.DataFrame({"user": [a.name for a in people], "admin": [a.is_admin for a in people],
-                           "added": [a.created_at for a in people],
-                           "password changed": [a.password_changed_at for a in people]}),
+                           "added (UTC)": [f"{a.created_at:%Y-%m-%d %H:%M}" for a in people],
+                           "password changed (UTC)": [f"{a.password_changed_at:%Y-%m-%d %H:%M}" for a in people]}),
              hide_index=True, key="team_accounts")
 
 c1, c2 = st.columns(2)
@@ -88,7 +88,7 @@ with c2.container(border=True):
 
 st.subheader("Sign-in log")
 events = accounts.events(limit=200)
-st.dataframe(pd.DataFrame({"time": [e.time for e in events], "event": [e.kind for e in events],
+st.dataframe(pd.DataFrame({"time (UTC)": [f"{e.time:%Y-%m-%d %H:%M:%S}" for e in events], "event": [e.kind for e in events],
                            "user": [e.name for e in events], "client": [e.client for e in events],
                            "detail": [e.detail or "" for e in events]}),
              hide_index=True, key="team_events")
