@@ -27,6 +27,7 @@ PAGES: tuple[PageInfo, ...] = (
     PageInfo("runs", "runs.py", "Runs", ":material/monitoring:", "runs"),
     PageInfo("run", "run.py", "Run", ":material/timeline:", "run", visible=False),  # opened from Runs
     PageInfo("compare", "compare.py", "Compare", ":material/compare_arrows:", "compare"),
+    PageInfo("study", "study.py", "Studies", ":material/stacked_line_chart:", "studies"),
     PageInfo("soft_labels", "soft_labels.py", "Soft labels", ":material/bar_chart:", "soft-labels"),
     PageInfo("lab", "lab.py", "Dark-knowledge lab", ":material/school:", "lab"),  # only when the file exists
     PageInfo("models", "models.py", "Models", ":material/memory:", "models"),
