@@ -10,8 +10,15 @@ from sqlalchemy import select, update
 
 from kdcore import cli
 from kdcore.jobs import schema as t
-from kdcore.jobs.accounts import (BACKOFF_BASE_S, FREE_CLIENT_FAILURES, FREE_FAILURES, AccountError, Accounts,
-                                  SignInError, backoff_s)
+from kdcore.jobs.accounts import (
+    BACKOFF_BASE_S,
+    FREE_CLIENT_FAILURES,
+    FREE_FAILURES,
+    AccountError,
+    Accounts,
+    SignInError,
+    backoff_s,
+)
 from kdcore.jobs.db import dispose_engines
 from kdcore.jobs.testing import database_url
 

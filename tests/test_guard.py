@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-
-import pytest
-from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from pathlib import Path
 
 import browser_support as bs
-from app.guard import SignedInOnly, SignedInSessions
+import pytest
 from browser_support import idle
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+from app.guard import SignedInOnly, SignedInSessions
 from kdcore.jobs import RunStatus, RunStore
 from kdcore.jobs.accounts import Accounts
 from kdcore.paths import run_dir
@@ -105,7 +106,7 @@ def test_signed_out_sessions_upload_nothing_and_downloads_stay_with_their_browse
         with page.expect_download(timeout=60_000) as download:
             page.get_by_role("button", name="Checkpoint (.pt)").click()
         media_url = download.value.url
-        assert "/media/" in media_url and open(download.value.path(), "rb").read() == CHECKPOINT
+        assert "/media/" in media_url and Path(download.value.path()).read_bytes() == CHECKPOINT
         assert page.request.get(media_url).status == 200  # this browser, signed in
 
         # Without that browser's session: refused, with or without cookies of its own.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from argon2 import PasswordHasher
@@ -68,7 +68,7 @@ class AuthEvent:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @lru_cache(maxsize=1)
@@ -258,7 +258,7 @@ class Accounts:
         if not count:
             return 0.0
         if latest.tzinfo is None:  # SQLite hands an aggregate back without its zone
-            latest = latest.replace(tzinfo=timezone.utc)
+            latest = latest.replace(tzinfo=UTC)
         return max(0.0, backoff_s(int(count), free) - (now - latest).total_seconds())
 
     @staticmethod
