@@ -26,3 +26,7 @@ class TrainingDivergedError(KDError):
 
 class OutOfMemoryError(KDError):
     """The device ran out of memory."""
+
+
+class ModelTooLargeError(KDError):
+    """A model would have more parameters than this installation allows (KD_MAX_MODEL_PARAMS)."""

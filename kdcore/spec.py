@@ -22,9 +22,23 @@ class SpecError(KDError):
         super().__init__("; ".join(self.problems))
 
 
+MAX_TEXT = 1000  # characters in any text field: names, paths, tags
+
+
 class _Strict(BaseModel):
     # Unknown keys are refused so a typo in YAML ("rhoo: 4") is reported, not silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Numbers must be finite (rho: .inf would only fail in the worker) and text bounded.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              str_max_length=MAX_TEXT)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL cannot store a NUL character, SQLite can: refused here so both behave the same.
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, str) and "\x00" in v for v in items):
+            raise ValueError("must not contain a NUL character")
+        return value
 
 
 class DataSpec(_Strict):
@@ -32,7 +46,7 @@ class DataSpec(_Strict):
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     augment: bool | None = Field(None, description="None = the dataset's default augmentation")
     path: str | None = Field(None, description="image folder, relative to the data root")
-    train_limit: int | None = Field(None, ge=1, description="use only a class-stratified subset of this many "
+    train_limit: int | None = Field(None, ge=1, le=10**9, description="use only a class-stratified subset of this many "
                                                             "training samples (quick experiments)")
 
 
@@ -121,8 +135,8 @@ class TransferSpec(_Strict):
 
     kind: Literal["labelled", "partial_labels", "noisy", "omit_classes"] = "labelled"
     label_fraction: float = Field(0.05, gt=0, le=1, description="partial_labels: fraction of train labels kept")
-    noise_std: float = Field(0.0, ge=0, description="noisy: std of Gaussian noise added to the inputs")
-    omit_classes: list[int] = Field(default_factory=list, description="omit_classes: classes removed from the transfer set")
+    noise_std: float = Field(0.0, ge=0, le=1000, description="noisy: std of Gaussian noise added to the inputs")
+    omit_classes: list[int] = Field(default_factory=list, max_length=10_000, description="omit_classes: classes removed from the transfer set")
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "TransferSpec":
@@ -135,16 +149,16 @@ class TransferSpec(_Strict):
 
 class OptimizerSpec(_Strict):
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.05, gt=0, le=100)
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
     nesterov: bool = False
 
 
 class ScheduleSpec(_Strict):
     name: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
-    milestones: list[int] = Field(default_factory=list, description="step: epochs at which lr is multiplied by gamma")
+    warmup_epochs: int = Field(0, ge=0, le=10_000)
+    milestones: list[int] = Field(default_factory=list, max_length=1000, description="step: epochs at which lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0, le=1)
 
 
@@ -166,25 +180,25 @@ class RunSpec(_Strict):
     logit: SerializeAsAny[MethodParams] = Field(
         default_factory=_default_logit,
         description="the logit method and its parameters: {method: kd, rho: 4, ...}; ignored without a teacher")
-    hints: list[HintSpec] = Field(default_factory=list)
+    hints: list[HintSpec] = Field(default_factory=list, max_length=64)
     losses: list[SerializeAsAny[MethodParams]] = Field(
-        default_factory=list, description="further feature or relation methods, each {method: name, ...}")
-    hint_stage_epochs: int = Field(0, ge=0, description="FitNets two-stage: epochs of hint-only training before KD")
+        default_factory=list, max_length=64, description="further feature or relation methods, each {method: name, ...}")
+    hint_stage_epochs: int = Field(0, ge=0, le=10_000, description="FitNets two-stage: epochs of hint-only training before KD")
     transfer: TransferSpec = Field(default_factory=TransferSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
-    eval_batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(1024, ge=1, le=1_048_576)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     compile: bool = False
     channels_last: bool | None = Field(None, description="None = on for conv nets on CUDA")
     teacher_cache: Literal["auto", "off"] = "auto"
     probe_size: int = Field(64, ge=0, le=1024)
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list, max_length=100)
 
     @field_validator("device")
     @classmethod
@@ -262,16 +276,60 @@ class RunSpec(_Strict):
         return cls.from_dict(data)
 
 
+MAX_SPEC_CHARS = 1_000_000  # a spec file's text
+MAX_SPEC_VALUES = 10_000  # values in a spec once YAML aliases are expanded (each alias repeats its target)
+MAX_SWEEP_RUNS = 1000
+MAX_SWEEP_VALUES = 1_000_000  # runs × values per run: what expanding a sweep copies and validates
+
+
 def parse_spec_yaml(text: str) -> dict[str, Any]:
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError([f"the spec has {len(text):,} characters; a spec has at most {MAX_SPEC_CHARS:,}"])
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SpecError([f"the spec is not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})"]) from None
+        raise SpecError([f"the spec is not valid YAML ({err.__class__.__name__}: "
+                         f"{_short(str(err).splitlines()[0], 200)})"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SpecError(["the spec must be a YAML mapping of fields (name: value)"])
+    _check_expanded_size(data)
     return data
+
+
+def _check_expanded_size(data: Any) -> int:
+    """Refuse a structure with more than MAX_SPEC_VALUES values counted as copying would (a YAML alias
+    bomb is tiny as text and as loaded objects, and enormous once copied, validated or printed)."""
+    seen, stack = 0, [data]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_SPEC_VALUES:
+            raise SpecError([f"the spec expands to more than {MAX_SPEC_VALUES:,} values "
+                             "(YAML aliases repeat what they point to); write it out without them"])
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return seen
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value as it appears in a message: never longer than `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _read_spec_text(path: Path) -> str:
+    if not path.exists():
+        raise SpecError([f"spec file {path} does not exist"])
+    if not path.is_file():  # a folder, /dev/zero, a pipe: never read it
+        raise SpecError([f"spec file {path} is not a regular file"])
+    if path.stat().st_size > MAX_SPEC_CHARS * 4:
+        raise SpecError([f"spec file {path} is larger than a spec can be"])
+    return path.read_text()
 
 
 def format_validation_error(err: ValidationError) -> list[str]:
@@ -284,16 +342,19 @@ def format_validation_error(err: ValidationError) -> list[str]:
             in_method = e["loc"] and e["loc"][0] in ("logit", "losses")
             msg = "is not a known field of this method" if in_method else "is not a known field"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
-            msg = f"{msg} (got {e['input']!r})"
+            msg = f"{msg} (got {_short(repr(e['input']))})"
         problems.append(f"{loc}: {msg}")
     return problems
 
 
 def load_spec(path: str | Path) -> RunSpec:
+    """One run's spec from a file; a file holding a sweep is refused (submit queues its runs)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError([f"spec file {path} does not exist"])
-    return RunSpec.from_yaml(path.read_text())
+    data = parse_spec_yaml(_read_spec_text(path))
+    if "sweep" in data:
+        raise SpecError([f"sweep: {path.name} is a sweep, and this runs a single spec; queue its runs with "
+                         f"`python -m kdcore submit {path}` (or remove the sweep block)"])
+    return RunSpec.from_dict(data)
 
 
 # ---- sweeps ----------------------------------------------------------------------------------------
@@ -304,7 +365,7 @@ class SweepSpec(_Strict):
 
     field: str | None = None
     fields: list[str] | None = None
-    values: list[Any] = Field(min_length=1)
+    values: list[Any] = Field(min_length=1, max_length=MAX_SWEEP_RUNS)
 
     @model_validator(mode="after")
     def _one_field_form(self) -> "SweepSpec":
@@ -331,6 +392,7 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def expand_sweep(data: dict[str, Any]) -> tuple[list[RunSpec], SweepSpec | None]:
     """A spec mapping with an optional `sweep:` block becomes one RunSpec per value."""
+    _check_expanded_size(data)
     data = copy.deepcopy(data)
     raw = data.pop("sweep", None)
     if raw is None:
@@ -339,15 +401,18 @@ def expand_sweep(data: dict[str, Any]) -> tuple[list[RunSpec], SweepSpec | None]
         sweep = SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError(["sweep." + p for p in format_validation_error(err)]) from None
+    if len(sweep.values) * _check_expanded_size(data) > MAX_SWEEP_VALUES:
+        raise SpecError([f"sweep: {len(sweep.values)} runs of a spec this large exceed what one sweep may "
+                         f"hold; split it into smaller sweeps"])
     specs = []
     for value in sweep.values:
         values = value if sweep.fields else [value]
         if len(values) != len(sweep.paths):
-            raise SpecError([f"sweep.values: {value!r} must give one value per field in {sweep.paths}"])
+            raise SpecError([f"sweep.values: {_short(value)} must give one value per field in {sweep.paths}"])
         variant = copy.deepcopy(data)
         for path, v in zip(sweep.paths, values):
             _set_path(variant, path, v)
-        label = ", ".join(f"{p}={v}" for p, v in zip(sweep.paths, values))
+        label = ", ".join(f"{p}={_short(v, 40)}" for p, v in zip(sweep.paths, values))
         variant["name"] = f"{data.get('name') or 'sweep'} [{label}]"
         try:
             specs.append(RunSpec.from_dict(variant))
@@ -358,7 +423,4 @@ def expand_sweep(data: dict[str, Any]) -> tuple[list[RunSpec], SweepSpec | None]
 
 def load_spec_file(path: str | Path) -> tuple[list[RunSpec], SweepSpec | None]:
     """Read a YAML spec that may hold a sweep."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError([f"spec file {path} does not exist"])
-    return expand_sweep(parse_spec_yaml(path.read_text()))
+    return expand_sweep(parse_spec_yaml(_read_spec_text(Path(path))))

@@ -575,3 +575,28 @@ def test_sqlite_writers_wait_instead_of_failing_while_another_holds_the_lock(kd_
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 30_000
     dispose_engines()
+
+
+# ---- text the columns cannot hold: the same answer on SQLite and PostgreSQL -----------------------------
+
+def test_text_too_long_or_with_nul_is_refused_alike_on_both_databases(store):
+    with pytest.raises(KDError, match="the owner can have at most 100 characters, not 150"):
+        store.submit(tiny(), owner="o" * 150, check=False)
+    with pytest.raises(SpecError, match="name: must not contain a NUL character"):
+        store.submit({**tiny().to_dict(), "name": "a\x00b"}, check=False)
+    with pytest.raises(KDError, match="a run name must not contain a NUL character"):
+        store.submit(tiny(), name="a\x00b", check=False)
+    with pytest.raises(KDError, match="must not contain a NUL character"):
+        store.submit(tiny(), owner="bo\x00b", check=False)
+    with pytest.raises(KDError, match="a worker id can have at most 64 characters, not 100"):
+        store.register_worker("w" * 100, host="box", pid=1, device="cpu")
+    with pytest.raises(KDError, match="a worker id can have at most 64 characters, not 100"):
+        store.claim_next("w" * 100, device="cpu")
+    assert store.list_runs() == [] and store.workers(alive_only=False) == []
+    run_id = store.submit(tiny(), owner="o" * 100, check=False)  # at the limit: stored as given
+    assert store.get(run_id).owner == "o" * 100
+    with pytest.raises(KDError, match="a run name must not contain a NUL character"):
+        store.rename(run_id, "x\x00y")
+    with pytest.raises(KDError, match="must not contain a NUL character"):
+        store.set_tags(run_id, ["ok", "b\x00d"])
+    assert store.get(run_id).name != "x\x00y" and store.get(run_id).tags == []

@@ -14,6 +14,8 @@ def dataset_shape(name: str, num_classes: int | None = None) -> tuple[tuple[int,
 
     info = dataset_info(name)
     c, h, w = (int(v) for v in info.input_shape)
+    if num_classes is not None and num_classes < 1:
+        raise KDError(f"--num-classes must be at least 1, got {num_classes}.")
     classes = int(num_classes) if num_classes is not None else int(info.num_classes)
     if classes < 1:
         raise KDError(f"dataset '{name}' has no class count until a folder is chosen; pass --num-classes N.")

@@ -50,14 +50,24 @@ def _new_id() -> str:
     return secrets.token_hex(4)
 
 
+def checked_text(value: Any, what: str, column) -> str:
+    """Text for a column, held to the column's length and without NUL characters: PostgreSQL refuses
+    both and SQLite would take them, so both databases are given the same rules here."""
+    value = str(value)
+    if "\x00" in value:
+        raise KDError(f"{what} must not contain a NUL character")
+    limit = column.type.length
+    if limit is not None and len(value) > limit:
+        raise KDError(f"{what} can have at most {limit} characters, not {len(value)}")
+    return value
+
+
 def _clean_tags(tags: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
     for tag in tags:
         tag = str(tag).strip()
         if tag:
-            if len(tag) > 100:
-                raise KDError(f"the tag {tag[:20]!r}... is longer than 100 characters")
-            seen.setdefault(tag, None)
+            seen.setdefault(checked_text(tag, f"the tag {tag[:20]!r}", t.run_tags.c.tag), None)
     return list(seen)
 
 
@@ -253,8 +263,7 @@ class RunStore:
         name = (name or "").strip()
         if not name:
             raise KDError("a run name cannot be empty")
-        if len(name) > 200:
-            raise KDError("a run name can have at most 200 characters")
+        name = checked_text(name, "a run name", t.runs.c.name)
         with write_tx(self.engine) as conn:
             run_id = self._authorized(conn, run_id, "rename")
             conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(name=name))
@@ -313,6 +322,9 @@ class RunStore:
     # Worker side
     # =============================================================================================
     def register_worker(self, worker_id: str, *, host: str, pid: int, device: str) -> None:
+        worker_id = checked_text(worker_id, "a worker id", t.workers.c.id)
+        device = checked_text(device, "a worker's device", t.workers.c.device)
+        host = checked_text(host[:200], "a worker's host name", t.workers.c.host)
         with write_tx(self.engine) as conn:
             now = database_now(conn)
             # Forget this id's earlier registration and workers silent for a week (the table stays small).
@@ -344,6 +356,8 @@ class RunStore:
         running for this worker; None if there is none. Two workers can never claim the same run: the
         UPDATE only succeeds while the row is still queued (and on PostgreSQL rows another worker is
         claiming are skipped with FOR UPDATE SKIP LOCKED rather than waited for)."""
+        worker_id = checked_text(worker_id, "a worker id", t.runs.c.worker_id)
+        device = checked_text(device, "a worker's device", t.runs.c.device)
         r = t.runs.c
         query = (select(r.id).where(r.status == RunStatus.QUEUED.value, ~_waiting(r))
                  .order_by(r.created_at, r.id).limit(5))
@@ -536,6 +550,8 @@ class RunStore:
             if not self.actor.name.strip():
                 raise PermissionDeniedError("Sign in to launch runs.")
             owner = self.actor.name
+        if owner is not None:
+            owner = checked_text(owner, "the owner", t.runs.c.owner)
         extra_tags = _clean_tags(tags)
         plans = []
         with read_tx(self.engine) as conn:
@@ -568,7 +584,7 @@ class RunStore:
                     run_id = _new_id()
                 run_name = (name if name and len(specs) == 1 else None) or spec.name or _default_name(spec)
                 conn.execute(insert(t.runs).values(
-                    id=run_id, name=run_name[:200], status=RunStatus.QUEUED.value, spec=spec.to_dict(),
+                    id=run_id, name=checked_text(run_name[:200], "a run name", t.runs.c.name), status=RunStatus.QUEUED.value, spec=spec.to_dict(),
                     owner=owner, attempts=0, sweep_id=sweep_id, depends_on=deps[0] if deps else None,
                     # distinct, increasing times keep a sweep's runs in value order in the queue
                     created_at=now + timedelta(microseconds=i), cancel_requested=False, final={},

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from kdcore.errors import KDError, UnknownNameError
+from kdcore.errors import KDError, ModelTooLargeError, UnknownNameError
+
+# A model is refused before it is built when it would have more parameters than this: a name such as
+# mlp_200000_200000 must not make a process allocate hundreds of gigabytes. KD_MAX_MODEL_PARAMS overrides it.
+DEFAULT_MAX_PARAMS = 500_000_000
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,8 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def _lookup(name: str) -> tuple[ModelEntry, Builder]:
+    if len(name) > 100:
+        raise UnknownNameError(f"unknown model '{name[:40]}...': a model name has at most 100 characters.")
     key = _normalise(name)
     if key in _REGISTRY:
         return _REGISTRY[key]
@@ -181,9 +189,81 @@ def _close_names(key: str, names: list[str], n: int = 3) -> list[str]:
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, input_size: int = 32) -> nn.Module:
-    """A freshly initialised model for `num_classes` classes and in_channels × input_size² images."""
+    """A freshly initialised model for `num_classes` classes and in_channels × input_size² images.
+    A model above the parameter ceiling (KD_MAX_MODEL_PARAMS) is refused, before it is built whenever
+    its size could be large."""
     for field, value in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise KDError(f"{field} must be a positive integer, got {value!r}.")
     _, builder = _lookup(name)
-    return builder(num_classes, in_channels, input_size)
+    bounded = _fixed_size(name) and num_classes <= _SAFE_CLASSES and in_channels <= _SAFE_CHANNELS
+    if not bounded:  # the name or the shape chooses the size: count by formula first
+        _refuse_above_ceiling(name, num_classes, parameter_count(name, num_classes, in_channels, input_size))
+    model = builder(num_classes, in_channels, input_size)
+    if bounded:  # a fixed architecture at a usual shape is small: counting it built costs nothing
+        _refuse_above_ceiling(name, num_classes, sum(p.numel() for p in model.parameters()))
+    return model
+
+
+# A fixed architecture (not mlp_*/wrn_*) with up to this many classes and input channels stays within
+# tens of millions of parameters, so it can be built before it is counted.
+_SAFE_CLASSES, _SAFE_CHANNELS = 25_000, 64
+
+
+def max_model_params() -> int:
+    raw = os.environ.get("KD_MAX_MODEL_PARAMS", "").strip()
+    try:
+        return int(float(raw)) if raw else DEFAULT_MAX_PARAMS
+    except ValueError:
+        raise KDError(f"KD_MAX_MODEL_PARAMS must be a number of parameters, not {raw[:40]!r}") from None
+
+
+def _refuse_above_ceiling(name: str, num_classes: int, count: int) -> None:
+    limit = max_model_params()
+    if count > limit:
+        raise ModelTooLargeError(f"{name} for {num_classes} classes would have {count:,} parameters, more than "
+                                 f"the limit of {limit:,} (KD_MAX_MODEL_PARAMS); choose a smaller model")
+
+
+def _fixed_size(name: str) -> bool:
+    key = _normalise(name)
+    return not (_MLP_NAME.fullmatch(key) or _WRN_NAME.fullmatch(key))
+
+
+def parameter_count(name: str, num_classes: int, in_channels: int = 3, input_size: int = 32) -> int:
+    """Parameters of build_model(name, ...) without building it at that size: by formula for the
+    families whose size the name chooses (mlp_W1_..., wrn_D_K); for a fixed architecture from the
+    model built at one and two classes and channels (its classifier grows with the classes, its stem
+    with the channels, linearly)."""
+    key = _normalise(name)
+    _lookup(name)  # an unknown name is refused as such
+    if _MLP_NAME.fullmatch(key):
+        widths = [in_channels * input_size * input_size, *(int(w) for w in key.split("_")[1:]), num_classes]
+        return sum(a * b + b for a, b in zip(widths, widths[1:]))
+    if m := _WRN_NAME.fullmatch(key):
+        return _wrn_parameters(int(m.group(1)), int(m.group(2)), num_classes, in_channels)
+    base = _built_count(key, 1, 1, input_size)
+    per_class = _built_count(key, 2, 1, input_size) - base
+    per_channel = _built_count(key, 1, 2, input_size) - base
+    return base + (num_classes - 1) * per_class + (in_channels - 1) * per_channel
+
+
+@functools.lru_cache(maxsize=64)
+def _built_count(key: str, num_classes: int, in_channels: int, input_size: int) -> int:
+    model = _lookup(key)[1](num_classes, in_channels, input_size)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _wrn_parameters(depth: int, width: int, num_classes: int, in_channels: int) -> int:
+    """kdcore.models.wrn.WideResNet's parameters: a 3x3 stem, three stages of pre-activation blocks
+    (BN, 3x3 conv, BN, 3x3 conv, a 1x1 projection where the shape changes), a final BN and the classifier."""
+    n = (depth - 4) // 6
+    channels = [16, 16 * width, 32 * width, 64 * width]
+    total = in_channels * channels[0] * 9
+    for stage in range(3):
+        for i in range(n):
+            c_in, c_out = (channels[stage] if i == 0 else channels[stage + 1]), channels[stage + 1]
+            total += 2 * c_in + c_in * c_out * 9 + 2 * c_out + c_out * c_out * 9
+            if i == 0 and (c_in != c_out or stage > 0):
+                total += c_in * c_out
+    return total + 2 * channels[3] + channels[3] * num_classes + num_classes

@@ -25,8 +25,10 @@ def save_atomic(obj: Any, path: Path) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint without unpickling arbitrary objects. Bad files fail with one sentence."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise KDError(f"checkpoint {path} does not exist")
+    if not path.is_file():  # a folder, a device such as /dev/zero, a pipe: never read it
+        raise KDError(f"checkpoint {path} is not a regular file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle with code, not a torch file

@@ -54,6 +54,12 @@ def check_spec(spec: RunSpec, *, teacher_model: str | None = None) -> list[str]:
     record = None
     try:
         record = teacher_model_record(spec)
+        if spec.teacher is not None and spec.teacher.source == "checkpoint":
+            # the weights must load into the declared model, as the worker will load them
+            from kdcore.train.checkpoint import load_model_from_checkpoint
+
+            load_model_from_checkpoint(spec.teacher.checkpoint, spec.teacher.model, num_classes=info.num_classes,
+                                       in_channels=c, input_size=h)
     except KDError as err:
         problems.append(f"teacher.checkpoint: {err}")
     if record:
