@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv system-deps clean
+.PHONY: run test lint venv system-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ system-deps:
 # Loopback only: on a laptop there is no login, so the dashboard must not be reachable from the network.
 run: $(STAMP)
 	$(PY) -m streamlit run app/main.py --server.address 127.0.0.1
+
+# ruff (configured in pyproject.toml); the layering rules are a test (tests/test_layering.py)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

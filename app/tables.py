@@ -7,7 +7,6 @@ from typing import Any
 
 import pandas as pd
 
-
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 # Test accuracy at the epoch validation selected (kdcore.summary), and at the last epoch: never the best test.
 SELECTED_ACC, LAST_ACC = "test acc (best val)", "test acc (last)"

@@ -108,7 +108,8 @@ def profile_main(device: str, out: Path, quick: bool) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from fmnist_pipeline import BUDGETS, STUDENT, spec as pipeline_spec
+    from fmnist_pipeline import BUDGETS
+    from fmnist_pipeline import spec as pipeline_spec
 
     from kdcore.models import build_model
     from kdcore.train import NullCallbacks, Trainer

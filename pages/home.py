@@ -1,9 +1,8 @@
 """Home: what KD Studio does, the digits quick start and the latest runs."""
 import streamlit as st
 
-from kdcore.errors import KDError
-
 from app import auth, figures, navigation, quickstart, state, tables, widgets
+from kdcore.errors import KDError
 
 store = state.get_store()
 

@@ -1,8 +1,17 @@
 """Compare page: overlaid metrics, specs side by side with differences, final metrics, sweeps."""
 from __future__ import annotations
 
-from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
-from test_app_support import TEACHER, app, complete, completed_run, filled_store, kd_spec, no_exception, texts
+from test_app_support import (
+    TEACHER,
+    app,
+    complete,
+    completed_run,
+    filled_store,
+    kd_spec,
+    no_exception,
+    no_local_worker,  # noqa: F401 - autouse: no real worker
+    texts,
+)
 
 from kdcore.jobs import RunStore
 

@@ -1,8 +1,13 @@
 """Home page: the pitch, the digits quick start (launch, progress, the three accuracies), the latest runs."""
 from __future__ import annotations
 
-from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
-from test_app_support import app, complete, no_exception, texts
+from test_app_support import (
+    app,
+    complete,
+    no_exception,
+    no_local_worker,  # noqa: F401 - autouse: no real worker
+    texts,
+)
 
 from app import quickstart
 from kdcore.jobs import RunStore

@@ -400,7 +400,8 @@ def test_teacher_candidates_best_finished_first_and_the_chosen_run_resolved():
 
     record, run = forms.find_teacher_run(Store(), "hi", candidates)
     assert record is candidates[0] and run == forms.TeacherRun("hi", "digits", "cnn_small", "completed")
-    assert forms.find_teacher_run(Store(), "other", candidates) == (None, forms.TeacherRun("other", "cifar10", "cnn_small", "completed"))
+    other = forms.TeacherRun("other", "cifar10", "cnn_small", "completed")
+    assert forms.find_teacher_run(Store(), "other", candidates) == (None, other)
     assert forms.find_teacher_run(Store(), "gone", candidates) == (None, None)
     assert forms.find_teacher_run(Store(), None, candidates) == (None, None)
 

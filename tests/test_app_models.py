@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import time
 
-from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
-from test_app_support import app, no_exception
+from test_app_support import (
+    app,
+    no_exception,
+    no_local_worker,  # noqa: F401 - autouse: no real worker
+)
 
 from app import state
 

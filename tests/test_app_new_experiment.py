@@ -1,8 +1,14 @@
 """New experiment page: a valid form launches, an invalid one explains itself beside each widget."""
 from __future__ import annotations
 
-from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
-from test_app_support import TEACHER, app, completed_run, no_exception, texts
+from test_app_support import (
+    TEACHER,
+    app,
+    completed_run,
+    no_exception,
+    no_local_worker,  # noqa: F401 - autouse: no real worker
+    texts,
+)
 
 from kdcore.jobs import RunStore
 

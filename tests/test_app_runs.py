@@ -2,9 +2,19 @@
 the log, downloads and the actions (rename, tags, cancel, duplicate, delete)."""
 from __future__ import annotations
 
-from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
-from test_app_support import (SCRATCH, TEACHER, app, claim, completed_run, feed, filled_store, kd_spec,
-                              no_exception, texts)
+from test_app_support import (
+    SCRATCH,
+    TEACHER,
+    app,
+    claim,
+    completed_run,
+    feed,
+    filled_store,
+    kd_spec,
+    no_exception,
+    no_local_worker,  # noqa: F401 - autouse: no real worker
+    texts,
+)
 
 from kdcore.jobs import RunStore
 
@@ -106,8 +116,9 @@ def test_unknown_run_is_one_sentence(kd_home):
 
 
 def test_failed_run_shows_its_error(kd_home):
-    from kdcore.jobs import RunStatus
     from test_app_support import WORKER
+
+    from kdcore.jobs import RunStatus
 
     store = RunStore()
     run_id = store.submit(SCRATCH, check=False)

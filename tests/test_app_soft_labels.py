@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 
-from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
-from test_app_support import app, filled_store, no_exception, texts
+from test_app_support import (
+    app,
+    filled_store,
+    no_exception,
+    no_local_worker,  # noqa: F401 - autouse: no real worker
+    texts,
+)
 
 from kdcore.jobs import RunStore
 

@@ -7,9 +7,8 @@ import statistics
 import time
 from pathlib import Path
 
-import pytest
-
 import browser_support as bs
+import pytest
 from browser_support import idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]

@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 import browser_support as bs
 import deploy_support as ds
+import pytest
 from browser_support import idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.timeout(240)]

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import deploy_support as ds
+import pytest
 
 pytestmark = pytest.mark.timeout(60)
 

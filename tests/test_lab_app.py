@@ -10,7 +10,8 @@ import pytest
 
 from app import lab
 from kdcore.errors import KDError
-from kdcore.lab import assets, bias, experiments as ex, gradients, softlabels
+from kdcore.lab import assets, bias, gradients, softlabels
+from kdcore.lab import experiments as ex
 
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

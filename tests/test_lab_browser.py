@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import browser_support as bs
+import pytest
 from browser_support import idle
 
 pytestmark = [pytest.mark.browser]

@@ -148,7 +148,7 @@ def test_accuracy_fit_recovers_the_class_and_is_the_best_offset_on_val():
     assert fit.val_acc_after > fit.val_acc_before
     assert 2.0 < fit.bias < 6.0
     grid = np.linspace(-2, 10, 1201)
-    best_grid = max(((bias.apply_class_bias(z, 1, b).argmax(1) == y).mean() for b in grid))
+    best_grid = max((bias.apply_class_bias(z, 1, b).argmax(1) == y).mean() for b in grid)
     assert fit.val_acc_after >= best_grid - 1e-12
 
 

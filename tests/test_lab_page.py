@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from kdcore.jobs import RunStatus, RunStore
 from kdcore.jobs.worker import Worker, WorkerConfig
-from kdcore.lab import assets, experiments as ex
+from kdcore.lab import assets
+from kdcore.lab import experiments as ex
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 

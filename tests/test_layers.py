@@ -161,7 +161,8 @@ def test_pre_relu_points_are_pre_relu():
 @pytest.mark.parametrize(
     "name,expected",
     [
-        ("wrn_16_2", [("block2.layer.0.preact", "block2.layer.0.bn1"), ("block3.layer.0.preact", "block3.layer.0.bn1"), ("preact", "bn1")]),
+        ("wrn_16_2", [("block2.layer.0.preact", "block2.layer.0.bn1"), ("block3.layer.0.preact", "block3.layer.0.bn1"),
+                      ("preact", "bn1")]),
         ("vgg8", [(f"block{i}.2", f"block{i}.1") for i in range(5)]),
         ("mobilenetv2", [(f"blocks.{i}.{j}.preact", f"blocks.{i}.{j}.conv.7") for i, j in ((1, 1), (2, 2), (4, 2), (6, 0))]),
         ("cnn_small", [("stage1.preact", "stage1.bn2"), ("stage2.preact", "stage2.bn2")]),

@@ -105,4 +105,5 @@ def test_crd_is_registered_with_the_authors_defaults():
     record = get_method("crd")
     assert record.family == "relation" and record.paper and record.description
     defaults = record.params().model_dump()
-    assert defaults == {"method": "crd", **dict(weight=0.8, feat_dim=128, nce_k=16384, nce_t=0.07, nce_m=0.5, teacher_layer=EMBEDDING, student_layer=EMBEDDING)}
+    assert defaults == {"method": "crd", **dict(weight=0.8, feat_dim=128, nce_k=16384, nce_t=0.07, nce_m=0.5,
+                                                teacher_layer=EMBEDDING, student_layer=EMBEDDING)}

@@ -24,7 +24,8 @@ def reference_loss(s_feats, t_feats):
         if a1.shape[2] > a2.shape[2]:  # pool the larger map of each pair to the smaller
             a1, b1 = F.adaptive_avg_pool2d(a1, a2.shape[2:]), F.adaptive_avg_pool2d(b1, b2.shape[2:])
         gs, gt = reference_fsp_matrix(a1, a2), reference_fsp_matrix(b1, b2)
-        diffs = [(gs[b][i][j] - gt[b][i][j]) ** 2 for b in range(len(gs)) for i in range(len(gs[0])) for j in range(len(gs[0][0]))]
+        diffs = [(gs[b][i][j] - gt[b][i][j]) ** 2
+                 for b in range(len(gs)) for i in range(len(gs[0])) for j in range(len(gs[0][0]))]
         total = total + sum(diffs) / len(diffs)
     return total
 

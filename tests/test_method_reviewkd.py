@@ -89,4 +89,5 @@ def test_reviewkd_is_registered_with_the_authors_defaults():
     record = get_method("reviewkd")
     assert record.family == "feature" and record.paper and record.description
     defaults = record.params().model_dump()
-    assert defaults == {"method": "reviewkd", **dict(weight=1.0, warmup_epochs=20, include_embedding=True, teacher_layers=[], student_layers=[])}
+    assert defaults == {"method": "reviewkd", **dict(weight=1.0, warmup_epochs=20, include_embedding=True,
+                                                     teacher_layers=[], student_layers=[])}

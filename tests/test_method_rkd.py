@@ -80,4 +80,5 @@ def test_rkd_is_registered_with_the_authors_defaults():
     record = get_method("rkd")
     assert record.family == "relation" and record.paper and record.description
     defaults = record.params().model_dump()
-    assert defaults == {"method": "rkd", **dict(distance_weight=25.0, angle_weight=50.0, teacher_layer=EMBEDDING, student_layer=EMBEDDING)}
+    assert defaults == {"method": "rkd", **dict(distance_weight=25.0, angle_weight=50.0, teacher_layer=EMBEDDING,
+                                                student_layer=EMBEDDING)}

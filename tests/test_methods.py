@@ -14,9 +14,19 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from kdcore.errors import KDError
-from kdcore.methods import (EMBEDDING, Batch, BuildContext, MethodLoss, MethodParams, Needs, Tap, all_methods,
-                            get_method, register_method)
-from kdcore.methods import registry
+from kdcore.methods import (
+    EMBEDDING,
+    Batch,
+    BuildContext,
+    MethodLoss,
+    MethodParams,
+    Needs,
+    Tap,
+    all_methods,
+    get_method,
+    register_method,
+    registry,
+)
 from kdcore.spec import RunSpec, SpecError
 from kdcore.train import RecordingCallbacks, train
 from kdcore.train.checkpoint import load_checkpoint

@@ -1,8 +1,6 @@
 """Hyperparameter search on Optuna: trials are ordinary runs executed by real workers, pruned on validation."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from kdcore.jobs import RunStatus, RunStore

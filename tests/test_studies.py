@@ -8,8 +8,15 @@ from scipy import stats as sps
 from kdcore.cli import main
 from kdcore.jobs import RunStatus, RunStore
 from kdcore.spec import SpecError
-from kdcore.studies import (build_table, config_key, expand_study, mean_std, paired_difference, parse_study_yaml,
-                            study_table, submit_study)
+from kdcore.studies import (
+    build_table,
+    config_key,
+    expand_study,
+    mean_std,
+    paired_difference,
+    parse_study_yaml,
+    study_table,
+)
 from kdcore.studies.table import RunResult
 from kdcore.summary import RunSummary
 

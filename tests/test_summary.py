@@ -2,10 +2,10 @@
 import math
 
 import pytest
+from test_trainer import digits_spec
 
 from kdcore.summary import RunSummary, select_epoch, summarize
 from kdcore.train import RecordingCallbacks, train
-from test_trainer import digits_spec
 
 # Test accuracy peaks at epoch 2, validation at epoch 3: selection must say 3.
 HISTORY = {

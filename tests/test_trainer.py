@@ -1,10 +1,9 @@
 """The trainer on digits, on the CPU: determinism, resume, the teacher cache, failures."""
 
 import numpy as np
-from PIL import Image
-
 import pytest
 import torch
+from PIL import Image
 
 from kdcore.errors import KDError, TrainingDivergedError
 from kdcore.spec import RunSpec
@@ -233,8 +232,8 @@ def test_imagefolder_spec_is_checked_against_its_folder(kd_home, monkeypatch, tm
 
 
 def test_teacher_for_another_image_size_is_refused_in_one_sentence(tmp_path, teacher_ckpt, monkeypatch):
-    from kdcore.train.checks import check_spec
     from kdcore.train.checkpoint import save_atomic
+    from kdcore.train.checks import check_spec
 
     data = load_checkpoint(teacher_ckpt)
     data["model"] = {**data["model"], "input_size": 28}  # as if trained on 28×28 Fashion-MNIST

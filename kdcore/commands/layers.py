@@ -3,9 +3,10 @@ output shapes, own parameter counts and pre-ReLU points, from one dry run (no da
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from kdcore.errors import KDError
+
 
 def dataset_shape(name: str, num_classes: int | None = None) -> tuple[tuple[int, int, int], int]:
     """A dataset's (C, H, W) input shape and class count, without loading it; `num_classes`
@@ -75,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         print(f"{len(layers)} modules; OUTPUT excludes the batch dimension.")
     else:
-        print(f"{len(shown)} candidate hint layers of {len(layers)} modules (--all lists every one); OUTPUT excludes the batch dimension.")
+        print(f"{len(shown)} candidate hint layers of {len(layers)} modules (--all lists every one); "
+              "OUTPUT excludes the batch dimension.")
     return 0

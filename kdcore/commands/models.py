@@ -13,7 +13,8 @@ def human(n: float) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="cifar100", help="input shape and class count to size the models for (default cifar100)")
+    parser.add_argument("--dataset", default="cifar100",
+                        help="input shape and class count to size the models for (default cifar100)")
     parser.add_argument("--num-classes", type=int, help="override the dataset's class count (needed for imagefolder)")
     parser.add_argument("--family", help="only this family, e.g. cifar-resnet, wrn, vgg, mlp, torchvision")
 

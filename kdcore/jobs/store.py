@@ -24,7 +24,7 @@ from kdcore.jobs.access import Actor, PermissionDeniedError, denial
 from kdcore.jobs.db import database_now, default_url, get_engine, is_postgres, read_tx, write_tx
 from kdcore.jobs.records import TERMINAL_STATUSES, EventRecord, MetricPoint, RunRecord, RunStatus, WorkerRecord
 from kdcore.paths import kd_home, run_dir
-from kdcore.spec import RunSpec, SpecError, parse_spec_yaml, expand_sweep
+from kdcore.spec import RunSpec, SpecError, expand_sweep, parse_spec_yaml
 
 if TYPE_CHECKING:
     import pandas
@@ -701,7 +701,8 @@ class RunStore:
             worker_id=row["worker_id"], device=row["device"], attempts=int(row["attempts"]), error=error,
             tags=list(tags), sweep_id=row["sweep_id"], depends_on=row["depends_on"], created_at=row["created_at"],
             started_at=row["started_at"], finished_at=row["finished_at"], heartbeat_at=row["heartbeat_at"],
-            final={k: float("nan") if v is None else float(v) for k, v in (row["final"] or {}).items()}, epoch=int(row["epoch"]), step=int(row["step"]),
+            final={k: float("nan") if v is None else float(v) for k, v in (row["final"] or {}).items()},
+            epoch=int(row["epoch"]), step=int(row["step"]),
             cancel_requested=bool(row["cancel_requested"]), info=dict(row["info"] or {}),
         )
 

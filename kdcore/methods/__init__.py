@@ -23,12 +23,32 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 
 if TYPE_CHECKING:
-    from kdcore.methods.api import (EMBEDDING, Batch, BuildContext, Family, MethodLoss, Needs, Tap, describe_params,
-                                    layer_field, layers_field)
+    from kdcore.methods.api import (
+        EMBEDDING,
+        Batch,
+        BuildContext,
+        Family,
+        MethodLoss,
+        Needs,
+        Tap,
+        describe_params,
+        layer_field,
+        layers_field,
+    )
     from kdcore.methods.params import MethodParams
-    from kdcore.methods.registry import (ENTRY_POINT_GROUP, MethodRecord, all_methods, build_loss, get_method,
-                                         load_methods, method_names, parse_params, plugin_problems,
-                                         register_method, register_preset)
+    from kdcore.methods.registry import (
+        ENTRY_POINT_GROUP,
+        MethodRecord,
+        all_methods,
+        build_loss,
+        get_method,
+        load_methods,
+        method_names,
+        parse_params,
+        plugin_problems,
+        register_method,
+        register_preset,
+    )
 
 
 def __getattr__(name: str):

@@ -1,4 +1,6 @@
-"""Attention transfer: matching spatial attention maps of teacher and student. A hint-pair preset of Φ_t, Φ_s and D (data, no code path of its own)."""
+"""Attention transfer: matching spatial attention maps of teacher and student.
+
+A hint-pair preset of Φ_t, Φ_s and D: data, no code path of its own."""
 from kdcore.losses.presets import FeaturePreset
 from kdcore.methods.registry import register_preset
 

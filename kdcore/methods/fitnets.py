@@ -1,4 +1,6 @@
-"""FitNets: the student's guided layer regresses the teacher's hint through a conv regressor. A hint-pair preset of Φ_t, Φ_s and D (data, no code path of its own)."""
+"""FitNets: the student's guided layer regresses the teacher's hint through a conv regressor.
+
+A hint-pair preset of Φ_t, Φ_s and D: data, no code path of its own."""
 from kdcore.losses.presets import FeaturePreset
 from kdcore.methods.registry import register_preset
 

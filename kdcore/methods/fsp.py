@@ -13,7 +13,8 @@ then on the task; RepDistiller does the same with 30 initial epochs.
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

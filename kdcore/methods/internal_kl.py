@@ -1,4 +1,6 @@
-"""KL divergence on internal representations. A hint-pair preset of Φ_t, Φ_s and D (data, no code path of its own)."""
+"""KL divergence on internal representations.
+
+A hint-pair preset of Φ_t, Φ_s and D: data, no code path of its own."""
 from kdcore.losses.presets import FeaturePreset
 from kdcore.methods.registry import register_preset
 

@@ -13,12 +13,15 @@ from kdcore.methods.registry import register_method
 
 class KDParams(MethodParams):
     method: Literal["kd"] = "kd"
-    rho: float = Field(4.0, title="Temperature ρ", gt=0, le=100, description="temperature ρ: higher softens the teacher's distribution")
+    rho: float = Field(4.0, title="Temperature ρ", gt=0, le=100,
+                       description="temperature ρ: higher softens the teacher's distribution")
     alpha: float = Field(0.1, title="α (hard-label weight)", ge=0, description="α, weight of the cross-entropy on the labels")
     beta: float = Field(0.9, title="β (soft-label weight)", ge=0, description="β, weight of the soft-label term")
-    soft_loss: Literal["kl", "ce"] = Field("kl", title="Soft-label distance D", description="D_soft: KL divergence, or cross-entropy (same gradient)")
-    rho_squared: bool = Field(True, title="Multiply the soft term by ρ²", description="multiply the soft term by ρ² (Hinton), keeping its gradient's "
-                                                "size independent of ρ")
+    soft_loss: Literal["kl", "ce"] = Field("kl", title="Soft-label distance D",
+                                           description="D_soft: KL divergence, or cross-entropy (same gradient)")
+    rho_squared: bool = Field(True, title="Multiply the soft term by ρ²",
+                              description="multiply the soft term by ρ² (Hinton), keeping its gradient's size "
+                                          "independent of ρ")
 
     @model_validator(mode="after")
     def _weights_not_both_zero(self) -> KDParams:

@@ -19,7 +19,8 @@ which decomposes over the width instead of the channels; this module follows the
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +131,7 @@ class KDSVD(MethodLoss):
         t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
         self.pairs = list(zip(t, s))
         self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
-        for i, (t, s) in enumerate(self.pairs):
+        for t, s in self.pairs:
             ts, ss = ctx.shape(Tap("teacher", t)), ctx.shape(Tap("student", s))
             if len(ts) != 3 or len(ss) != 3:
                 raise IncompatibleLayersError("KD-SVD needs feature maps (C×H×W) on both sides; pick convolutional stages.")

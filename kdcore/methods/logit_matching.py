@@ -14,7 +14,8 @@ from kdcore.methods.registry import register_method
 class LogitMatchingParams(MethodParams):
     method: Literal["logit_matching"] = "logit_matching"
     alpha: float = Field(0.0, title="α (hard-label weight)", ge=0, description="α, weight of the cross-entropy on the labels")
-    beta: float = Field(1.0, title="β (logit MSE weight)", ge=0, description="β, weight of the mean squared error between raw logits")
+    beta: float = Field(1.0, title="β (logit MSE weight)", ge=0,
+                        description="β, weight of the mean squared error between raw logits")
 
     @model_validator(mode="after")
     def _weights_not_both_zero(self) -> LogitMatchingParams:

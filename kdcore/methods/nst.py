@@ -1,4 +1,6 @@
-"""Neuron selectivity transfer: matching the distribution of channel activations with an MMD. A hint-pair preset of Φ_t, Φ_s and D (data, no code path of its own)."""
+"""Neuron selectivity transfer: matching the distribution of channel activations with an MMD.
+
+A hint-pair preset of Φ_t, Φ_s and D: data, no code path of its own."""
 from kdcore.losses.presets import FeaturePreset
 from kdcore.methods.registry import register_preset
 

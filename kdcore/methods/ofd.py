@@ -1,4 +1,6 @@
-"""Overhaul of feature distillation: pre-ReLU teacher features, margin ReLU and a partial L2. A hint-pair preset of Φ_t, Φ_s and D (data, no code path of its own)."""
+"""Overhaul of feature distillation: pre-ReLU teacher features, margin ReLU and a partial L2.
+
+A hint-pair preset of Φ_t, Φ_s and D: data, no code path of its own."""
 from kdcore.losses.presets import FeaturePreset
 from kdcore.methods.registry import register_preset
 

@@ -16,7 +16,8 @@ The authors' settings: mid channels = min(512, the deepest student stage's chann
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import weakref
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -266,7 +267,8 @@ def check_layer_pair(
     s_shape = layer_output_shapes(student, input_shape, [student_path])[student_path]
     for owner, path, shape in (("teacher", teacher_path, t_shape), ("student", student_path, s_shape)):
         if not shape:
-            raise IncompatibleLayersError(f"the {owner} layer '{path}' does not output a single tensor, so it cannot be distilled.")
+            raise IncompatibleLayersError(
+                f"the {owner} layer '{path}' does not output a single tensor, so it cannot be distilled.")
     return check_pair(t_shape, s_shape, phi_t, phi_s, distance)
 
 

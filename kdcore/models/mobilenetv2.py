@@ -11,7 +11,8 @@ from torch import nn
 from kdcore.models.blocks import PreAct, ZooModel, init_wyang
 
 # expansion t, channels c, repeats n, first stride s
-SETTINGS = [(1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1), (None, 160, 3, 2), (None, 320, 1, 1)]
+SETTINGS = [(1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1), (None, 160, 3, 2),
+            (None, 320, 1, 1)]
 OFD_STAGES = (1, 2, 4, 6)  # the blocks RepDistiller reads features from
 
 

@@ -5,8 +5,8 @@ import difflib
 import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -107,7 +107,8 @@ def _registry() -> dict[str, tuple[ModelEntry, Builder]]:
         table[name] = (ModelEntry(name, family, description), builder)
 
     for depth in (8, 14, 20, 32, 44, 56, 110):
-        add(f"resnet{depth}", "cifar-resnet", f"CIFAR ResNet-{depth}, basic blocks, 16-32-64 channels", _cifar_resnet(depth, small))
+        add(f"resnet{depth}", "cifar-resnet", f"CIFAR ResNet-{depth}, basic blocks, 16-32-64 channels",
+            _cifar_resnet(depth, small))
     for depth in (8, 32):
         add(f"resnet{depth}x4", "cifar-resnet", f"CIFAR ResNet-{depth}, 4x wide: 64-128-256 channels", _cifar_resnet(depth, wide))
     for depth, width in ((16, 1), (16, 2), (40, 1), (40, 2)):
@@ -118,7 +119,8 @@ def _registry() -> dict[str, tuple[ModelEntry, Builder]]:
     add("mobilenetv2_x1", "mobilenet", "CIFAR MobileNetV2, expansion 6, width 1.0", _mobilenetv2(1.0))
     add("lenet5", "lenet", "LeNet-5: conv 6, conv 16, fc 120, fc 84", _lenet(half=False))
     add("lenet5_half", "lenet", "LeNet-5-half: conv 3, conv 8, fc 60, fc 42 (ZSKD student)", _lenet(half=True))
-    add("mlp_1200_1200", "mlp", "Hinton's MNIST teacher: 2x1200 ReLU, dropout 0.2 input / 0.5 hidden", _mlp([1200, 1200], 0.5, 0.2))
+    add("mlp_1200_1200", "mlp", "Hinton's MNIST teacher: 2x1200 ReLU, dropout 0.2 input / 0.5 hidden",
+        _mlp([1200, 1200], 0.5, 0.2))
     add("mlp_800_800", "mlp", "Hinton's MNIST student: 2x800 ReLU, no regularisation", _mlp([800, 800]))
     add("mlp_64", "mlp", "tiny MLP: one hidden layer of 64 ReLU units", _mlp([64]))
     add("cnn_small", "cnn", "small CNN: (conv-BN-ReLU)x2 + pool at 32 then 64 channels, < 100K params", _cnn_small)
@@ -141,7 +143,8 @@ def _parsed_builder(name: str) -> tuple[ModelEntry, Builder] | None:
     if m := _WRN_NAME.fullmatch(name):
         depth, width = int(m.group(1)), int(m.group(2))
         if (depth - 4) % 6 != 0 or depth < 10 or width < 1:
-            raise UnknownNameError(f"unknown model '{name}': a Wide ResNet needs depth 6n+4 (10, 16, 22, 28, 40, ...) and width >= 1, e.g. wrn_28_10.")
+            raise UnknownNameError(f"unknown model '{name}': a Wide ResNet needs depth 6n+4 (10, 16, 22, 28, 40, ...) "
+                                   "and width >= 1, e.g. wrn_28_10.")
         return ModelEntry(name, "wrn", f"Wide ResNet depth {depth}, width x{width}"), _wrn(depth, width)
     if _MLP_NAME.fullmatch(name):
         hidden = [int(w) for w in name.split("_")[1:]]

@@ -180,7 +180,7 @@ def build_table(study_id: str, results: Sequence[RunResult], selection: str = "b
     rows = []
     for key, rs in groups.items():
         done = finished(rs)
-        stat = lambda attr: mean_std(getattr(x.summary, attr) for x in done)  # noqa: E731
+        stat = lambda attr, done=done: mean_std(getattr(x.summary, attr) for x in done)  # noqa: E731
         params = next((x.params for x in rs if math.isfinite(x.params)), math.nan)
         vs = paired_difference(by_seed(rs), by_seed(groups[base_key])) if base_key and key != base_key else None
         rows.append(ConfigRow(key=key, label=rs[0].label, is_baseline=key == base_key, runs=len(rs),

@@ -89,8 +89,8 @@ class Distiller(nn.Module):
         if (hints or methods) and teacher is None:
             raise KDError("hint pairs and feature or relation methods need a teacher")
         if hints:
-            t_shapes = {l.path: l.shape for l in list_layers(teacher, input_shape)}
-            s_shapes = {l.path: l.shape for l in list_layers(student, input_shape)}
+            t_shapes = {info.path: info.shape for info in list_layers(teacher, input_shape)}
+            s_shapes = {info.path: info.shape for info in list_layers(student, input_shape)}
             for h in hints:
                 for path, shapes, who in ((h.teacher_path, t_shapes, "teacher"), (h.student_path, s_shapes, "student")):
                     if path not in shapes:

@@ -13,12 +13,18 @@ import torch
 from torch import Tensor, nn
 
 from kdcore.errors import KDError, OutOfMemoryError, TrainingDivergedError
+from kdcore.methods.api import BuildContext
 from kdcore.paths import run_dir
 from kdcore.spec import RunSpec
 from kdcore.train.callbacks import NullCallbacks, TrainCallbacks
-from kdcore.train.checkpoint import (CHECKPOINT_NAME, FORMAT, load_checkpoint, load_model_from_checkpoint,
-                                     model_record, save_atomic)
-from kdcore.methods.api import BuildContext
+from kdcore.train.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    load_checkpoint,
+    load_model_from_checkpoint,
+    model_record,
+    save_atomic,
+)
 from kdcore.train.distiller import Distiller, build_logit_loss_for, build_methods, resolve_hint
 from kdcore.train.fidelity import accuracy, fidelity_report
 from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
@@ -218,8 +224,8 @@ class Trainer:
     # ---- setup -----------------------------------------------------------------------------------
     def _setup(self) -> None:
         from kdcore.data import default_augmentation, load_dataset, stratified_subset
-        from kdcore.data.batches import num_batches
         from kdcore.data.augment import Augmentation
+        from kdcore.data.batches import num_batches
         from kdcore.models import build_model, count_flops, count_parameters
 
         spec = self.spec
