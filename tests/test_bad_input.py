@@ -87,8 +87,8 @@ def test_the_ceiling_is_configurable(monkeypatch):
 
 
 def test_an_uploaded_checkpoint_naming_a_huge_model_is_explained_and_blocks_launch(kd_home, bomb_checkpoint):
-    from test_app_support import app, no_exception
     from test_app_new_experiment import red_notes
+    from test_app_support import app, no_exception
 
     at = app("new_experiment.py")
     at.radio(key="teacher_source").set_value("upload").run()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text, update
@@ -535,7 +535,7 @@ def _clock_off_by(seconds: float):
     """This process's clock (datetime.now, time.time) runs `seconds` off; the database's does not."""
     import time_machine
 
-    return time_machine.travel(datetime.now(timezone.utc) + timedelta(seconds=seconds), tick=True)
+    return time_machine.travel(datetime.now(UTC) + timedelta(seconds=seconds), tick=True)
 
 
 @pytest.mark.parametrize("offset_s", [-120, 120])

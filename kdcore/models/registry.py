@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import os
 import re
 from collections.abc import Callable
@@ -242,7 +243,7 @@ def parameter_count(name: str, num_classes: int, in_channels: int = 3, input_siz
     _lookup(name)  # an unknown name is refused as such
     if _MLP_NAME.fullmatch(key):
         widths = [in_channels * input_size * input_size, *(int(w) for w in key.split("_")[1:]), num_classes]
-        return sum(a * b + b for a, b in zip(widths, widths[1:]))
+        return sum(a * b + b for a, b in itertools.pairwise(widths))
     if m := _WRN_NAME.fullmatch(key):
         return _wrn_parameters(int(m.group(1)), int(m.group(2)), num_classes, in_channels)
     base = _built_count(key, 1, 1, input_size)
