@@ -189,3 +189,25 @@ def test_a_user_changes_their_own_password_with_the_current_one(accounts):
     after = accounts.change_own_password("bob", BOB_PW, "bob's next password")
     assert after.stamp != before.stamp and accounts.sign_in("bob", "bob's next password").name == "bob"
     assert [e.detail for e in accounts.events(name="bob") if e.kind == "password-changed"] == ["by themselves"]
+
+
+def test_attempts_made_in_parallel_count_against_each_other(accounts, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kdcore.jobs import accounts as module
+
+    monkeypatch.setattr(module, "BACKOFF_BASE_S", 600.0)  # no attempt of this test may outwait the back-off
+    accounts.add("ada", ADA_PW)
+
+    def attempt(_: int) -> str:
+        try:
+            accounts.sign_in("ada", "a guess in parallel", client="203.0.113.5")
+        except SignInError as err:
+            return "throttled" if err.retry_after_s > 0 else "wrong"
+        return "in"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(12)))
+    # However the twelve interleave, only the free failures reach the password check.
+    assert sorted(outcomes) == ["throttled"] * (12 - FREE_FAILURES) + ["wrong"] * FREE_FAILURES
+    assert kinds(accounts, "ada").count("failure") == FREE_FAILURES

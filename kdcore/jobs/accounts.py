@@ -16,12 +16,12 @@ from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from kdcore.errors import KDError
 from kdcore.jobs import schema as t
 from kdcore.jobs.access import Actor, PermissionDeniedError
-from kdcore.jobs.db import default_url, get_engine, read_tx, write_tx
+from kdcore.jobs.db import default_url, get_engine, is_postgres, read_tx, write_tx
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._@+\-]{0,63}")
 MIN_PASSWORD = 8
@@ -31,6 +31,7 @@ FREE_CLIENT_FAILURES = 10  # per client address, over every name it tried
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 300.0
 FAILURE_WINDOW = timedelta(minutes=30)  # failures older than this (or before a sign-in) are forgotten
+_SIGN_IN_LOCK_ID = 4_242_002  # PostgreSQL advisory lock: sign-in attempts pass the back-off one at a time
 
 
 class AccountError(KDError):
@@ -175,7 +176,7 @@ class Accounts:
         """The account when `password` is this user's, else SignInError (one sentence; the same for an unknown
         name and a wrong password). Refused without looking at the password while the back-off runs."""
         key, client = normal_name(name)[:64], str(client or "")[:64]
-        self._throttle(key, client)
+        attempt = self._begin_attempt(key, client)
         with read_tx(self.engine) as conn:
             row = conn.execute(select(t.users).where(t.users.c.name == key)).mappings().first()
         stored = row["password_hash"] if row is not None else _decoy_hash()
@@ -185,24 +186,24 @@ class Accounts:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         if not ok:
-            self.record("failure", key, client, "unknown user" if row is None else "wrong password")
+            self._end_attempt(attempt, "failure", "unknown user" if row is None else "wrong password")
             raise SignInError("That user name and password do not match.")
         if _hasher().check_needs_rehash(stored):  # parameters got stronger since: upgrade the stored hash
             with write_tx(self.engine) as conn:
                 conn.execute(update(t.users).where(t.users.c.name == key)
                              .values(password_hash=_hasher().hash(password)))
-        self.record("signin", key, client)
+        self._end_attempt(attempt, "signin", None)
         return _account(row)
 
     def check_shared(self, name: str, password: str, expected: str, *, client: str = "") -> None:
         """The bootstrap path (a shared team password, only while no account exists), throttled and recorded
         like a user's sign-in. None when accepted, else SignInError."""
         key, client = normal_name(name)[:64], str(client or "")[:64]
-        self._throttle(key, client)
+        attempt = self._begin_attempt(key, client)
         if not hmac.compare_digest(password.encode("utf-8"), expected.encode("utf-8")):
-            self.record("failure", key, client, "wrong shared password")
+            self._end_attempt(attempt, "failure", "wrong shared password")
             raise SignInError("That password is not the team's password.")
-        self.record("signin", key, client, "shared password (no admin rights)")
+        self._end_attempt(attempt, "signin", "shared password (no admin rights)")
 
     def retry_after_s(self, name: str, client: str = "") -> float:
         """Seconds before the next attempt for this name from this client is looked at (0: now)."""
@@ -238,11 +239,30 @@ class Accounts:
                 raise AccountError(f"there is no user {name!r}")
             self._event(conn, "password-changed", name, detail=detail, now=now)
 
-    def _throttle(self, key: str, client: str) -> None:
-        wait = self.retry_after_s(key, client)
+    def _begin_attempt(self, key: str, client: str) -> int:
+        """Let one attempt through the back-off, counted as a failure until it proves otherwise, so attempts
+        made in parallel (many tabs, many scripts) count against each other at once. One transaction at a
+        time decides (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock); raises SignInError while the
+        back-off runs. Returns the attempt's event id."""
+        now = _now()
+        with write_tx(self.engine) as conn:
+            if is_postgres(self.engine):
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SIGN_IN_LOCK_ID})
+            wait = self._wait(conn, t.auth_events.c.name == key, FREE_FAILURES, now)
+            if client:
+                wait = max(wait, self._wait(conn, t.auth_events.c.client == client, FREE_CLIENT_FAILURES, now))
+            if wait > 0:
+                self._event(conn, "throttled", key, client, f"{wait:.0f} s left", now=now)
+            else:
+                attempt = conn.execute(insert(t.auth_events).values(
+                    time=now, kind="failure", name=key, client=client, detail="checking")).inserted_primary_key[0]
         if wait > 0:
-            self.record("throttled", key, client, f"{wait:.0f} s left")
             raise SignInError(f"Too many failed sign-ins; try again in {max(1, round(wait))} s.", retry_after_s=wait)
+        return int(attempt)
+
+    def _end_attempt(self, attempt: int, kind: str, detail: str | None) -> None:
+        with write_tx(self.engine) as conn:
+            conn.execute(update(t.auth_events).where(t.auth_events.c.id == attempt).values(kind=kind, detail=detail))
 
     @staticmethod
     def _wait(conn: Connection, who, free: int, now: datetime) -> float:
