@@ -136,7 +136,8 @@ class TransferSpec(_Strict):
     kind: Literal["labelled", "partial_labels", "noisy", "omit_classes"] = "labelled"
     label_fraction: float = Field(0.05, gt=0, le=1, description="partial_labels: fraction of train labels kept")
     noise_std: float = Field(0.0, ge=0, le=1000, description="noisy: std of Gaussian noise added to the inputs")
-    omit_classes: list[int] = Field(default_factory=list, max_length=10_000, description="omit_classes: classes removed from the transfer set")
+    omit_classes: list[int] = Field(default_factory=list, max_length=10_000,
+                                    description="omit_classes: classes removed from the transfer set")
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "TransferSpec":
@@ -158,7 +159,8 @@ class OptimizerSpec(_Strict):
 class ScheduleSpec(_Strict):
     name: Literal["cosine", "step", "constant"] = "cosine"
     warmup_epochs: int = Field(0, ge=0, le=10_000)
-    milestones: list[int] = Field(default_factory=list, max_length=1000, description="step: epochs at which lr is multiplied by gamma")
+    milestones: list[int] = Field(default_factory=list, max_length=1000,
+                                  description="step: epochs at which lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0, le=1)
 
 

@@ -1,8 +1,17 @@
 """Studies page under AppTest: the table, the figures, selection, the start form and a search's Optuna view."""
 from __future__ import annotations
 
-from test_app_support import no_local_worker  # noqa: F401 - autouse: no real worker
-from test_app_support import TEACHER, WORKER, app, claim, completed_run, kd_spec, no_exception, texts
+from test_app_support import (
+    TEACHER,
+    WORKER,
+    app,
+    claim,
+    completed_run,
+    kd_spec,
+    no_exception,
+    no_local_worker,  # noqa: F401 - autouse: no real worker
+    texts,
+)
 
 from kdcore.jobs import RunStatus, RunStore
 from kdcore.studies import StudySpec, submit_study

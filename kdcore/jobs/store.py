@@ -584,7 +584,8 @@ class RunStore:
                     run_id = _new_id()
                 run_name = (name if name and len(specs) == 1 else None) or spec.name or _default_name(spec)
                 conn.execute(insert(t.runs).values(
-                    id=run_id, name=checked_text(run_name[:200], "a run name", t.runs.c.name), status=RunStatus.QUEUED.value, spec=spec.to_dict(),
+                    id=run_id, name=checked_text(run_name[:200], "a run name", t.runs.c.name),
+                    status=RunStatus.QUEUED.value, spec=spec.to_dict(),
                     owner=owner, attempts=0, sweep_id=sweep_id, depends_on=deps[0] if deps else None,
                     # distinct, increasing times keep a sweep's runs in value order in the queue
                     created_at=now + timedelta(microseconds=i), cancel_requested=False, final={},
