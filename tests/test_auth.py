@@ -388,3 +388,14 @@ def test_a_user_changes_their_password_on_the_team_page_and_sees_no_admin_tools(
     fresh = AppTest.from_file(MAIN, default_timeout=60).run()
     sign_in(fresh, "alice", "alice's next password")
     assert "Signed in as **alice**" in texts(fresh)
+
+
+def test_the_team_page_says_how_each_other_mode_signs_in(login_env, monkeypatch):
+    at = AppTest.from_file(MAIN, default_timeout=60).run()  # a laptop: no login
+    at.switch_page(TEAM_PAGE_REL).run()
+    assert "Nobody signs in on this machine" in texts(at) and not at.text_input
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(at, "alice", PASSWORD)
+    at.switch_page(TEAM_PAGE_REL).run()
+    assert "shared password, which is for setting up only" in texts(at) and not at.text_input

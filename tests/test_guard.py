@@ -18,7 +18,7 @@ from kdcore.jobs import RunStatus, RunStore
 from kdcore.jobs.accounts import Accounts
 from kdcore.paths import run_dir
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 PASSWORD = "alice's own password"
 CHECKPOINT = os.urandom(4096)
