@@ -205,7 +205,6 @@ def test_a_compiled_student_trains_like_the_eager_one(tmp_path, teacher_ckpt):
     for compiled in (False, True):
         cb = RecordingCallbacks()
         train(kd(teacher_ckpt, epochs=1, compile=compiled, **over), tmp_path / str(compiled), cb)
-        assert cb.info["compile"] == (("reduce-overhead" if ON_CUDA else "default") if compiled else None)
         results[compiled] = (load_checkpoint(tmp_path / str(compiled) / "checkpoint.pt")["state_dict"],
                              cb.epochs[-1][2]["test/acc"])
     assert results[True][0].keys() == results[False][0].keys()  # no _orig_mod. prefix in saved weights

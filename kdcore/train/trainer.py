@@ -90,12 +90,6 @@ def lr_factor(spec: RunSpec, step: int, steps_per_epoch: int) -> float:
     return 1.0
 
 
-def compile_mode_for(device: torch.device) -> str:
-    """torch.compile's mode for a student. On a GPU a small student is launch-bound (a step of a 100K-parameter
-    net is tens of tiny kernels): CUDA graphs replay its whole forward and backward as one launch."""
-    return "reduce-overhead" if device.type == "cuda" else "default"
-
-
 def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -268,9 +262,8 @@ class Trainer:
                               else self.device.type == "cuda" and has_conv(self.student))
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.distiller.to(self.device, memory_format=fmt)
-        self.compile_mode = compile_mode_for(self.device) if spec.compile else None
-        if self.compile_mode:
-            self.distiller.use_compiled_student(torch.compile(self.student, mode=self.compile_mode))
+        if spec.compile:
+            self.distiller.use_compiled_student(torch.compile(self.student))
         self.steps_per_epoch = num_batches(len(self.transfer), spec.batch_size, merge_single=True)
         self.log_every = max(1, self.steps_per_epoch // POINTS_PER_EPOCH)
 
@@ -322,7 +315,6 @@ class Trainer:
             "student": spec.student, "student_params": s_params, "student_flops": s_flops,
             "teacher_cache": self.teacher_cache is not None, "augmentation": bool(self.augment),
             "steps_per_epoch": self.steps_per_epoch, "method": spec.method_label,
-            "compile": self.compile_mode,
         }
         if self.teacher is not None:
             t_params, t_flops = count_parameters(self.teacher), count_flops(self.teacher, self.input_shape)
