@@ -209,5 +209,5 @@ def test_a_compiled_student_trains_like_the_eager_one(tmp_path, teacher_ckpt):
                              cb.epochs[-1][2]["test/acc"])
     assert results[True][0].keys() == results[False][0].keys()  # no _orig_mod. prefix in saved weights
     # rounding differences grow over a run, so compare what it learned rather than the last bits
-    assert results[True][1] > 0.8 and abs(results[True][1] - results[False][1]) < 0.05, (results[True][1],
+    assert results[True][1] > 0.6 and abs(results[True][1] - results[False][1]) < 0.05, (results[True][1],
                                                                                            results[False][1])
