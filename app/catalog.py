@@ -123,8 +123,8 @@ def check_hint_pair(teacher_model: str, teacher_layer: str, student_model: str, 
         student = build_model(student_model, num_classes, c, h)
         hint = HintSpec(teacher_layer=teacher_layer, student_layer=student_layer, preset=preset,
                         phi_t=phi_t, phi_s=phi_s, distance=distance)
-        resolved = resolve_hint(hint, teacher)
-        result = check_layer_pair(teacher, resolved.teacher_path, student, student_layer, tuple(input_shape),
+        resolved = resolve_hint(hint, teacher, student)
+        result = check_layer_pair(teacher, resolved.teacher_path, student, resolved.student_path, tuple(input_shape),
                                   resolved.phi_t, resolved.phi_s, resolved.distance)
     except KDError as err:
         return False, str(err)

@@ -31,6 +31,10 @@ class FeaturePreset:
     reference: str
     #: when phi_s is "identity" and the shapes differ, fall back to a regressor instead of failing
     regressor_if_needed: bool = False
+    #: where the guided (student) feature is read: the layer's output, or before its ReLU (Heo's OFD)
+    student_point: Literal["output", "pre_relu"] = "output"
+    #: weight the preset's pairs by stage, in spec order (shallow to deep): pair i of n gets 1/2^(n−i−1)
+    stage_weights: bool = False
 
 
 class _RegisteredPresets(Mapping):

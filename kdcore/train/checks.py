@@ -80,13 +80,13 @@ def check_spec(spec: RunSpec, *, teacher_model: str | None = None) -> list[str]:
 
         for i, hint in enumerate(spec.hints):
             try:
-                resolved = resolve_hint(hint, teacher)
+                resolved = resolve_hint(hint, teacher, student)
                 phi_s = resolved.phi_s
                 if resolved.phi_s_auto:
                     t_shape = layer_output_shapes(teacher, info.input_shape, [resolved.teacher_path])[resolved.teacher_path]
-                    s_shape = layer_output_shapes(student, info.input_shape, [hint.student_layer])[hint.student_layer]
+                    s_shape = layer_output_shapes(student, info.input_shape, [resolved.student_path])[resolved.student_path]
                     phi_s = resolved.student_transform(t_shape, s_shape)
-                check = check_layer_pair(teacher, resolved.teacher_path, student, hint.student_layer,
+                check = check_layer_pair(teacher, resolved.teacher_path, student, resolved.student_path,
                                          info.input_shape, resolved.phi_t, phi_s, resolved.distance)
             except KDError as err:
                 problems.append(f"hints.{i}: {err}")

@@ -36,9 +36,25 @@ class ResolvedHint:
         return preset_student_transform(get_preset(self.preset), teacher_shape, student_shape)
 
 
-def resolve_hint(hint: HintSpec, teacher: nn.Module) -> ResolvedHint:
-    from kdcore.losses.presets import get_preset
+def _pre_relu_point(model: nn.Module, path: str, side: str, what: str):
+    """The pre-ReLU feature at `path` or the last one inside it (a block or stage of a zoo model)."""
     from kdcore.models.layers import pre_relu_points
+
+    points = pre_relu_points(model)
+    exact = [p for p in points if p.path == path]
+    inside = [p for p in points if p.path.startswith(path + ".")]
+    chosen = exact or inside[-1:]
+    if not chosen:
+        raise IncompatibleLayersError(
+            f"{side} layer {path} has no pre-ReLU feature with a BN before it, which {what} needs; "
+            "pick a block or stage of a zoo model")
+    return chosen[0]
+
+
+def resolve_hint(hint: HintSpec, teacher: nn.Module, student: nn.Module | None = None) -> ResolvedHint:
+    """The pair with its preset expanded; the teacher (and, where the preset reads it there, the student)
+    layer moved to its pre-ReLU point. Without `student` the student layer is taken as given."""
+    from kdcore.losses.presets import get_preset
 
     preset = get_preset(hint.preset) if hint.preset else None
     phi_t = hint.phi_t or preset.phi_t
@@ -46,21 +62,33 @@ def resolve_hint(hint: HintSpec, teacher: nn.Module) -> ResolvedHint:
     distance = hint.distance or preset.distance
     weight = hint.weight if hint.weight is not None else (preset.weight if preset else 1.0)
     teacher_path, bn_path = hint.teacher_layer, None
+    what = preset.title if preset else "margin ReLU"
     needs_pre_relu = phi_t == "margin_relu" or (preset is not None and preset.teacher_point == "pre_relu")
     if needs_pre_relu:
-        points = pre_relu_points(teacher)
-        exact = [p for p in points if p.path == teacher_path]
-        inside = [p for p in points if p.path.startswith(teacher_path + ".")]
-        chosen = exact or inside[-1:]
-        if not chosen:
-            raise IncompatibleLayersError(
-                f"teacher layer {teacher_path} has no pre-ReLU feature with a BN before it, which "
-                f"{preset.title if preset else 'margin ReLU'} needs; pick a block or stage of a zoo model")
-        teacher_path, bn_path = chosen[0].path, chosen[0].bn_path
+        point = _pre_relu_point(teacher, teacher_path, "teacher", what)
+        teacher_path, bn_path = point.path, point.bn_path
+    student_path = hint.student_layer
+    if student is not None and preset is not None and preset.student_point == "pre_relu":
+        student_path = _pre_relu_point(student, student_path, "student", what).path
     label = f"{hint.preset or distance}:{hint.student_layer}"
-    return ResolvedHint(teacher_path, hint.student_layer, phi_t, phi_s, distance, float(weight),
+    return ResolvedHint(teacher_path, student_path, phi_t, phi_s, distance, float(weight),
                         bool(preset.regressor_relu) if preset else False, bn_path, label,
                         preset=hint.preset, phi_s_auto=hint.phi_s is None and bool(preset and preset.regressor_if_needed))
+
+
+def resolve_hints(hints: Sequence[HintSpec], teacher: nn.Module, student: nn.Module) -> list[ResolvedHint]:
+    """Every pair resolved; a preset with stage weights (OFD) weights its i-th of n pairs, in spec order,
+    by 1/2^(n−i−1) on top of the pair's weight, as Heo et al. weight their stages."""
+    from dataclasses import replace
+
+    from kdcore.losses.presets import get_preset
+
+    resolved = [resolve_hint(h, teacher, student) for h in hints]
+    for name in {h.preset for h in hints if h.preset and get_preset(h.preset).stage_weights}:
+        mine = [i for i, h in enumerate(hints) if h.preset == name]
+        for rank, i in enumerate(mine):
+            resolved[i] = replace(resolved[i], weight=resolved[i].weight / 2 ** (len(mine) - rank - 1))
+    return resolved
 
 
 class Distiller(nn.Module):

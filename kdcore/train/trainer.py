@@ -25,7 +25,7 @@ from kdcore.train.checkpoint import (
     model_record,
     save_atomic,
 )
-from kdcore.train.distiller import Distiller, build_logit_loss_for, build_methods, resolve_hint
+from kdcore.train.distiller import Distiller, build_logit_loss_for, build_methods, resolve_hints
 from kdcore.train.fidelity import accuracy, fidelity_report
 from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
 
@@ -254,7 +254,7 @@ class Trainer:
         if len(self.transfer) == 0:
             raise KDError("the transfer set is empty: no training sample is left after the transfer options")
         check_labels(self.transfer.y, info.num_classes)
-        hints = [resolve_hint(hsp, self.teacher) for hsp in spec.hints]
+        hints = resolve_hints(spec.hints, self.teacher, self.student)
         context = BuildContext(self.student, self.teacher, self.input_shape, info.num_classes, len(self.transfer))
         self.distiller = Distiller(self.student, self.teacher, build_logit_loss_for(spec), hints, self.input_shape,
                                    methods=build_methods(spec, context), context=context)
