@@ -235,12 +235,13 @@ if isinstance(teacher_stats, tuple) and isinstance(student_stats, tuple):
 has_teacher = source != "none"
 if has_teacher:
     st.header("4 · Logit distillation", divider="gray")
-    st.markdown(r"$L = \alpha\,H(y, \sigma(z_s)) + \beta\,\rho^2\,D\big(\sigma(z_t;\rho),\ \sigma(z_s;\rho)\big)$")
     logit_methods = forms.method_choices("logit")
     widgets.keep_valid("method", list(logit_methods))
     st.radio("Method", list(logit_methods), format_func=logit_methods.get, key="method",
              horizontal=True, persist_state=KEEP)
     here("method")
+    if S["method"] == "kd":
+        st.markdown(r"$L = \alpha\,H(y, \sigma(z_s)) + \beta\,\rho^2\,D\big(\sigma(z_t;\rho),\ \sigma(z_s;\rho)\big)$")
     method_card(S["method"])
     param_inputs(forms.param_widgets(S["method"]))
     # The teacher's soft labels at this ρ, when it is a run with recorded probe logits.

@@ -177,12 +177,14 @@ def describe_params(params: type[MethodParams]) -> list[dict[str, Any]]:
 def layer_field(side: Side, default: str = EMBEDDING, description: str = "") -> Any:
     """A parameter naming one layer of the teacher or the student (the form shows a layer picker).
     ``EMBEDDING`` means the penultimate embedding."""
-    return Field(default, description=description or f"the {side} layer to read", json_schema_extra={"layer": side})
+    return Field(default, title=f"{side.title()} layer", description=description or f"the {side} layer to read",
+                 json_schema_extra={"layer": side})
 
 
 def layers_field(side: Side, description: str = "") -> Any:
     """A parameter naming several layers (stages) of one model, in order; empty = the method's choice."""
-    return Field(default_factory=list, description=description or f"the {side} layers to read, in order",
+    return Field(default_factory=list, title=f"{side.title()} layers",
+                 description=description or f"the {side} layers to read, in order",
                  json_schema_extra={"layer": side})
 
 

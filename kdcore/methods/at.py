@@ -16,4 +16,4 @@ PRESET = register_preset(FeaturePreset(
     description="Match the normalised spatial attention maps (mean of squared activations over "
     "channels); channel counts may differ.",
     reference="Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017",
-))
+), order=1)

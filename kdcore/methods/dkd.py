@@ -101,7 +101,7 @@ class DKD(LogitLoss):
         )
 
 
-@register_method("dkd", family="logit", params=DKDParams, title="Decoupled KD", short="DKD",
+@register_method("dkd", family="logit", params=DKDParams, title="Decoupled KD", short="DKD", order=2,
                  needs=Needs(epoch=True, labels=True),
                  paper="Zhao et al., Decoupled Knowledge Distillation, CVPR 2022",
                  description="Target-class (TCKD) and non-target-class (NCKD) KL weighted separately, with a "

@@ -16,4 +16,4 @@ PRESET = register_preset(FeaturePreset(
     description="The student's guided layer, through a 1×1 conv + BN + ReLU regressor, "
     "regresses the teacher's hint with mean squared error.",
     reference="Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015",
-))
+), order=0)

@@ -17,4 +17,4 @@ PRESET = register_preset(FeaturePreset(
     "representations; a regressor is added when their widths differ.",
     reference="Aguilar et al., Knowledge Distillation from Internal Representations, AAAI 2020",
     regressor_if_needed=True,
-))
+), order=4)

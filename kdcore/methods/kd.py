@@ -80,7 +80,7 @@ class HintonKD(LogitLoss):
         )
 
 
-@register_method("kd", family="logit", params=KDParams, title="Hinton KD", short="KD",
+@register_method("kd", family="logit", params=KDParams, title="Hinton KD", short="KD", order=0,
                  needs=Needs(labels=True),
                  paper="Hinton, Vinyals & Dean, Distilling the Knowledge in a Neural Network, 2015",
                  description="α·CE on labels + β·ρ²·KL between teacher and student soft labels at temperature ρ.")

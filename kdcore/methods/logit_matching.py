@@ -43,7 +43,7 @@ class LogitMatching(LogitLoss):
 
 
 @register_method("logit_matching", family="logit", params=LogitMatchingParams, title="Logit matching",
-                 short="logit MSE", needs=Needs(labels=True),
+                 short="logit MSE", needs=Needs(labels=True), order=1,
                  paper="Buciluă, Caruana & Niculescu-Mizil, Model Compression, KDD 2006",
                  description="Mean squared error between raw teacher and student logits (the ρ→∞ limit of KD).")
 def build(p: LogitMatchingParams, ctx=None) -> LogitMatching:

@@ -16,4 +16,4 @@ PRESET = register_preset(FeaturePreset(
     description="Match the distributions of the channels' normalised spatial maps with a squared "
     "MMD and the polynomial kernel (xᵀy)²; channel counts may differ.",
     reference="Huang & Wang, Like What You Like: Knowledge Distill via Neuron Selectivity Transfer, 2017",
-))
+), order=2)

@@ -20,4 +20,4 @@ PRESET = register_preset(FeaturePreset(
     "matched by the student's pre-ReLU features through a 1×1 conv + BN connector, with a partial L2 that "
     "skips what the ReLU would erase; pair i of n (shallow to deep) is weighted 1/2^(n−i−1).",
     reference="Heo et al., A Comprehensive Overhaul of Feature Distillation, ICCV 2019",
-))
+), order=3)

@@ -45,6 +45,7 @@ class MethodRecord:
     #: a hint-pair preset (a FeaturePreset of Φ_t, Φ_s, D and weight) for methods registered as data
     preset: Any = None
     origin: str = "kdcore"  # "kdcore" for built-ins, else the module that registered it
+    order: int = 100  # where it is listed within its family (the classics first)
 
     @property
     def slot(self) -> Slot:
@@ -85,9 +86,11 @@ def _add(record: MethodRecord) -> None:
 
 
 def register_method(name: str, *, family: Family, params: type[MethodParams], title: str, paper: str,
-                    description: str, needs: Needs = Needs(), short: str | None = None) -> Callable[[Builder], Builder]:
+                    description: str, needs: Needs = Needs(), short: str | None = None,
+                    order: int = 100) -> Callable[[Builder], Builder]:
     """Register the decorated builder (a function ``(params, ctx) -> loss`` or a loss class taking
-    ``(params, ctx)``) as the method ``name``. ``family`` is logit, feature or relation."""
+    ``(params, ctx)``) as the method ``name``. ``family`` is logit, feature or relation; ``order``
+    places it in listings within its family (lower first, then by name)."""
     if family not in get_args(Family):
         raise KDError(f"method {name!r}: family must be one of {', '.join(get_args(Family))}, got {family!r}")
     _check_params(name, params)
@@ -95,13 +98,13 @@ def register_method(name: str, *, family: Family, params: type[MethodParams], ti
     def decorate(builder: Builder) -> Builder:
         _add(MethodRecord(name=name, family=family, title=title, description=description, paper=paper,
                           params=params, build=builder, needs=needs, short=short or title,
-                          origin=_origin(builder)))
+                          origin=_origin(builder), order=order))
         return builder
 
     return decorate
 
 
-def register_preset(preset: Any) -> Any:
+def register_preset(preset: Any, order: int = 100) -> Any:
     """Register a hint-pair preset (a ``kdcore.losses.FeaturePreset``: Φ_t, Φ_s, D and a weight) as a
     feature method. It is data: the loss is ``FeatureKD`` built from it for each (hint, guided) pair."""
     name = preset.name
@@ -113,7 +116,7 @@ def register_preset(preset: Any) -> Any:
     needs = Needs(layers=preset.teacher_point == "output", inputs=preset.teacher_point == "pre_relu")
     _add(MethodRecord(name=name, family="feature", title=preset.title, description=preset.description,
                       paper=preset.reference, params=params, build=_build_preset_unsupported, needs=needs,
-                      short=name, preset=preset, origin=_origin_of_module(preset)))
+                      short=name, preset=preset, origin=_origin_of_module(preset), order=order))
     return preset
 
 
@@ -178,9 +181,10 @@ def get_method(name: str) -> MethodRecord:
 
 
 def all_methods(*, family: Family | None = None, slot: Slot | None = None) -> list[MethodRecord]:
-    """Every registered method (built-ins first, in name order), optionally one family or spec slot."""
+    """Every registered method (built-ins first; by family, order, name), optionally one family or spec slot."""
     load_methods()
-    records = sorted(_records.values(), key=lambda r: (r.origin != "kdcore", r.family != "logit", r.name))
+    families = {"logit": 0, "feature": 1, "relation": 2}
+    records = sorted(_records.values(), key=lambda r: (r.origin != "kdcore", families[r.family], r.order, r.name))
     return [r for r in records if (family is None or r.family == family) and (slot is None or r.slot == slot)]
 
 
