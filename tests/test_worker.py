@@ -182,7 +182,7 @@ def test_invalid_and_crashing_runs_do_not_disturb_other_runs(db_url, kd_home, wo
     with pytest.raises(SpecError, match=r"epochs") as refused:
         store.submit({"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 0})
     assert "epochs" in str(refused.value)
-    diverging = store.submit(tiny(name="diverges", optimizer={"lr": 1e30}))
+    diverging = store.submit(tiny(name="diverges", optimizer={"lr": 100}))
     good = store.submit(tiny(name="fine"))
     workers(db_url, "--exit-when-idle")
     bad_run, good_run = wait_for(store, [diverging, good], {RunStatus.COMPLETED, RunStatus.FAILED}, kd_home)
