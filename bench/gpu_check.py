@@ -114,6 +114,7 @@ def profile_main(device: str, out: Path, quick: bool) -> int:
     from kdcore.models import build_model
     from kdcore.train import NullCallbacks, Trainer
     from kdcore.train.checkpoint import FORMAT, model_record, save_atomic
+    from kdcore.train.teacher_cache import TeacherCache
 
     b = dict(BUDGETS["tiny" if quick else "full"])
     results: dict = {}
@@ -141,7 +142,10 @@ def profile_main(device: str, out: Path, quick: bool) -> int:
             n = min(len(trainer.transfer), steps * batch)
             trainer.transfer.x, trainer.transfer.y = trainer.transfer.x[:n], trainer.transfer.y[:n]
             if trainer.teacher_cache is not None:
-                trainer.teacher_cache = trainer.teacher_cache[:n]
+                trainer.teacher_cache = TeacherCache(n, 10, s.teacher_cache_views, trainer.augment, s.seed,
+                                                     trainer.device)
+            # the cache fills while the first epoch runs; later epochs showing the same view read it
+            every = trainer.teacher_cache.views if trainer.teacher_cache is not None else 1
             # _epoch ends with an evaluation: a small one, so the steps dominate what is timed
             keep = torch.arange(256, device=trainer.device)
             trainer.data.val, trainer.data.test = trainer.data.val.subset(keep), trainer.data.test.subset(keep)
@@ -152,12 +156,12 @@ def profile_main(device: str, out: Path, quick: bool) -> int:
             sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
             sync()
             t0 = time.perf_counter()
-            trainer._epoch(2, 0)
+            trainer._epoch(1 + every, 0)
             sync()
             wall = time.perf_counter() - t0
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
             with profile(activities=activities) as prof:
-                trainer._epoch(3, 0)
+                trainer._epoch(1 + 2 * every, 0)
                 sync()
             ka = prof.key_averages()
             device_us = sum(e.self_device_time_total for e in ka) if trainer.device.type == "cuda" else 0.0

@@ -22,11 +22,13 @@ import torch.nn.functional as F
 
 from kdcore.spec import RunSpec
 from kdcore.train import NullCallbacks, Trainer
-from kdcore.train.trainer import POINTS_PER_EPOCH, autocast_for
+from kdcore.train.reporting import REPORT_INTERVAL_S
+from kdcore.train.trainer import autocast_for
 
 
 class StepClock(NullCallbacks):
-    """Wall time from the first reported step to the last, and the steps in between."""
+    """Wall time from the first reported step to the last, and the steps in between (steps are reported
+    about every REPORT_INTERVAL_S, so an epoch must last a few of those)."""
 
     def __init__(self) -> None:
         self.marks: list[tuple[float, int]] = []
@@ -48,17 +50,29 @@ def make_spec(args, **over) -> RunSpec:
 
 
 def trainer_images_per_s(spec: RunSpec, train_size: int, out: Path) -> tuple[float, Trainer]:
+    from kdcore.train.reporting import Reporter
+    from kdcore.train.teacher_cache import TeacherCache
+
     trainer = Trainer(spec, out)
     trainer._setup()
     # a fixed-size slice keeps CPU runs short; same slice for every contender
     trainer.transfer.x, trainer.transfer.y = trainer.transfer.x[:train_size], trainer.transfer.y[:train_size]
     if trainer.teacher_cache is not None:
-        trainer.teacher_cache = trainer.teacher_cache[:train_size]
+        trainer.teacher_cache = TeacherCache(train_size, trainer.data.info.num_classes, spec.teacher_cache_views,
+                                             trainer.augment, spec.seed, trainer.device)
     trainer.steps_per_epoch = -(-train_size // spec.batch_size)
-    trainer.log_every = max(1, trainer.steps_per_epoch // POINTS_PER_EPOCH)  # as in a real run of this size
     clock = StepClock()
     trainer.cb = clock
-    trainer._epoch(1, 0)
+    trainer.reporter = Reporter(clock)
+    try:
+        if trainer.teacher_cache is not None:  # the cache fills during the first epoch; time a cached one
+            trainer._epoch(1, 0)
+            clock.marks.clear()
+            trainer._epoch(1 + trainer.teacher_cache.views, 0)
+        else:
+            trainer._epoch(1, 0)
+    finally:
+        trainer.reporter.close()
     return clock.images_per_s(spec.batch_size), trainer
 
 
@@ -89,11 +103,14 @@ def handwritten_images_per_s(trainer: Trainer, spec: RunSpec) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % trainer.log_every == 0:  # read the loss back as often as the trainer reports it
+        # read the loss back as often as the trainer reports it: after the first step, then by time
+        if step == 1 or time.perf_counter() - marks[-1][0] >= REPORT_INTERVAL_S:
             loss.item()
-            marks.append(time.perf_counter())
-    steps = (len(marks) - 1) * trainer.log_every
-    return steps * spec.batch_size / (marks[-1] - marks[0])
+            marks.append((time.perf_counter(), step))
+    loss.item()
+    marks.append((time.perf_counter(), step))
+    (t0, s0), (t1, s1) = marks[0], marks[-1]
+    return (s1 - s0) * spec.batch_size / (t1 - t0)
 
 
 def main() -> int:

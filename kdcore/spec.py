@@ -191,7 +191,10 @@ class RunSpec(_Strict):
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
-    eval_batch_size: int = Field(1024, ge=1, le=1_048_576)
+    eval_batch_size: int | None = Field(None, ge=1, le=1_048_576, description="None = chosen per device (128 on a CPU, 1024 on "
+                                                                 "a GPU: large CPU batches churn page faults)")
+    checkpoint_every_s: float = Field(60.0, ge=0, le=10**7, description="at most one checkpoint every this many seconds, "
+                                                              "and one at the end; 0 = after every epoch")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"
@@ -199,6 +202,9 @@ class RunSpec(_Strict):
     compile: bool = False
     channels_last: bool | None = Field(None, description="None = on for conv nets on CUDA")
     teacher_cache: Literal["auto", "off"] = "auto"
+    teacher_cache_views: int = Field(8, ge=1, le=256, description="with augmentation: the teacher's logits are "
+                                     "cached for this many augmented views of each sample, epoch e showing view "
+                                     "(e - 1) mod views")
     probe_size: int = Field(64, ge=0, le=1024)
     tags: list[str] = Field(default_factory=list, max_length=100)
 

@@ -425,3 +425,14 @@ def test_stratified_subset_is_balanced_and_deterministic():
         stratified_subset(y)
     with pytest.raises(ValueError):
         stratified_subset(y, per_class=3, fraction=0.5)
+
+
+def test_the_shipped_digits_equal_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    from kdcore.data import sources
+
+    raw = sources.read_digits()
+    digits = load_digits()
+    assert torch.equal(raw.x, torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1))
+    assert torch.equal(raw.y, torch.from_numpy(digits.target.astype(np.int64)))

@@ -213,15 +213,15 @@ def student_logits_of_run(checkpoint: str | Path, spec: RunSpec, *, device: str 
 
     from kdcore.data import load_dataset
     from kdcore.train.checkpoint import load_model_from_checkpoint
-    from kdcore.train.trainer import SPLIT_SEED, predict
+    from kdcore.train.trainer import SPLIT_SEED, eval_batch_size, predict
 
     dev = torch.device(device)
     data = load_dataset(spec.dataset.name, val_fraction=spec.dataset.val_fraction, seed=SPLIT_SEED, device=dev,
                         path=spec.dataset.path)
     model, _ = load_model_from_checkpoint(checkpoint)
     model.to(dev)
-    val = predict(model, data.val.x, spec.eval_batch_size, dev, "fp32")
-    test = predict(model, data.test.x, spec.eval_batch_size, dev, "fp32")
+    val = predict(model, data.val.x, eval_batch_size(spec, dev), dev, "fp32")
+    test = predict(model, data.test.x, eval_batch_size(spec, dev), dev, "fp32")
     return val.cpu().numpy(), data.val.y.cpu().numpy(), test.cpu().numpy(), data.test.y.cpu().numpy()
 
 

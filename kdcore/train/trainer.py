@@ -26,12 +26,14 @@ from kdcore.train.checkpoint import (
     save_atomic,
 )
 from kdcore.train.distiller import Distiller, build_logit_loss_for, build_methods, resolve_hints
-from kdcore.train.fidelity import accuracy, fidelity_report
+from kdcore.train.fidelity import accuracy, expected_calibration_error, fidelity_report
+from kdcore.train.reporting import REPORT_INTERVAL_S, Reporter, StepInterval, interval_metrics
+from kdcore.train.teacher_cache import TeacherCache
 from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
 
 PROBES_NAME = "probes.pt"
 SPLIT_SEED = 0  # data splits are fixed across runs so every run is scored on the same validation set
-POINTS_PER_EPOCH = 50  # step metrics are averaged over intervals so a GPU is not synced every step
+EVAL_BATCH = {"cpu": 128, "default": 1024}  # big CPU batches churn page faults; a GPU wants them big
 
 
 @dataclass
@@ -90,6 +92,10 @@ def lr_factor(spec: RunSpec, step: int, steps_per_epoch: int) -> float:
     return 1.0
 
 
+def eval_batch_size(spec: RunSpec, device: torch.device) -> int:
+    return spec.eval_batch_size or EVAL_BATCH.get(device.type, EVAL_BATCH["default"])
+
+
 def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -109,6 +115,20 @@ def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device, 
             outs.append(model(xb).float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
+
+
+@contextlib.contextmanager
+def channels_last_for_eval(model: nn.Module, device: torch.device):
+    """On a CPU, conv nets infer ~1.5x faster in channels_last: switch the weights for the evaluation only.
+    Yields whether the inputs should be channels_last too."""
+    switch = device.type == "cpu" and has_conv(model)
+    if switch:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield switch
+    finally:
+        if switch:
+            model.to(memory_format=torch.contiguous_format)
 
 
 def load_teacher(spec: RunSpec, num_classes: int, in_channels: int, input_size: int) -> tuple[nn.Module, dict]:
@@ -151,8 +171,9 @@ def check_labels(y: Tensor, num_classes: int) -> None:
 
 
 def _resume_key(spec: dict) -> dict:
-    """What must match to continue a checkpoint: everything but labels and where it runs."""
-    return {k: v for k, v in spec.items() if k not in ("name", "tags", "device")}
+    """What must match to continue a checkpoint: everything but labels, where it runs and how often it saves."""
+    return {k: v for k, v in spec.items()
+            if k not in ("name", "tags", "device", "eval_batch_size", "checkpoint_every_s")}
 
 
 def check_model_fits(record: dict, num_classes: int, in_channels: int, input_size: int, *, who: str) -> None:
@@ -164,28 +185,6 @@ def check_model_fits(record: dict, num_classes: int, in_channels: int, input_siz
     if record.get("input_size") not in (None, input_size) and not str(record.get("name", "")).startswith("tv_"):
         raise KDError(f"the {who} was built for {record['input_size']}×{record['input_size']} images but the "
                       f"dataset's are {input_size}×{input_size}")
-
-
-class _Interval:
-    """Step metrics accumulated on the device and read back once per interval."""
-
-    def __init__(self) -> None:
-        self.reset(time.perf_counter())
-
-    def reset(self, now: float) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.totals: list[Tensor] = []
-        self.steps = 0
-        self.images = 0
-        self.started = now
-
-    def add(self, losses: dict[str, Tensor], total: Tensor, images: int) -> None:
-        for k, v in losses.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-        self.totals.append(total.detach().float())
-        self.steps += 1
-        self.images += images
 
 
 def _legacy_probes(path: Path, epoch: int) -> dict[str, Any] | None:
@@ -264,32 +263,38 @@ class Trainer:
         self.distiller.to(self.device, memory_format=fmt)
         if spec.compile:
             self.distiller.use_compiled_student(torch.compile(self.student))
-        self.steps_per_epoch = num_batches(len(self.transfer), spec.batch_size, merge_single=True)
-        self.log_every = max(1, self.steps_per_epoch // POINTS_PER_EPOCH)
+        # a compiled student sees one batch shape: the last, smaller batch of an epoch is dropped
+        self.drop_last = spec.compile and len(self.transfer) >= spec.batch_size
+        self.steps_per_epoch = num_batches(len(self.transfer), spec.batch_size, drop_last=self.drop_last,
+                                           merge_single=True)
+        self.eval_batch = eval_batch_size(spec, self.device)
 
         params = self.distiller.trainable_parameters()
         o = spec.optimizer
+        # one fused kernel for all parameters on a GPU; the CPU keeps PyTorch's default (same numbers as ever)
+        fused = {"fused": True} if self.device.type == "cuda" else {}
         if o.name == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                                             nesterov=o.nesterov and o.momentum > 0)
+                                             nesterov=o.nesterov and o.momentum > 0, **fused)
         else:
-            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(spec, s, self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.best_val: float | None = None  # run() sets it from a resumed history; benches call _epoch alone
 
-        # The cache is faithful only if the student sees exactly the inputs the teacher saw.
-        self.cache_allowed = (self.teacher is not None and not self.distiller.needs_teacher_forward
-                              and not self.augment
-                              and self.transfer.noise_std == 0 and spec.teacher_cache == "auto")
-        self.teacher_cache: Tensor | None = None
-        self.teacher_test_logits = self.teacher_val_logits = None
+        # The cache is faithful only if the student sees exactly the inputs the teacher saw: with augmentation
+        # it holds a fixed set of views (parameters and logits), filled during the first epochs.
+        self.teacher_cache: TeacherCache | None = None
+        if (self.teacher is not None and not self.distiller.needs_teacher_forward and self.transfer.noise_std == 0
+                and spec.teacher_cache == "auto"):
+            self.teacher_cache = TeacherCache(len(self.transfer), info.num_classes, spec.teacher_cache_views,
+                                              self.augment, spec.seed, self.device)
+        self.teacher_test_logits = None
+        self.teacher_ece: float | None = None  # the teacher does not change: its calibration is computed once
         if self.teacher is not None:
             self.teacher_test_logits = self._predict(self.teacher, self.data.test.x)
-            self.teacher_val_logits = self._predict(self.teacher, self.data.val.x)
-        if self.cache_allowed:
-            self.teacher_cache = self._predict(self.teacher, self.transfer.x)
+            self.teacher_ece = expected_calibration_error(self.teacher_test_logits, self.data.test.y)
 
         # class-stratified; with more classes than probe_size, one per class rather than blank classes
         per_class = math.ceil(spec.probe_size / info.num_classes) if spec.probe_size else 0
@@ -316,6 +321,8 @@ class Trainer:
             "teacher_cache": self.teacher_cache is not None, "augmentation": bool(self.augment),
             "steps_per_epoch": self.steps_per_epoch, "method": spec.method_label,
         }
+        if self.teacher_cache is not None:
+            self.info.update(self.teacher_cache.describe())
         if self.teacher is not None:
             t_params, t_flops = count_parameters(self.teacher), count_flops(self.teacher, self.input_shape)
             self.info.update({
@@ -325,7 +332,10 @@ class Trainer:
             })
 
     def _predict(self, model: nn.Module, x: Tensor) -> Tensor:
-        return predict(model, x, self.spec.eval_batch_size, self.device, self.precision, self.channels_last)
+        if self.channels_last or (self.spec.compile and model is self.student):  # a switch would recompile
+            return predict(model, x, self.eval_batch, self.device, self.precision, self.channels_last)
+        with channels_last_for_eval(model, self.device) as cl:
+            return predict(model, x, self.eval_batch, self.device, self.precision, cl)
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def _checkpoint(self, epoch: int, step: int, history: list[dict]) -> None:
@@ -389,38 +399,69 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> TrainResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.reporter = Reporter(self.cb)
         try:
             self._setup()
             start_epoch, step, history = 0, 0, []
             if resume and (self.out_dir / CHECKPOINT_NAME).is_file():
                 start_epoch, step, history = self._restore()
-                self.cb.on_resume(start_epoch, step)
-                self.cb.on_log(f"resumed after epoch {start_epoch} (step {step})")
+                self._report(self.cb.on_resume, start_epoch, step)
+                self._report(self.cb.on_log, f"resumed after epoch {start_epoch} (step {step})")
             (self.out_dir / "spec.yaml").write_text(self.spec.to_yaml())  # only once the folder is ours
             self.info.update(start_epoch=start_epoch, start_step=step)
             self.best_val = max((h["val/acc"] for h in history if "val/acc" in h), default=None)
-            self.cb.on_start(dict(self.info))
-            self.cb.on_log(self._start_line())
+            self._report(self.cb.on_start, dict(self.info))
+            self._report(self.cb.on_log, self._start_line())
+            saved_epoch, saved_at = start_epoch, time.monotonic()
             for epoch in range(start_epoch + 1, self.spec.epochs + 1):
                 result = self._epoch(epoch, step)
                 if result is None:
-                    self.cb.on_log(f"cancelled during epoch {epoch}; the checkpoint of epoch {epoch - 1} is kept")
-                    return TrainResult("cancelled", epoch - 1, step, history[-1] if history else {}, self.out_dir, self.info)
+                    self._report(self.cb.on_log, f"cancelled during epoch {epoch}; " + (
+                        f"the checkpoint of epoch {saved_epoch} is kept" if saved_epoch
+                        else "no checkpoint yet: a resume starts from the beginning"))
+                    self.reporter.drain()
+                    return TrainResult("cancelled", saved_epoch, step, history[-1] if history else {},
+                                       self.out_dir, self.info)
                 step, metrics = result
                 history.append({"epoch": epoch, "step": step, **metrics})
-                # Report first: a crash before the checkpoint then rolls back to the previous one cleanly,
-                # never leaving a checkpointed epoch whose metrics were not delivered.
-                self.cb.on_epoch(epoch, step, metrics)
-                self._checkpoint(epoch, step, history)
-                self.cb.on_log(self._epoch_line(epoch, metrics))
+                self._report(self.cb.on_epoch, epoch, step, metrics)
+                self._report(self.cb.on_log, self._epoch_line(epoch, metrics))
+                stopping = self.reporter.poll_now()  # in order: after the epoch's metrics reached the callbacks
+                # A checkpoint at most every checkpoint_every_s, at the end and before a stop; a resume replays
+                # the epochs after the last one exactly, since every epoch's randomness derives from (seed, epoch).
+                if (stopping or epoch == self.spec.epochs
+                        or time.monotonic() - saved_at >= self.spec.checkpoint_every_s):
+                    # Reported first: a crash before the checkpoint then rolls back to the previous one cleanly,
+                    # never leaving a checkpointed epoch whose metrics were not delivered.
+                    self.reporter.drain()
+                    self._checkpoint(epoch, step, history)
+                    saved_epoch, saved_at = epoch, time.monotonic()
+                if stopping and epoch < self.spec.epochs:
+                    self._report(self.cb.on_log, f"cancelled after epoch {epoch}; its checkpoint is kept")
+                    self.reporter.drain()
+                    return TrainResult("cancelled", epoch, step, history[-1], self.out_dir, self.info)
+            self.reporter.drain()
             return TrainResult("completed", self.spec.epochs, step, history[-1] if history else {}, self.out_dir, self.info)
         except torch.cuda.OutOfMemoryError:
             raise OutOfMemoryError(
                 f"the GPU ran out of memory at batch size {self.spec.batch_size}; try a smaller batch size "
                 f"(e.g. {max(1, self.spec.batch_size // 2)}) or a smaller model") from None
         finally:
+            self.reporter.close()
+            self.reporter = None
             if hasattr(self, "distiller"):
                 self.distiller.close()
+
+    def _reporter(self) -> Reporter:
+        """run() starts (and closes) the reporter; a bench calling _epoch alone gets one on first use."""
+        if getattr(self, "reporter", None) is None:
+            self.reporter = Reporter(self.cb)
+        return self.reporter
+
+    def _report(self, fn, *args) -> None:
+        """A callback, run on the reporter thread in order; a failure of an earlier one is raised here."""
+        self._reporter().raise_if_failed()
+        self.reporter.submit(fn, *args)
 
     def _epoch(self, epoch: int, step: int) -> tuple[int, dict[str, float]] | None:
         from kdcore.data import TensorSplit, iterate_batches
@@ -432,29 +473,48 @@ class Trainer:
         order_gen = torch.Generator().manual_seed(epoch_seed)
         device_gen = torch.Generator(device=self.device).manual_seed(epoch_seed)
         hint_only = epoch <= spec.hint_stage_epochs
+        cache = self.teacher_cache
+        view = cache.view_of(epoch) if cache is not None else 0
         self.distiller.train()
-        interval = _Interval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        labelled = torch.zeros((), device=self.device)
-        seen = 0
         started = time.perf_counter()
+        interval = StepInterval(started)
+        # Per-step tensors only (no arithmetic, no host read) until the epoch ends: train loss and accuracy
+        # are computed from them once.
+        totals: list[Tensor] = []
+        sizes: list[int] = []
+        preds: list[Tensor] = []
+        labels: list[Tensor] = []
+        reporter = self._reporter()
+        stop = reporter.stop_requested
         split = TensorSplit(self.transfer.x, self.transfer.y)
         # a last batch of one sample would break BatchNorm in training mode: it joins the previous one
-        for x, y, idx in iterate_batches(split, spec.batch_size, shuffle=True, generator=order_gen, merge_single=True):
-            if self.cb.should_stop():
+        for x, y, idx in iterate_batches(split, spec.batch_size, shuffle=True, generator=order_gen,
+                                         drop_last=self.drop_last, merge_single=True):
+            if stop.is_set():
                 return None
-            if self.augment:
+            if reporter.error is not None:
+                reporter.raise_if_failed()
+            cached = None
+            if cache is not None:
+                x = cache.inputs(x, idx, view)
+                cached = cache.lookup(idx, view)
+            elif self.augment:
                 x = self.augment(x, device_gen)
             if self.transfer.noise_std:
                 x = x + self.transfer.noise_std * torch.randn(x.shape, device=x.device, generator=device_gen)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            cached = self.teacher_cache[idx] if self.teacher_cache is not None else None
             with autocast_for(self.device, self.precision):
+                if cache is not None and cached is None:  # this view's first pass: keep what the teacher says
+                    with torch.no_grad():
+                        cached = self.teacher(x)
+                    cache.store(idx, view, cached)
                 z_s, losses = self.distiller(x, y, epoch=epoch, teacher_logits=cached, hint_only=hint_only,
                                              indices=idx)
-            total = sum(v.float() for v in losses.values())
+            values = iter(losses.values())
+            total = next(values).float()
+            for v in values:
+                total = total + v.float()
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler:
                 self.scaler.scale(total).backward()
@@ -465,36 +525,42 @@ class Trainer:
                 self.optimizer.step()
             self.scheduler.step()
             step += 1
-            is_lab = y != UNLABELLED
-            loss_sum += total.detach().float() * len(y)
-            correct += ((z_s.detach().argmax(1) == y) & is_lab).sum()
-            labelled += is_lab.sum()
-            seen += len(y)
+            totals.append(total.detach())
+            sizes.append(len(y))
+            preds.append(z_s.detach().argmax(1))
+            labels.append(y)
             interval.add(losses, total, len(y))
-            if interval.steps >= self.log_every or time.perf_counter() - interval.started >= 1.0:
-                self._report_interval(interval, epoch, step)
+            now = time.perf_counter()
+            if now - interval.started >= REPORT_INTERVAL_S:
+                self._report_interval(interval, epoch, step, now)
         if interval.steps:
-            self._report_interval(interval, epoch, step)
-        return step, self._evaluate(epoch, float(loss_sum) / max(seen, 1),
-                                    float(correct) / max(float(labelled), 1), time.perf_counter() - started)
+            self._report_interval(interval, epoch, step, time.perf_counter())
+        if cache is not None:
+            cache.end_epoch(view)
+        self.reporter.drain()  # the epoch's losses are checked (finite) before it is evaluated
+        seen = sum(sizes)
+        loss_sum = float(torch.stack([t.float() for t in totals]) @ torch.tensor(sizes, dtype=torch.float32,
+                                                                                   device=totals[0].device))
+        y_all = torch.cat(labels)
+        is_lab = y_all != UNLABELLED
+        correct = int(((torch.cat(preds) == y_all) & is_lab).sum())
+        labelled = int(is_lab.sum())
+        return step, self._evaluate(epoch, loss_sum / max(seen, 1), correct / max(labelled, 1),
+                                    time.perf_counter() - started)
 
-    def _report_interval(self, interval: _Interval, epoch: int, step: int) -> None:
-        totals = torch.stack(interval.totals)
-        finite = torch.isfinite(totals)
-        if not bool(finite.all()):
-            first_bad = step - interval.steps + 1 + int((~finite).nonzero()[0])
-            raise TrainingDivergedError(
-                f"the loss became {'NaN' if totals[~finite][0].isnan() else 'infinite'} at epoch {epoch}, "
-                f"step {first_bad}; lower the learning rate or the loss weights")
-        now = time.perf_counter()
-        metrics = {f"loss/{k}": float(v) / interval.steps for k, v in interval.sums.items()}
-        metrics["loss/total"] = float(totals.mean())
-        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-        metrics["throughput"] = interval.images / max(now - interval.started, 1e-9)
+    def _report_interval(self, interval: StepInterval, epoch: int, step: int, now: float) -> None:
+        """Hand the interval's device tensors to the reporter thread, which reads them and calls on_step."""
+        extra = {"lr": self.optimizer.param_groups[0]["lr"],
+                 "throughput": interval.images / max(now - interval.started, 1e-9)}
         if self.device.type == "cuda":
-            metrics["gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        self.cb.on_step(epoch, step, metrics)
+            extra["gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self._report(self._deliver_interval, interval.terms, interval.totals, epoch, step, extra)
         interval.reset(now)
+
+    def _deliver_interval(self, terms, totals, epoch: int, step: int, extra: dict[str, float]) -> None:
+        metrics = interval_metrics(terms, totals, epoch=epoch, last_step=step)
+        metrics.update(extra)
+        self.cb.on_step(epoch, step, metrics)
 
     def _evaluate(self, epoch: int, train_loss: float, train_acc: float, seconds: float) -> dict[str, float]:
         """Validation at validated epochs; the test set only where a summary can select (kdcore.summary):
@@ -513,7 +579,8 @@ class Trainer:
             student_test = self._predict(self.student, d.test.x)
             metrics["test/acc"] = accuracy(student_test, d.test.y)
             metrics.update(fidelity_report(student_test, self.teacher_test_logits, d.test.y,
-                                           self.spec.temperature if self.teacher is not None else 1.0))
+                                           self.spec.temperature if self.teacher is not None else 1.0,
+                                           teacher_ece=self.teacher_ece))
             if self.teacher is not None:
                 metrics["teacher/test_acc"] = self.info["teacher_test_acc"]
         if len(self.probe_idx):

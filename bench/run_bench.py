@@ -1,0 +1,160 @@
+"""A whole run through the trainer against a hand-written PyTorch loop doing the same work, as a ratio.
+
+    .venv/bin/python bench/run_bench.py [--repeats 3] [--examples digits fashion-mnist] [--threads 1]
+
+The shipped KD examples (examples/digits_kd.yaml and examples/fmnist_kd.yaml, on the CPU, with the shipped
+teacher of the dataset from kdcore/assets in place of the one the example trains first; Fashion-MNIST on a
+class-stratified --fmnist-train-limit subset and --fmnist-epochs epochs so a trial takes a minute, not an hour).
+Both sides run the teacher on every batch (teacher_cache: off: a hand-written loop has no cache), the same
+augmentation, loss, optimiser and schedule, the same evaluation at every epoch as the trainer (validation and
+test accuracy, agreement, KL at ρ=1 and ρ, the student's calibration, the probe samples' logits) with the eval
+batch and memory format the trainer picks for the device, and save the weights at the end. Set-up (data,
+models, teacher passes) is excluded on both sides: both start from the trainer's own set-up.
+
+Timing: process CPU time (every thread of the process, so the trainer's reporter thread counts) with torch
+limited to --threads threads, trials interleaved, best of --repeats for each side: on a shared machine load
+only ever adds. The ratio printed is hand-written time / trainer time (1.0 = as fast; target >= 0.97).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kdcore.lab.assets import teacher_path  # noqa: E402
+from kdcore.spec import RunSpec, load_spec  # noqa: E402
+from kdcore.train import NullCallbacks, Trainer  # noqa: E402
+from kdcore.train.fidelity import accuracy, expected_calibration_error  # noqa: E402
+from kdcore.train.trainer import autocast_for, channels_last_for_eval, lr_factor, predict  # noqa: E402
+
+EXAMPLES = {"digits": "examples/digits_kd.yaml", "fashion-mnist": "examples/fmnist_kd.yaml"}
+
+
+def bench_spec(name: str, args) -> RunSpec:
+    data = load_spec(ROOT / EXAMPLES[name]).to_dict()
+    data.update(device="cpu", teacher_cache="off",
+                teacher={"source": "checkpoint", "checkpoint": str(teacher_path(name))})
+    if name == "fashion-mnist":
+        data["dataset"]["train_limit"] = args.fmnist_train_limit
+        data["epochs"] = args.fmnist_epochs
+    return RunSpec.from_dict(data)
+
+
+class CpuClock(NullCallbacks):
+    """CPU time of the whole process from on_start (set-up done) on."""
+
+    def on_start(self, info: dict) -> None:
+        self.started = time.process_time()
+
+
+def trainer_seconds(spec: RunSpec, out: Path) -> float:
+    clock = CpuClock()
+    Trainer(spec, out, clock).run(resume=False)
+    return time.process_time() - clock.started
+
+
+def handwritten_seconds(spec: RunSpec, out: Path) -> float:
+    """The plainest loop over the trainer's own set-up (models, data, transfer set, probe indices)."""
+    t = Trainer(spec, out)
+    t._setup()
+    started = time.process_time()
+    student, teacher, dev, prec = t.student, t.teacher, t.device, t.precision
+    x_all, y_all = t.transfer.x, t.transfer.y
+    lg, o = spec.logit, spec.optimizer
+    if o.name == "sgd":
+        opt = torch.optim.SGD(student.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                              nesterov=o.nesterov)
+    else:
+        opt = torch.optim.AdamW(student.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    steps_per_epoch = math.ceil(len(y_all) / spec.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(spec, s, steps_per_epoch))
+    teacher.eval()
+    with channels_last_for_eval(teacher, dev) as cl:
+        teacher_test = predict(teacher, t.data.test.x, t.eval_batch, dev, prec, cl)
+    teacher_ece = expected_calibration_error(teacher_test, t.data.test.y)
+    probe_logits = []
+    for epoch in range(1, spec.epochs + 1):
+        gen = torch.Generator().manual_seed(epoch)
+        perm = torch.randperm(len(y_all), generator=gen)
+        student.train()
+        loss_sum, correct, labelled = 0.0, 0, 0
+        for i in range(0, len(perm), spec.batch_size):
+            idx = perm[i:i + spec.batch_size]
+            x, y = t.augment(x_all[idx], gen), y_all[idx]
+            with autocast_for(dev, prec):
+                with torch.no_grad():
+                    z_t = teacher(x)
+                z_s = student(x)
+                hard = F.cross_entropy(z_s, y, ignore_index=-1, reduction="sum") / (y != -1).sum().clamp_min(1)
+                soft = F.kl_div(F.log_softmax(z_s / lg.rho, 1), F.log_softmax(z_t / lg.rho, 1),
+                                reduction="batchmean", log_target=True) * lg.rho ** 2
+                loss = lg.alpha * hard + lg.beta * soft
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach() * len(y)
+            correct += ((z_s.argmax(1) == y) & (y != -1)).sum()
+            labelled += (y != -1).sum()
+        with channels_last_for_eval(student, dev) as cl:
+            val = predict(student, t.data.val.x, t.eval_batch, dev, prec, cl)
+            test = predict(student, t.data.test.x, t.eval_batch, dev, prec, cl)
+        log_t = F.log_softmax(teacher_test, 1)
+        log_t_rho = F.log_softmax(teacher_test / lg.rho, 1)
+        metrics = {  # what the trainer reports each epoch, read back once
+            "train/loss": float(loss_sum) / len(y_all), "train/acc": int(correct) / max(int(labelled), 1),
+            "val/acc": accuracy(val, t.data.val.y), "test/acc": accuracy(test, t.data.test.y),
+            "agreement": (test.argmax(1) == teacher_test.argmax(1)).float().mean().item(),
+            "kl1": (log_t.exp() * (log_t - F.log_softmax(test, 1))).sum(1).mean().item(),
+            "kl_rho": (log_t_rho.exp() * (log_t_rho - F.log_softmax(test / lg.rho, 1))).sum(1).mean().item(),
+            "ece": expected_calibration_error(test, t.data.test.y), "ece_teacher": teacher_ece,
+        }
+        probe_logits.append(test[t.probe_idx].cpu())
+        assert math.isfinite(metrics["train/loss"])
+    torch.save({"state_dict": student.state_dict(), "optimizer": opt.state_dict(), "probes": probe_logits},
+               out / "hand.pt")
+    return time.process_time() - started
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--examples", nargs="+", default=list(EXAMPLES), choices=list(EXAMPLES))
+    p.add_argument("--fmnist-train-limit", type=int, default=4096)
+    p.add_argument("--fmnist-epochs", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    specs = {name: bench_spec(name, args) for name in args.examples}
+    best = {(name, side): math.inf for name in specs for side in ("trainer", "hand")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for name, spec in specs.items():
+                order = ("trainer", "hand") if r % 2 == 0 else ("hand", "trainer")
+                for side in order:
+                    out = Path(tmp) / f"{name}-{side}-{r}"
+                    out.mkdir()
+                    seconds = trainer_seconds(spec, out) if side == "trainer" else handwritten_seconds(spec, out)
+                    best[(name, side)] = min(best[(name, side)], seconds)
+                    print(f"  trial {r + 1} {name} {side}: {seconds:.2f} s cpu", file=sys.stderr, flush=True)
+    print(f"whole run (set-up excluded), CPU time, {args.threads} thread(s), best of {args.repeats}, "
+          f"torch {torch.__version__}")
+    for name, spec in specs.items():
+        trainer_s, hand_s = best[(name, "trainer")], best[(name, "hand")]
+        print(f"  {name:13s} KD ({spec.student} <- {teacher_path(name).name}, {spec.epochs} epochs, batch "
+              f"{spec.batch_size}): trainer {trainer_s:.2f} s, hand-written {hand_s:.2f} s -> "
+              f"{hand_s / trainer_s:.3f}x (target >= 0.97x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

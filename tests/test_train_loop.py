@@ -1,0 +1,176 @@
+"""The step loop: the same weights as a plain loop, checkpoints by time that still resume exactly, and the
+teacher-logit cache over augmented views (CPU, digits)."""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from kdcore.spec import RunSpec
+from kdcore.train import RecordingCallbacks, Trainer, train
+from kdcore.train.checkpoint import load_checkpoint
+from kdcore.train.trainer import autocast_for
+
+
+def spec_of(teacher_ckpt=None, **over) -> RunSpec:
+    base = {"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 3, "batch_size": 64, "probe_size": 10,
+            "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0005}, "device": "cpu"}
+    if teacher_ckpt is not None:
+        base.update(teacher={"source": "checkpoint", "checkpoint": str(teacher_ckpt)},
+                    logit={"rho": 4.0, "alpha": 0.5, "beta": 0.5},
+                    transfer={"kind": "partial_labels", "label_fraction": 0.2})
+    for key, value in over.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return RunSpec.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    train(spec_of(student="cnn_small", epochs=3, probe_size=0), out)
+    return out / "checkpoint.pt"
+
+
+def plain_loop(trainer: Trainer, epochs: int) -> list[float]:
+    """The loop as written before it became sync-free: host reads every step, a fresh augmentation drawn per
+    batch from the epoch's generator, the teacher run on every batch. Returns each step's total loss."""
+    from kdcore.data import TensorSplit, iterate_batches
+
+    spec, losses = trainer.spec, []
+    for epoch in range(1, epochs + 1):
+        epoch_seed = spec.seed * 1_000_003 + epoch
+        torch.manual_seed(epoch_seed)
+        order_gen = torch.Generator().manual_seed(epoch_seed)
+        device_gen = torch.Generator(device=trainer.device).manual_seed(epoch_seed)
+        trainer.distiller.train()
+        split = TensorSplit(trainer.transfer.x, trainer.transfer.y)
+        for x, y, _ in iterate_batches(split, spec.batch_size, shuffle=True, generator=order_gen):
+            if trainer.augment:
+                x = trainer.augment(x, device_gen)
+            with autocast_for(trainer.device, trainer.precision):
+                _, terms = trainer.distiller(x, y, epoch=epoch)
+            total = sum(v.float() for v in terms.values())
+            trainer.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            trainer.optimizer.step()
+            trainer.scheduler.step()
+            losses.append(float(total.detach()))
+    return losses
+
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_the_sync_free_loop_gives_the_plain_loops_weights_and_losses(tmp_path, teacher_ckpt, augment):
+    spec = spec_of(teacher_ckpt, dataset={"name": "digits", "augment": augment}, teacher_cache="off")
+    cb = RecordingCallbacks()
+    result = train(spec, tmp_path / "trainer", cb)
+    reference = Trainer(spec, tmp_path / "plain")
+    reference._setup()
+    losses = plain_loop(reference, spec.epochs)
+    ours = load_checkpoint(tmp_path / "trainer" / "checkpoint.pt")["state_dict"]
+    for name, value in reference.student.state_dict().items():
+        assert torch.equal(ours[name], value), name
+    assert result.step == len(losses)
+    # every reported interval's mean loss is the mean of the plain loop's per-step losses over that interval
+    first = 0
+    for _, step, metrics in cb.steps:
+        chunk = losses[first:step]
+        assert metrics["loss/total"] == pytest.approx(sum(chunk) / len(chunk), rel=1e-5)
+        first = step
+    steps_per_epoch = result.step // spec.epochs
+    for epoch, step, metrics in cb.epochs:
+        assert step == epoch * steps_per_epoch
+
+
+class CrashOnEpoch(RecordingCallbacks):
+    """A process dying at the end of an epoch, before its checkpoint."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.crash_epoch = epoch
+
+    def on_epoch(self, epoch, step, metrics):
+        super().on_epoch(epoch, step, metrics)
+        if epoch == self.crash_epoch:
+            raise RuntimeError("power cut")
+
+
+def test_checkpoints_by_time_and_at_the_end_still_resume_exactly(tmp_path, teacher_ckpt, monkeypatch):
+    import kdcore.train.trainer as trainer_module
+
+    spec = spec_of(teacher_ckpt, epochs=4, checkpoint_every_s=10.0, dataset={"name": "digits", "augment": True})
+    straight = train(spec, tmp_path / "straight")
+    cb = CrashOnEpoch(4)
+    # a clock where each finished epoch takes 6 s: only epoch 2 is more than 10 s after the start
+    fake_time = types.SimpleNamespace(perf_counter=trainer_module.time.perf_counter,
+                                      monotonic=lambda: 6.0 * len(cb.epochs))
+    saved = []
+    real_checkpoint = Trainer._checkpoint
+    monkeypatch.setattr(trainer_module, "time", fake_time)
+    monkeypatch.setattr(Trainer, "_checkpoint", lambda self, e, s, h: (saved.append(e), real_checkpoint(self, e, s, h)))
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(spec, tmp_path / "resumed", cb)
+    assert saved == [2]  # not after epochs 1 and 3 (within 10 s of the last), and the crash came before 4's
+    monkeypatch.undo()
+    again = RecordingCallbacks()
+    second = train(spec, tmp_path / "resumed", again)
+    assert again.resumed_at == (2, 2 * straight.step // 4) and [e for e, _, _ in again.epochs] == [3, 4]
+    assert second.step == straight.step
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert [h["epoch"] for h in b["history"]] == [1, 2, 3, 4]
+    probes = torch.load(tmp_path / "resumed" / "probes.pt", weights_only=True)
+    assert probes["epochs"] == [1, 2, 3, 4]
+
+
+def test_a_stop_between_checkpoints_writes_the_finished_epoch_first(tmp_path):
+    class StopAfterTwo(RecordingCallbacks):
+        def should_stop(self):
+            return len(self.epochs) >= 2
+
+    cb = StopAfterTwo()
+    result = train(spec_of(epochs=5, checkpoint_every_s=3600), tmp_path, cb)
+    assert result.status == "cancelled" and result.epochs_done == 2
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+
+
+def test_the_augmented_cache_serves_the_teachers_logits_for_the_stored_views(tmp_path, teacher_ckpt):
+    spec = spec_of(teacher_ckpt, epochs=3, teacher_cache_views=2, dataset={"name": "digits", "augment": True})
+    cb = RecordingCallbacks()
+    trainer = Trainer(spec, tmp_path, cb)
+    trainer.run()
+    cache = trainer.teacher_cache
+    assert cb.info["teacher_cache"] and cb.info["teacher_cache_views"] == 2
+    assert cache.filled == [True, True]
+    x_all, y_all = trainer.transfer.x, trainer.transfer.y
+    index = torch.arange(0, len(y_all), 7)
+    for view in range(2):
+        images = cache.inputs(x_all[index], index, view)
+        assert not torch.equal(images, x_all[index])  # the views are augmented ...
+        assert torch.equal(images, cache.inputs(x_all[index], index, view))  # ... the same way each time
+        with torch.no_grad():
+            fresh = trainer.teacher(images)
+        stored = cache.lookup(index, view)
+        torch.testing.assert_close(stored, fresh, rtol=1e-5, atol=1e-5)
+        _, cached_loss = trainer.distiller(images, y_all[index], teacher_logits=stored)
+        _, fresh_loss = trainer.distiller(images, y_all[index])
+        for term in fresh_loss:
+            torch.testing.assert_close(cached_loss[term], fresh_loss[term], rtol=1e-5, atol=1e-6)
+    # the views differ from each other
+    assert not torch.equal(cache.params[0], cache.params[1])
+
+
+def test_a_cached_run_trains_like_the_uncached_run_of_the_same_views(tmp_path, teacher_ckpt, monkeypatch):
+    from kdcore.train.teacher_cache import TeacherCache
+
+    spec = spec_of(teacher_ckpt, epochs=3, teacher_cache_views=2, dataset={"name": "digits", "augment": True})
+    train(spec, tmp_path / "cached")
+    monkeypatch.setattr(TeacherCache, "lookup", lambda self, index, view: None)  # the teacher on every batch
+    train(spec, tmp_path / "uncached")
+    a = load_checkpoint(tmp_path / "cached" / "checkpoint.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "uncached" / "checkpoint.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
