@@ -5,10 +5,19 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kdcore.errors import KDError
 from kdcore.methods.params import MethodParams
@@ -93,6 +102,13 @@ def migrate_logit(data: Any) -> Any:
         raise ValueError("dkd_alpha, dkd_beta and dkd_warmup_epochs belong to DKD only; write "
                          "`logit: {method: dkd, alpha: ..., beta: ..., warmup_epochs: ..., ce_weight: ...}`")
     return {"method": method, **{k: data[k] for k in kept if k in data}}
+
+
+def _loss_method(item: Any) -> Any:
+    """One entry of `losses`, validated by its method's parameters model (errors keep the entry's index)."""
+    from kdcore.methods import parse_params
+
+    return parse_params(item, slot="losses", where="an entry of losses")
 
 
 def _default_logit() -> MethodParams:
@@ -183,7 +199,7 @@ class RunSpec(_Strict):
         default_factory=_default_logit,
         description="the logit method and its parameters: {method: kd, rho: 4, ...}; ignored without a teacher")
     hints: list[HintSpec] = Field(default_factory=list, max_length=64)
-    losses: list[SerializeAsAny[MethodParams]] = Field(
+    losses: list[Annotated[SerializeAsAny[MethodParams], BeforeValidator(_loss_method)]] = Field(
         default_factory=list, max_length=64, description="further feature or relation methods, each {method: name, ...}")
     hint_stage_epochs: int = Field(0, ge=0, le=10_000, description="FitNets two-stage: epochs of hint-only training before KD")
     transfer: TransferSpec = Field(default_factory=TransferSpec)
@@ -221,15 +237,6 @@ class RunSpec(_Strict):
         from kdcore.methods import parse_params
 
         return parse_params(migrate_logit(v), slot="logit", where="logit")
-
-    @field_validator("losses", mode="before")
-    @classmethod
-    def _loss_methods(cls, v: Any) -> Any:
-        from kdcore.methods import parse_params
-
-        if not isinstance(v, list):
-            return v
-        return [parse_params(item, slot="losses", where=f"losses entry {i}") for i, item in enumerate(v)]
 
     @model_validator(mode="after")
     def _teacher_needed(self) -> "RunSpec":

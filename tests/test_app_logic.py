@@ -144,6 +144,36 @@ def test_values_from_spec_round_trip():
     assert check.spec.to_dict() == spec.to_dict()
 
 
+def test_values_from_spec_round_trip_keeps_each_methods_own_parameters():
+    spec = RunSpec.from_dict({"student": "mlp_64", "teacher": {"source": "run", "run_id": "abcd1234"},
+                              "logit": {"method": "dkd", "alpha": 2.0, "beta": 6.0, "warmup_epochs": 5},
+                              "losses": [{"method": "rkd", "angle_weight": 10.0}, {"method": "pkt"}]})
+    values = forms.values_from_spec(spec)
+    assert values["dkd.alpha"] == 2.0 and values["kd.alpha"] == 0.1  # KD's α keeps its own default
+    assert values["loss_count"] == 2 and values[forms.loss_key(0)] == "rkd"
+    assert values[forms.param_key("rkd", "angle_weight", forms.loss_prefix(0))] == 10.0
+    check = forms.check_form(values, teacher_run=forms.TeacherRun("abcd1234", "digits", "cnn_small", "completed"),
+                             deep_check=no_deep)
+    assert check.ok, check.problems
+    assert check.spec.to_dict() == spec.to_dict()
+    bad = forms.check_form({**values, forms.param_key("rkd", "angle_weight", forms.loss_prefix(0)): -1.0},
+                           teacher_run=forms.TeacherRun("abcd1234", "digits", "cnn_small", "completed"),
+                           deep_check=no_deep)
+    assert list(bad.problems) == ["loss_0.rkd.angle_weight"]
+
+
+def test_loss_entries_are_added_and_removed_keeping_the_later_ones():
+    session = forms.form_defaults()
+    for _ in range(3):
+        forms.add_loss_entry(session)
+    session[forms.loss_key(0)], session[forms.loss_key(1)], session[forms.loss_key(2)] = "rkd", "pkt", "sp"
+    session[forms.param_key("sp", "weight", forms.loss_prefix(2))] = 42.0
+    forms.remove_loss_entry(session, 0)
+    assert session["loss_count"] == 2 and [session[forms.loss_key(i)] for i in range(2)] == ["pkt", "sp"]
+    assert session[forms.param_key("sp", "weight", forms.loss_prefix(1))] == 42.0
+    assert not any(k.startswith("loss_2") for k in session)
+
+
 def test_submit_form_queues_teacher_first_and_a_sweep(kd_home):
     store = RunStore()
     check = forms.check_form({"teacher_source": "zoo", "teacher_epochs": 2, "epochs": 2, "sweep_on": True,

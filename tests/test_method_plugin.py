@@ -70,6 +70,7 @@ version = "0.1"
 
 [project.entry-points."kdstudio.methods"]
 cosine_relation = "my_kd_method"
+broken = "my_kd_method.broken"
 '''
 
 
@@ -79,6 +80,7 @@ def installed(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("my-kd-method")
     (src / "my_kd_method").mkdir()
     (src / "my_kd_method" / "__init__.py").write_text(textwrap.dedent(METHOD_MODULE))
+    (src / "my_kd_method" / "broken.py").write_text("import a_module_that_is_not_installed\n")
     (src / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     site = tmp_path_factory.mktemp("site")
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
@@ -104,6 +106,9 @@ def test_the_installed_method_is_listed_and_trains_from_the_cli(installed, tmp_p
     assert record["family"] == "relation" and record["origin"] == "my_kd_method" and record["slot"] == "losses"
     assert {p["name"]: p["default"] for p in record["parameters"]} == {"weight": 3.0, "student_layer": "@embedding"}
     assert "kd" in methods  # the built-ins are still there
+    # a package that fails to import is reported in one sentence and takes nothing else down
+    problems = json.loads(listed.stdout)["problems"]
+    assert len(problems) == 1 and "'broken'" in problems[0] and "No module named" in problems[0]
 
     spec = tmp_path / "plugin.yaml"
     spec.write_text(textwrap.dedent(f"""
