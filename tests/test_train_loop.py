@@ -79,7 +79,7 @@ def test_the_sync_free_loop_gives_the_plain_loops_weights_and_losses(tmp_path, t
         assert metrics["loss/total"] == pytest.approx(sum(chunk) / len(chunk), rel=1e-5)
         first = step
     steps_per_epoch = result.step // spec.epochs
-    for epoch, step, metrics in cb.epochs:
+    for epoch, step, _metrics in cb.epochs:
         assert step == epoch * steps_per_epoch
 
 

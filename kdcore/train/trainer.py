@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdcore.errors import KDError, OutOfMemoryError, TrainingDivergedError
+from kdcore.errors import KDError, OutOfMemoryError
 from kdcore.methods.api import BuildContext
 from kdcore.paths import run_dir
 from kdcore.spec import RunSpec
