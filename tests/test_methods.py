@@ -202,6 +202,18 @@ def test_losses_need_a_teacher_and_a_registered_method(probe_method):
         digits_spec(teacher=TEACHER, losses=[{"method": "kd"}])
 
 
+def test_a_method_reading_a_layer_the_model_lacks_is_named_before_the_run_is_queued():
+    from app import forms
+    from kdcore.train.checks import check_spec
+
+    spec = RunSpec.from_dict({"student": "mlp_64", "teacher": TEACHER,
+                              "losses": [{"method": "rkd"}, {"method": "rkd", "student_layer": "no_such_layer"}]})
+    problems = check_spec(spec, teacher_model="cnn_small")
+    assert len(problems) == 1 and problems[0].startswith("losses.1: ") and "no_such_layer" in problems[0]
+    assert forms.map_problems(problems, {"loss_1_method": "rkd"}) == {"loss_1_method": [forms._sentence(
+        problems[0].removeprefix("losses.1: "))]}
+
+
 # ---- the CLI listing -------------------------------------------------------------------------------------
 def test_cli_lists_every_method_with_family_paper_and_parameters():
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}

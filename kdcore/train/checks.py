@@ -70,11 +70,12 @@ def check_spec(spec: RunSpec, *, teacher_model: str | None = None) -> list[str]:
         except KDError as err:
             problems.append(f"teacher: {err}")
     name = teacher_model or (record or {}).get("name")
-    if spec.hints and name:
+    if (spec.hints or spec.losses) and name:
         try:
             teacher = build_model(name, info.num_classes, c, h)
         except KDError as err:
             return problems + [f"teacher.model: {err}"]
+        problems += _method_problems(spec, teacher, student, tuple(info.input_shape), info.num_classes)
         from kdcore.models.layers import layer_output_shapes
         from kdcore.train.distiller import resolve_hint
 
@@ -93,6 +94,24 @@ def check_spec(spec: RunSpec, *, teacher_model: str | None = None) -> list[str]:
                 continue
             if not check.ok:
                 problems.append(f"hints.{i}: {check.reason}")
+    return problems
+
+
+def _method_problems(spec: RunSpec, teacher, student, input_shape: tuple, num_classes: int) -> list[str]:
+    """Each further method built against the two models, as the trainer will, and each layer it reads
+    looked up, so a wrong layer is named before the run is queued."""
+    from kdcore.methods import BuildContext, build_loss
+
+    problems = []
+    for i, params in enumerate(spec.losses):
+        # the transfer set's real size is known only in the worker; a stand-in sizes any memory bank
+        ctx = BuildContext(student, teacher, input_shape, num_classes, dataset_size=256)
+        try:
+            loss = build_loss(params, ctx)
+            for tap in getattr(loss, "taps", ()):
+                ctx.shape(tap)
+        except KDError as err:
+            problems.append(f"losses.{i}: {err}")
     return problems
 
 
