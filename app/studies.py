@@ -141,12 +141,12 @@ def parcoords_figure(runs: pd.DataFrame, metric: str = "test_acc") -> go.Figure:
     for col in [c for c in runs.columns if c not in ("configuration", "run", "selected_epoch")]:
         series = runs[col]
         numeric = pd.to_numeric(series, errors="coerce")
+        if numeric.isna().all() and series.isna().all():
+            continue  # a metric no run has (e.g. KL to the teacher in a study without one)
         if numeric.notna().all() and not series.map(lambda v: isinstance(v, bool)).any():
-            if numeric.nunique() == 0:
-                continue
             dims.append(dict(label=SUMMARY_METRICS.get(col, col), values=numeric))
         else:
-            text = series.map(str)  # not astype(str): pandas keeps missing values missing there
+            text = series.map(lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
             cats = list(dict.fromkeys(text))
             dims.append(dict(label=col, values=text.map(cats.index), tickvals=list(range(len(cats))),
                              ticktext=[c[:18] for c in cats]))
@@ -154,7 +154,7 @@ def parcoords_figure(runs: pd.DataFrame, metric: str = "test_acc") -> go.Figure:
     fig = go.Figure(go.Parcoords(line=dict(color=color, colorscale="Viridis", showscale=True,
                                            colorbar=dict(title=SUMMARY_METRICS.get(metric, metric))),
                                  dimensions=dims))
-    fig.update_layout(height=380, margin=dict(l=60, r=40, t=60, b=20),
+    fig.update_layout(height=400, margin=dict(l=60, r=40, t=100, b=20),
                       title=dict(text=f"Every run, coloured by {SUMMARY_METRICS.get(metric, metric)}", x=0))
     return fig
 

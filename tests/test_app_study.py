@@ -92,15 +92,15 @@ def test_start_form_queues_a_grid_times_seeds_study(kd_home):
     assert "give at least one value" in texts(at)
 
 
-def test_search_tab_shows_optunas_history_importances_and_best_trial(kd_home):
-    store = RunStore()
+def search_study(store: RunStore) -> tuple[str, object]:
+    """A search of three finished trials, each an ordinary completed run, told to Optuna."""
+    from optuna.distributions import FloatDistribution
+
     base = {"name": "search", "dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 3}
     spec = StudySpec.model_validate({"name": "lr search", "search": {"trials": 3, "space": {
         "optimizer.lr": {"low": 0.001, "high": 0.1, "log": True}, "logit.alpha": {"low": 0.1, "high": 0.9}}}})
     study_id = create_search(store, base, spec, check=False)
     optuna_study, _ = load_search(store, study_id)
-    from optuna.distributions import FloatDistribution
-
     for val in (0.7, 0.8, 0.75):
         trial = optuna_study.ask({"optimizer.lr": FloatDistribution(0.001, 0.1, log=True),
                                   "logit.alpha": FloatDistribution(0.1, 0.9)})
@@ -108,6 +108,11 @@ def test_search_tab_shows_optunas_history_importances_and_best_trial(kd_home):
         trial.set_user_attr("kd_run_id", run_id)
         finish(store, run_id, [val - 0.1, val, val - 0.02], test_last=val)
         optuna_study.tell(trial, val)
+    return study_id, optuna_study
+
+
+def test_search_tab_shows_optunas_history_importances_and_best_trial(kd_home):
+    study_id, optuna_study = search_study(RunStore())
     at = app("study.py", study=study_id)
     no_exception(at)
     assert {"study_history", "study_importances"} <= _chart_keys(at)
