@@ -12,8 +12,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SerializeAsAny,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -77,6 +79,83 @@ class TeacherSpec(_Strict):
         if self.source == "torchvision" and not (self.model and self.model.startswith("tv_")):
             raise ValueError("a torchvision teacher needs `model` naming a tv_* model, e.g. tv_resnet18")
         return self
+
+
+MAX_MEMBERS = 16
+
+
+class EnsembleSpec(_Strict):
+    """Several teachers whose class probabilities are combined at the run's temperature ρ:
+    `mean` averages the probabilities, `geometric` averages the log-probabilities and renormalises.
+    Members are named teacher0, teacher1, ... so a hint pair reads `teacher1.layer3`."""
+
+    members: list[TeacherSpec] = Field(min_length=2, max_length=MAX_MEMBERS)
+    combine: Literal["mean", "geometric"] = "mean"
+    weights: list[float] | None = Field(None, description="one non-negative weight per member (default: equal)")
+
+    @model_validator(mode="after")
+    def _weights(self) -> "EnsembleSpec":
+        if self.weights is not None:
+            if len(self.weights) != len(self.members):
+                raise ValueError(f"weights must give one weight per member ({len(self.members)})")
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError("weights must be non-negative and not all zero")
+        return self
+
+    @property
+    def source(self) -> str:
+        return "ensemble"
+
+    @property
+    def member_names(self) -> list[str]:
+        return [f"teacher{i}" for i in range(len(self.members))]
+
+    @property
+    def normalised_weights(self) -> list[float]:
+        w = self.weights or [1.0] * len(self.members)
+        return [v / sum(w) for v in w]
+
+
+def _teacher_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "ensemble" if "members" in value else "single"
+    return "ensemble" if isinstance(value, EnsembleSpec) else "single"
+
+
+AnyTeacher = Annotated[Annotated[TeacherSpec, Tag("single")] | Annotated[EnsembleSpec, Tag("ensemble")],
+                       Discriminator(_teacher_kind)]
+
+
+def teacher_members(teacher: TeacherSpec | EnsembleSpec | None) -> list[TeacherSpec]:
+    """The single teachers a run reads: one, the members of an ensemble, or none."""
+    if teacher is None:
+        return []
+    return list(teacher.members) if isinstance(teacher, EnsembleSpec) else [teacher]
+
+
+class InputViewSpec(_Strict):
+    """The student's own view of each sample; the teacher keeps the full input (resolution-based KD).
+    Applied in order: grey, centre crop, resize, noise."""
+
+    size: int | None = Field(None, ge=1, le=4096, description="resize the (square) input to size × size")
+    grey: bool = Field(False, description="average the colour channels to one")
+    crop: int | None = Field(None, ge=1, le=4096, description="centre crop of crop × crop before resizing")
+    noise_std: float = Field(0.0, ge=0, le=1000, description="Gaussian noise added to the student's input")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.size is None and not self.grey and self.crop is None and self.noise_std == 0
+
+    def shape_for(self, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The student's input shape given the dataset's (C, H, W)."""
+        c, h, w = input_shape
+        if self.grey:
+            c = 1
+        if self.crop is not None:
+            h, w = min(h, self.crop), min(w, self.crop)
+        if self.size is not None:
+            h = w = self.size
+        return (c, h, w)
 
 
 # ---- methods: parameter models come from the method registry (kdcore/methods/) -----------------------
@@ -194,7 +273,10 @@ class RunSpec(_Strict):
     name: str | None = None
     dataset: DataSpec = Field(default_factory=DataSpec)
     student: str = "mlp_64"
-    teacher: TeacherSpec | None = Field(None, description="no teacher = plain supervised training")
+    teacher: AnyTeacher | None = Field(None, description="no teacher = plain supervised training; "
+                                                         "{members: [...]} = an ensemble")
+    student_input: InputViewSpec | None = Field(None, description="the student's view of the input "
+                                                                  "(downscaled, grey, cropped, noisy)")
     logit: SerializeAsAny[MethodParams] = Field(
         default_factory=_default_logit,
         description="the logit method and its parameters: {method: kd, rho: 4, ...}; ignored without a teacher")
@@ -351,7 +433,10 @@ def format_validation_error(err: ValidationError) -> list[str]:
     """One sentence per problem, each starting with the dotted field path."""
     problems = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "spec"
+        parts = list(e["loc"])
+        if len(parts) > 1 and parts[0] == "teacher" and parts[1] in ("single", "ensemble"):
+            del parts[1]  # the union's tag: the user wrote one teacher or an ensemble, never the tag
+        loc = ".".join(str(p) for p in parts) or "spec"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             in_method = e["loc"] and e["loc"][0] in ("logit", "losses")

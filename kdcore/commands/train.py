@@ -59,6 +59,9 @@ def summary_lines(info: dict, final: dict) -> list[str]:
     if "teacher" in info:
         lines.insert(0, f"teacher {info['teacher']}: test acc {info['teacher_test_acc']:.4f}, "
                         f"{info['teacher_params']:,} params, {info['teacher_flops']:,} FLOPs/image")
+        for i, member in enumerate(info.get("teacher_members", [])):
+            lines.insert(1 + i, f"  member {member['name']} ({member['model']}): test acc {member['test_acc']:.4f}, "
+                                f"{member['params']:,} params")
         lines.append(f"agreement with teacher {final.get('fidelity/agreement', float('nan')):.4f}, "
                      f"compression {info['compression']:.1f}x fewer parameters, "
                      f"teacher-logit cache {'used' if info['teacher_cache'] else 'not used'}")

@@ -79,6 +79,8 @@ class RunRecord:
         t = self.spec.teacher
         if t is None:
             return None
+        if t.source == "ensemble":
+            return f"{t.combine} ensemble of {len(t.members)}"
         if t.source == "run":
             return f"run {t.run_id}"
         if t.source == "torchvision":

@@ -24,7 +24,7 @@ from kdcore.jobs.access import Actor, PermissionDeniedError, denial
 from kdcore.jobs.db import database_now, default_url, get_engine, is_postgres, read_tx, write_tx
 from kdcore.jobs.records import TERMINAL_STATUSES, EventRecord, MetricPoint, RunRecord, RunStatus, WorkerRecord
 from kdcore.paths import kd_home, run_dir
-from kdcore.spec import RunSpec, SpecError, expand_sweep, parse_spec_yaml
+from kdcore.spec import RunSpec, SpecError, expand_sweep, parse_spec_yaml, teacher_members
 
 if TYPE_CHECKING:
     import pandas
@@ -557,11 +557,14 @@ class RunStore:
         with read_tx(self.engine) as conn:
             for spec in specs:
                 # Every run this one waits for: its teacher run and the run named by depends_on (--after).
-                teacher_run = spec.teacher.run_id if spec.teacher is not None and spec.teacher.source == "run" else None
-                deps = list(dict.fromkeys(d for d in (teacher_run, depends_on) if d is not None))
+                # (every member of an ensemble teacher that is a run)
+                teacher_runs = [m.run_id for m in teacher_members(spec.teacher) if m.source == "run"]
+                teacher_run = teacher_runs[0] if len(teacher_runs) == 1 and spec.teacher.source == "run" else None
+                deps = list(dict.fromkeys(d for d in (*teacher_runs, depends_on) if d is not None))
                 teacher_model = None
                 for dep in deps:
-                    field = "teacher.run_id" if dep == teacher_run else "depends_on"
+                    field = ("teacher.run_id" if dep == teacher_run else "teacher.members" if dep in teacher_runs
+                             else "depends_on")
                     dep_row = conn.execute(select(t.runs.c.id, t.runs.c.status, t.runs.c.spec)
                                            .where(t.runs.c.id == dep)).first()
                     if dep_row is None:

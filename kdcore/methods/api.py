@@ -112,6 +112,7 @@ class BuildContext:
     input_shape: tuple[int, int, int]
     num_classes: int
     dataset_size: int
+    student_input_shape: tuple[int, int, int] | None = None  # the student's own view, when it differs
     _shapes: dict[Tap, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def model(self, side: Side) -> nn.Module:
@@ -137,11 +138,18 @@ class BuildContext:
             from kdcore.models.layers import tap_shapes
 
             real = self.resolve(tap)
-            shape = tap_shapes(self.model(tap.side), self.input_shape, [(real.layer, real.io)])[(real.layer, real.io)]
+            shape = tap_shapes(self.model(tap.side), self.input_shape_of(tap.side),
+                               [(real.layer, real.io)])[(real.layer, real.io)]
             if tap.layer == EMBEDDING:
                 shape = (_prod(shape),)
             self._shapes[tap] = shape
         return self._shapes[tap]
+
+    def input_shape_of(self, side: Side) -> tuple[int, int, int]:
+        """The input shape the model on `side` sees (the student may see a downscaled or grey view)."""
+        if side == "student" and self.student_input_shape is not None:
+            return self.student_input_shape
+        return self.input_shape
 
     def layer(self, side: Side, path: str) -> nn.Module:
         return self.model(side).get_submodule(path)

@@ -258,13 +258,15 @@ def check_layer_pair(
     phi_t: str = "identity",
     phi_s: str = "identity",
     distance: str = "l2",
+    student_input_shape: tuple[int, int, int] | None = None,
 ) -> PairCheck:
     """Whether Φ_t(teacher[teacher_path]) and Φ_s(student[student_path]) can be compared with
-    `distance`, judged on the output shapes of one dry run of each model."""
+    `distance`, judged on the output shapes of one dry run of each model (each on its own input shape:
+    the student may see a downscaled or grey view)."""
     from kdcore.losses.features import check_pair
 
     t_shape = layer_output_shapes(teacher, input_shape, [teacher_path])[teacher_path]
-    s_shape = layer_output_shapes(student, input_shape, [student_path])[student_path]
+    s_shape = layer_output_shapes(student, student_input_shape or input_shape, [student_path])[student_path]
     for owner, path, shape in (("teacher", teacher_path, t_shape), ("student", student_path, s_shape)):
         if not shape:
             raise IncompatibleLayersError(

@@ -101,12 +101,14 @@ class Distiller(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, logit_loss: nn.Module,
                  hints: list[ResolvedHint], input_shape: tuple[int, int, int],
-                 methods: Sequence[tuple[str, nn.Module]] = (), context: BuildContext | None = None):
+                 methods: Sequence[tuple[str, nn.Module]] = (), context: BuildContext | None = None,
+                 student_view: nn.Module | None = None):
         super().__init__()
         from kdcore.losses.features import FeatureKD
         from kdcore.models.layers import FeatureHooks, list_layers
 
         self.student = student
+        self.student_view = student_view  # the student's own view of each input; None = the teacher's
         self.teacher = teacher  # a submodule so .to(device) moves it; excluded from the optimiser
         self.logit_loss = logit_loss
         self.hints = hints
@@ -116,9 +118,10 @@ class Distiller(nn.Module):
         self._t_hooks = self._s_hooks = None
         if (hints or methods) and teacher is None:
             raise KDError("hint pairs and feature or relation methods need a teacher")
+        context = context or BuildContext(student, teacher, tuple(input_shape), 0, 0)
         if hints:
             t_shapes = {info.path: info.shape for info in list_layers(teacher, input_shape)}
-            s_shapes = {info.path: info.shape for info in list_layers(student, input_shape)}
+            s_shapes = {info.path: info.shape for info in list_layers(student, context.input_shape_of("student"))}
             for h in hints:
                 for path, shapes, who in ((h.teacher_path, t_shapes, "teacher"), (h.student_path, s_shapes, "student")):
                     if path not in shapes:
@@ -129,7 +132,6 @@ class Distiller(nn.Module):
                     t_shape, s_shape, phi_t=h.phi_t, phi_s=h.student_transform(t_shape, s_shape),
                     distance=h.distance, weight=h.weight, teacher_bn=bn, regressor_relu=h.regressor_relu))
         # every tap a method declared, with EMBEDDING resolved to the classifier's input
-        context = context or BuildContext(student, teacher, tuple(input_shape), 0, 0)
         self._taps: list[tuple[Tap, Tap]] = [(tap, context.resolve(tap))
                                              for loss in self.methods for tap in getattr(loss, "taps", ())]
         if hints or self._taps:
@@ -182,7 +184,8 @@ class Distiller(nn.Module):
         if self._s_hooks is not None:
             self._s_hooks.clear()
             self._t_hooks.clear()
-        z_s = self.__dict__.get("_compiled_student", self.student)(x)
+        x_s = x if self.student_view is None else self.student_view(x)
+        z_s = self.__dict__.get("_compiled_student", self.student)(x_s)
         if self.teacher is not None and (teacher_logits is None or self.needs_teacher_forward):
             with torch.no_grad():
                 z_t = self.teacher(x)

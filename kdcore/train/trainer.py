@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from kdcore.errors import KDError, OutOfMemoryError
 from kdcore.methods.api import BuildContext
 from kdcore.paths import run_dir
-from kdcore.spec import RunSpec
+from kdcore.spec import EnsembleSpec, RunSpec, TeacherSpec
 from kdcore.train.callbacks import NullCallbacks, TrainCallbacks
 from kdcore.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -26,10 +26,12 @@ from kdcore.train.checkpoint import (
     save_atomic,
 )
 from kdcore.train.distiller import Distiller, build_logit_loss_for, build_methods, resolve_hints
+from kdcore.train.ensemble import EnsembleTeacher
 from kdcore.train.fidelity import accuracy, expected_calibration_error, fidelity_report
 from kdcore.train.reporting import REPORT_INTERVAL_S, Reporter, StepInterval, interval_metrics
 from kdcore.train.teacher_cache import TeacherCache
 from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
+from kdcore.train.views import InputView
 
 PROBES_NAME = "probes.pt"
 SPLIT_SEED = 0  # data splits are fixed across runs so every run is scored on the same validation set
@@ -131,12 +133,12 @@ def channels_last_for_eval(model: nn.Module, device: torch.device):
             model.to(memory_format=torch.contiguous_format)
 
 
-def load_teacher(spec: RunSpec, num_classes: int, in_channels: int, input_size: int) -> tuple[nn.Module, dict]:
-    t = spec.teacher
+def load_one_teacher(t: TeacherSpec, num_classes: int, in_channels: int, input_size: int,
+                     who: str = "teacher") -> tuple[nn.Module, dict]:
     if t.source == "run":
         path = run_dir(t.run_id) / CHECKPOINT_NAME
         if not path.is_file():
-            raise KDError(f"teacher run {t.run_id} has no checkpoint yet (it must complete first)")
+            raise KDError(f"{who} run {t.run_id} has no checkpoint yet (it must complete first)")
         model, record = load_model_from_checkpoint(path)
     elif t.source == "checkpoint":
         model, record = load_model_from_checkpoint(t.checkpoint, t.model, num_classes=num_classes,
@@ -150,7 +152,21 @@ def load_teacher(spec: RunSpec, num_classes: int, in_channels: int, input_size: 
             raise KDError(f"could not load torchvision weights {t.weights or 'DEFAULT'} for {t.model} ({err})") from None
         classes = next(m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)).out_features
         record = model_record(t.model, classes, 3, 224)
-    check_model_fits(record, num_classes, in_channels, input_size, who="teacher")
+    check_model_fits(record, num_classes, in_channels, input_size, who=who)
+    return model, record
+
+
+def load_teacher(spec: RunSpec, num_classes: int, in_channels: int, input_size: int) -> tuple[nn.Module, dict]:
+    """The run's teacher: one model, or an EnsembleTeacher whose record lists its members' records."""
+    t = spec.teacher
+    if not isinstance(t, EnsembleSpec):
+        return load_one_teacher(t, num_classes, in_channels, input_size)
+    loaded = [load_one_teacher(m, num_classes, in_channels, input_size, who=f"teacher{i} (ensemble member)")
+              for i, m in enumerate(t.members)]
+    model = EnsembleTeacher([m for m, _ in loaded], t.normalised_weights, t.combine, spec.temperature)
+    names = ", ".join(r["name"] for _, r in loaded)
+    record = {"name": f"{t.combine} ensemble of {names}", "num_classes": num_classes,
+              "members": [r for _, r in loaded]}
     return model, record
 
 
@@ -240,7 +256,11 @@ class Trainer:
         else:
             self.augment = default_augmentation(spec.dataset.name) if spec.dataset.augment else Augmentation()
 
-        self.student = build_model(spec.student, info.num_classes, c, h)
+        # the student may see its own view of each sample (downscaled, grey, ...); the teacher sees it in full
+        view = spec.student_input
+        self.student_view = InputView(view) if view is not None and not view.is_identity else None
+        self.student_shape = view.shape_for(self.input_shape) if self.student_view is not None else self.input_shape
+        self.student = build_model(spec.student, info.num_classes, self.student_shape[0], self.student_shape[1])
         self.teacher, self.teacher_record = None, None
         if spec.teacher is not None:
             self.teacher, self.teacher_record = load_teacher(spec, info.num_classes, c, h)
@@ -254,9 +274,11 @@ class Trainer:
             raise KDError("the transfer set is empty: no training sample is left after the transfer options")
         check_labels(self.transfer.y, info.num_classes)
         hints = resolve_hints(spec.hints, self.teacher, self.student)
-        context = BuildContext(self.student, self.teacher, self.input_shape, info.num_classes, len(self.transfer))
+        context = BuildContext(self.student, self.teacher, self.input_shape, info.num_classes, len(self.transfer),
+                               student_input_shape=self.student_shape)
         self.distiller = Distiller(self.student, self.teacher, build_logit_loss_for(spec), hints, self.input_shape,
-                                   methods=build_methods(spec, context), context=context)
+                                   methods=build_methods(spec, context), context=context,
+                                   student_view=self.student_view)
         self.channels_last = (spec.channels_last if spec.channels_last is not None
                               else self.device.type == "cuda" and has_conv(self.student))
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -295,6 +317,8 @@ class Trainer:
         if self.teacher is not None:
             self.teacher_test_logits = self._predict(self.teacher, self.data.test.x)
             self.teacher_ece = expected_calibration_error(self.teacher_test_logits, self.data.test.y)
+        members = self.teacher.members if isinstance(self.teacher, EnsembleTeacher) else []
+        member_test_logits = [self._predict(m, self.data.test.x) for m in members]
 
         # class-stratified; with more classes than probe_size, one per class rather than blank classes
         per_class = math.ceil(spec.probe_size / info.num_classes) if spec.probe_size else 0
@@ -309,9 +333,11 @@ class Trainer:
             "images": (self.data.denormalize(self.data.test.x[self.probe_idx]).clamp(0, 1) * 255).to(torch.uint8).cpu(),
             "class_names": list(info.class_names),
             "teacher": (self.teacher_test_logits[self.probe_idx].cpu() if self.teacher is not None else None),
+            **({"teacher_members": [z[self.probe_idx].cpu() for z in member_test_logits],
+                "teacher_member_names": [r["name"] for r in self.teacher_record["members"]]} if members else {}),
             "student": [], "epochs": [],
         }
-        s_params, s_flops = count_parameters(self.student), count_flops(self.student, self.input_shape)
+        s_params, s_flops = count_parameters(self.student), count_flops(self.student, self.student_shape)
         self.info: dict[str, Any] = {
             "device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
             "dataset": info.name, "classes": info.num_classes, "input_shape": list(self.input_shape),
@@ -330,6 +356,13 @@ class Trainer:
                 "compression": t_params / max(s_params, 1),
                 "teacher_test_acc": accuracy(self.teacher_test_logits, self.data.test.y),
             })
+            if members:
+                self.info["teacher_members"] = [
+                    {"name": f"teacher{i}", "model": r["name"], "params": count_parameters(m),
+                     "test_acc": accuracy(z, self.data.test.y)}
+                    for i, (m, r, z) in enumerate(zip(members, self.teacher_record["members"], member_test_logits))]
+            if self.student_view is not None:
+                self.info["student_input_shape"] = list(self.student_shape)
 
     def _predict(self, model: nn.Module, x: Tensor) -> Tensor:
         if self.channels_last or (self.spec.compile and model is self.student):  # a switch would recompile
@@ -337,12 +370,17 @@ class Trainer:
         with channels_last_for_eval(model, self.device) as cl:
             return predict(model, x, self.eval_batch, self.device, self.precision, cl)
 
+    def _predict_student(self, x: Tensor) -> Tensor:
+        """The student's logits, from its own view of the inputs."""
+        model = self.student if self.student_view is None else nn.Sequential(self.student_view, self.student)
+        return self._predict(model, x)
+
     # ---- checkpoints -----------------------------------------------------------------------------
     def _checkpoint(self, epoch: int, step: int, history: list[dict]) -> None:
         info = self.data.info
         state = {
             "format": FORMAT,
-            "model": model_record(self.spec.student, info.num_classes, info.input_shape[0], info.input_shape[1]),
+            "model": model_record(self.spec.student, info.num_classes, self.student_shape[0], self.student_shape[1]),
             "state_dict": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
             **self.distiller.loss_state(),
             "optimizer": self.optimizer.state_dict(),
@@ -570,13 +608,13 @@ class Trainer:
         metrics = {"train/loss": train_loss, "train/acc": train_acc, "epoch_time": seconds}
         improved = False
         if len(d.val) and (last or epoch % ev.val_every == 0):
-            val_acc = accuracy(self._predict(self.student, d.val.x), d.val.y)
+            val_acc = accuracy(self._predict_student(d.val.x), d.val.y)
             metrics["val/acc"] = val_acc
             improved = self.best_val is None or val_acc > self.best_val
             self.best_val = val_acc if improved else self.best_val
         student_test = None
         if last or improved or ev.test == "every_epoch":
-            student_test = self._predict(self.student, d.test.x)
+            student_test = self._predict_student(d.test.x)
             metrics["test/acc"] = accuracy(student_test, d.test.y)
             metrics.update(fidelity_report(student_test, self.teacher_test_logits, d.test.y,
                                            self.spec.temperature if self.teacher is not None else 1.0,
@@ -585,7 +623,7 @@ class Trainer:
                 metrics["teacher/test_acc"] = self.info["teacher_test_acc"]
         if len(self.probe_idx):
             probe_logits = (student_test[self.probe_idx] if student_test is not None
-                            else self._predict(self.student, d.test.x[self.probe_idx]))
+                            else self._predict_student(d.test.x[self.probe_idx]))
             self.probes["student"].append(probe_logits.cpu())
             self.probes["epochs"].append(epoch)
         return metrics

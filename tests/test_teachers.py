@@ -1,0 +1,139 @@
+"""Teachers as the survey describes them: an ensemble of teachers, a student that sees another view of
+the input, teacher-assistant chains and born-again generations."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kdcore import cli
+from kdcore.spec import EnsembleSpec, RunSpec, SpecError, TeacherSpec
+from kdcore.train import train
+from kdcore.train.checkpoint import load_checkpoint
+from kdcore.train.ensemble import combine_logits
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS_TEACHER = ROOT / "kdcore" / "assets" / "teacher_digits.pt"
+
+
+# ---- the combination ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rho", [1.0, 4.0])
+def test_ensemble_soft_labels_equal_the_reference_means(rho):
+    gen = torch.Generator().manual_seed(0)
+    logits = [torch.randn(32, 10, generator=gen) * 5 for _ in range(3)]
+    weights = [0.2, 0.3, 0.5]
+    probs = [torch.softmax(z.double() / rho, 1) for z in logits]
+    arithmetic = sum(w * p for w, p in zip(weights, probs))
+    geometric = torch.exp(sum(w * torch.log(p) for w, p in zip(weights, probs)))
+    geometric = geometric / geometric.sum(1, keepdim=True)
+    for kind, reference in (("mean", arithmetic), ("geometric", geometric)):
+        # the combined logits, read at the run's ρ as every logit method reads a teacher, give the mean
+        soft = torch.softmax(combine_logits(logits, [2, 3, 5], kind, rho).double() / rho, 1)
+        assert torch.allclose(soft, reference, atol=1e-5), kind
+    # the two means differ on these logits: the test tells them apart
+    assert not torch.allclose(arithmetic, geometric, atol=1e-3)
+
+
+def test_equal_weights_by_default_and_a_confident_member_does_not_give_infinities():
+    a = torch.tensor([[100.0, -100.0]])
+    b = torch.tensor([[-100.0, 100.0]])
+    soft = torch.softmax(combine_logits([a, b], [1, 1], "mean", 1.0), 1)
+    assert torch.allclose(soft, torch.tensor([[0.5, 0.5]]), atol=1e-6)
+
+
+# ---- the spec ----------------------------------------------------------------------------------------
+
+def test_single_teacher_specs_still_load_and_an_ensemble_round_trips():
+    single = RunSpec.from_dict({"teacher": {"source": "checkpoint", "checkpoint": "t.pt"}})
+    assert isinstance(single.teacher, TeacherSpec)
+    data = {"teacher": {"members": [{"checkpoint": "a.pt"}, {"source": "run", "run_id": "abc"}],
+                        "combine": "geometric", "weights": [1, 3]}}
+    spec = RunSpec.from_dict(data)
+    assert isinstance(spec.teacher, EnsembleSpec)
+    assert spec.teacher.normalised_weights == [0.25, 0.75]
+    again = RunSpec.from_yaml(spec.to_yaml())
+    assert again.teacher == spec.teacher
+
+
+def test_ensemble_mistakes_are_sentences_naming_the_field():
+    with pytest.raises(SpecError) as err:
+        RunSpec.from_dict({"teacher": {"members": [{"checkpoint": "a.pt"}, {"checkpoint": "b.pt"}],
+                                       "weights": [1]}})
+    assert err.value.problems == ["teacher: weights must give one weight per member (2)"]
+    with pytest.raises(SpecError) as err:
+        RunSpec.from_dict({"teacher": {"members": [{"source": "run"}, {"checkpoint": "b.pt"}]}})
+    assert err.value.problems == ["teacher.members.0: a run teacher needs `run_id`"]
+    with pytest.raises(SpecError) as err:
+        RunSpec.from_dict({"teacher": {"source": "run"}})
+    assert err.value.problems == ["teacher: a run teacher needs `run_id`"]
+
+
+# ---- end to end on digits ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mlp_teacher(tmp_path_factory) -> Path:
+    """A second digits teacher of another architecture (an MLP), trained briefly."""
+    out = tmp_path_factory.mktemp("mlp_teacher")
+    spec = RunSpec.from_dict({"student": "mlp_128", "epochs": 4, "batch_size": 64, "probe_size": 0})
+    result = train(spec, out)
+    assert result.final["test/acc"] > 0.5
+    return out / "checkpoint.pt"
+
+
+def ensemble_spec(mlp_teacher: Path, **extra) -> dict:
+    return {"student": "mlp_32", "epochs": 2, "batch_size": 64,
+            "teacher": {"members": [{"source": "checkpoint", "checkpoint": str(DIGITS_TEACHER)},
+                                    {"source": "checkpoint", "checkpoint": str(mlp_teacher)}],
+                        "combine": "geometric", "weights": [2, 1]},
+            **extra}
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_two_digits_teachers_distils_from_the_cli(tmp_path, mlp_teacher, capsys):
+    # a hint from the second member names it: teacher1.relu1
+    spec = ensemble_spec(mlp_teacher, hints=[{"teacher_layer": "teacher1.relu1", "student_layer": "relu1",
+                                              "preset": "fitnets"}])
+    path = tmp_path / "ensemble.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "member teacher0 (cnn_small)" in out and "member teacher1 (mlp_128)" in out
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    final = ckpt["history"][-1]
+    assert final["test/acc"] > 0.3
+    probes = ckpt["probes"]
+    assert probes["teacher_member_names"] == ["cnn_small", "mlp_128"]
+    # the probes' ensemble logits are the members' combined at the run's ρ
+    combined = combine_logits(probes["teacher_members"], [2 / 3, 1 / 3], "geometric", 4.0)
+    assert torch.allclose(torch.softmax(combined / 4, 1), torch.softmax(probes["teacher"] / 4, 1), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_teacher_cache_holds_the_combined_logits(tmp_path, mlp_teacher):
+    from kdcore.train.trainer import Trainer
+
+    no_augment = {"name": "digits", "augment": False}  # one view: the cache holds the plain samples' logits
+    trainer = Trainer(RunSpec.from_dict(ensemble_spec(mlp_teacher, epochs=1, dataset=no_augment)), tmp_path)
+    trainer.run()
+    cache = trainer.teacher_cache
+    assert cache is not None and cache.filled[0]
+    x = trainer.transfer.x[:50]
+    with torch.no_grad():
+        expected = combine_logits([m(x) for m in trainer.teacher.members], [2 / 3, 1 / 3], "geometric", 4.0)
+    assert torch.allclose(cache.logits[0][:50], expected, atol=1e-4)
+    names = [m["model"] for m in trainer.info["teacher_members"]]
+    assert names == ["cnn_small", "mlp_128"]
+    assert all(0.5 < m["test_acc"] <= 1 for m in trainer.info["teacher_members"])
+
+
+def test_a_member_that_does_not_fit_is_named(tmp_path):
+    from kdcore.train.checks import check_spec
+
+    spec = RunSpec.from_dict({"dataset": {"name": "digits"}, "student": "mlp_32",
+                              "teacher": {"members": [{"checkpoint": str(DIGITS_TEACHER)},
+                                                      {"checkpoint": str(tmp_path / "missing.pt")}]}})
+    problems = check_spec(spec)
+    assert len(problems) == 1 and problems[0].startswith("teacher.members.1:")
