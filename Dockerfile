@@ -10,7 +10,10 @@
 # - the versions are exactly requirements.txt's pins (torch==2.14.1, torchvision==0.29.1), the builds the
 #   test suite runs against, rather than whatever a prebuilt image bundles;
 # - Debian's dataset-fashion-mnist package bakes Fashion-MNIST in where kdcore looks for it.
-FROM python:3.11.11-slim-bookworm
+# PYTHON_IMAGE exists for CI alone, which reaches no registry and builds FROM a local stand-in
+# (scripts/docker_ci.sh); everyone else builds FROM the official image below.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 # STREAMLIT_SERVER_*: the default command listens on 0.0.0.0:8501 without a browser; HEALTHCHECK reads the
 # same port. KD_HOME (store, run artifacts, uploads) and KD_DATA_DIR (downloaded datasets) are volumes.
@@ -38,8 +41,12 @@ WORKDIR /opt/kdstudio
 
 # Dependencies before the source: the multi-gigabyte torch layer is reused while only the code changes.
 # (requirements.txt includes Authlib, which Streamlit's OpenID Connect login, st.login, needs.)
+# A pip configuration handed to the build as the BuildKit secret `pip.conf` (a mirror, a CA bundle's path, a
+# wheelhouse: `docker build --secret id=pip.conf,src=FILE`) is read during these steps only and never lands
+# in a layer; without one, pip installs from PyPI.
 COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    pip install --no-cache-dir -r requirements.txt
 
 # The project, installed; app/, pages/ and .streamlit/config.toml stay here because
 # `streamlit run app/main.py` runs from this folder. Source files stay root-owned: read-only to the app.
@@ -49,7 +56,8 @@ COPY app/ app/
 COPY pages/ pages/
 COPY examples/ examples/
 COPY .streamlit/config.toml .streamlit/config.toml
-RUN pip install --no-cache-dir --no-deps .
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    pip install --no-cache-dir --no-deps .
 
 # Numeric, so that a host or an orchestrator (runAsNonRoot) can tell it is not root: the `kd` user above.
 USER 1000:1000

@@ -15,6 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+CI_OVERRIDE = ROOT / "docker-compose.ci.yml"  # CI's run in Docker (scripts/docker_ci.sh)
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}; no "${" inside (innermost first).
@@ -47,6 +48,31 @@ def compose(env: Mapping[str, str]) -> dict[str, Any]:
     return yaml.safe_load(interpolate(COMPOSE_FILE.read_text(), env))
 
 
+def merge_service(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Compose's merge of a service from an override file: mappings (environment, depends_on…) merge key by key,
+    volumes by container path, and any other value (image, command, network_mode…) is replaced."""
+    out = dict(base)
+    for key, value in extra.items():
+        if key == "volumes" and key in out:
+            by_target = {_mounts({"volumes": [v]})[0][1]: v for v in out[key]}
+            by_target.update({_mounts({"volumes": [v]})[0][1]: v for v in value})
+            out[key] = list(by_target.values())
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def compose_with_override(env: Mapping[str, str], override: Path = CI_OVERRIDE) -> dict[str, Any]:
+    """docker-compose.yml merged with an override file, both with their variables substituted from `env`."""
+    spec = compose(env)
+    extra = yaml.safe_load(interpolate(override.read_text(), env))
+    for name, service in extra["services"].items():
+        spec["services"][name] = merge_service(spec["services"].get(name, {}), service)
+    return spec
+
+
 @dataclass
 class Image:
     env: dict[str, str] = field(default_factory=dict)
@@ -58,7 +84,8 @@ class Image:
     copies: list[str] = field(default_factory=list)
 
 
-def _instructions(text: str) -> list[tuple[str, str]]:
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, rest) for each instruction of a Dockerfile, continuation lines joined."""
     out, current = [], ""
     for line in text.splitlines():
         stripped = line.strip()
@@ -80,7 +107,7 @@ def _words(rest: str) -> list[str]:
 
 def dockerfile(path: Path = DOCKERFILE) -> Image:
     image = Image()
-    for keyword, rest in _instructions(path.read_text()):
+    for keyword, rest in instructions(path.read_text()):
         if keyword == "ENV":
             for item in shlex.split(rest):
                 key, _, value = item.partition("=")

@@ -1,7 +1,11 @@
-"""The Dockerfile passes hadolint with no finding, and docker-compose.yml starts real entry points with the
-wiring they need. No Docker engine is needed: tests/test_deploy.py runs the same commands outside Docker."""
+"""The Dockerfile passes hadolint with no finding, docker-compose.yml starts real entry points with the
+wiring they need, and CI's run of them in Docker (docker-compose.ci.yml, scripts/docker_ci.sh) changes only
+what a machine without GPUs or a registry needs. No Docker engine is needed: tests/test_deploy.py runs the same
+commands outside Docker, and tests/docker_stack_check.py runs them in Docker where CI has an engine."""
 from __future__ import annotations
 
+import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import deploy_support as ds
 import pytest
+import yaml
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,3 +124,74 @@ def test_interpolation_follows_compose_rules():
     assert ds.interpolate(text, {"A": "set"}).startswith("a: set\n")
     with pytest.raises(ValueError, match="need it"):
         ds.interpolate("${X:?need it}", {})
+
+
+# What scripts/docker_ci.sh puts in the environment of Compose (ports it picked, the passwords of a team).
+CI_ENV = {"KD_SHARED_PASSWORD": "x", "POSTGRES_PASSWORD": "pw0", "KD_CI_PG_PORT": "55432", "KD_CI_HTTP_PORT": "58501"}
+
+
+def ci_script_setting(name: str) -> str:
+    match = re.search(rf"^{name}=(\S+)", (ds.ROOT / "scripts" / "docker_ci.sh").read_text(), re.M)
+    assert match, f"{name}= is not set in scripts/docker_ci.sh"
+    return match.group(1)
+
+
+def test_dockerfile_builds_from_the_official_python_image_unless_told_otherwise():
+    steps = ds.instructions(ds.DOCKERFILE.read_text())
+    assert steps[0] == ("ARG", "PYTHON_IMAGE=python:3.11.11-slim-bookworm") and steps[1] == ("FROM", "${PYTHON_IMAGE}")
+    assert [rest for keyword, rest in steps if keyword == "FROM"] == ["${PYTHON_IMAGE}"]
+    # pip settings reach a build only as the secret mount of the pip steps, never in a layer.
+    pip_steps = [rest for keyword, rest in steps if keyword == "RUN" and "pip install" in rest]
+    assert len(pip_steps) == 2
+    for rest in pip_steps:
+        assert rest.startswith("--mount=type=secret,id=pip.conf,target=/etc/pip.conf "), rest
+    for keyword, rest in steps:
+        if keyword in ("COPY", "ADD", "ENV", "ARG"):
+            assert "pip.conf" not in rest and "PIP_INDEX" not in rest and "PIP_FIND_LINKS" not in rest, rest
+
+
+def test_ci_override_keeps_every_service_on_loopback_with_the_same_store():
+    image = ds.dockerfile()
+    main = ds.compose(CI_ENV)
+    spec = ds.compose_with_override(CI_ENV)
+    assert set(main["services"]) | {"worker-cpu"} == set(spec["services"])
+    for name, service in spec["services"].items():
+        assert service.get("network_mode") == "host", f"{name}: on the host's network, no bridge"
+    postgres = spec["services"]["postgres"]
+    assert "listen_addresses=127.0.0.1" in postgres["command"] and str(postgres["environment"]["PGPORT"]) == "55432"
+    app = ds.service_env(spec["services"]["app"], image)
+    assert (app["STREAMLIT_SERVER_ADDRESS"], app["STREAMLIT_SERVER_PORT"]) == ("127.0.0.1", "58501")
+    # The store users get, reached on loopback: only the host and the port differ.
+    users = ds.database_url(ds.service_env(main["services"]["app"], image)["KD_DATABASE_URL"])
+    for name in ["app", "worker-cpu", *ds.worker_services(main)]:
+        url = ds.database_url(ds.service_env(spec["services"][name], image)["KD_DATABASE_URL"])
+        assert (url.host, url.port) == ("127.0.0.1", 55432), name
+        assert url.set(host=users.host, port=users.port) == users, name
+    # Everything else the app gets is what users get.
+    users_app = ds.service_env(main["services"]["app"], image)
+    changed = {k for k in app if app[k] != users_app.get(k)}
+    assert changed == {"KD_DATABASE_URL", "STREAMLIT_SERVER_ADDRESS", "STREAMLIT_SERVER_PORT"}
+
+
+def test_ci_cpu_worker_is_the_gpu_worker_without_its_reservation():
+    services = ds.compose_with_override(CI_ENV)["services"]
+    cpu, gpu = services["worker-cpu"], services["worker-gpu0"]
+    assert "deploy" not in cpu and gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert {k: v for k, v in gpu.items() if k not in ("deploy", "build")} == cpu
+    assert "worker-cpu" in ds.worker_services({"services": services})
+
+
+def test_compose_for_ci_drops_only_what_compose_v1_refuses():
+    spec = importlib.util.spec_from_file_location("compose_for_ci", ds.ROOT / "scripts" / "compose_for_ci.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    main = yaml.safe_load(ds.COMPOSE_FILE.read_text())
+    override = yaml.safe_load(ds.CI_OVERRIDE.read_text())
+    adapted = module.for_ci(main, override)
+    assert {k: v for k, v in main.items() if k != "name"} | {"services": adapted["services"]} == adapted
+    assert set(adapted["services"]) == set(main["services"])
+    for name, service in main["services"].items():
+        assert adapted["services"][name] == {k: v for k, v in service.items() if k != "ports"}, name
+    # What replaces the dropped lines: the same project name (-p) and image tag in the script.
+    assert ci_script_setting("PROJECT") == main["name"]
+    assert ci_script_setting("IMAGE") == main["services"]["app"]["image"]
