@@ -210,6 +210,7 @@ if ! $DOCKER build --network host --progress plain --build-arg "PYTHON_IMAGE=$PY
     exit 1
 fi
 T_BUILD=$(( $(now) - T0 ))
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)  # the machine may be shared: its load beside the time
 kill "$SERVER_PID" 2>/dev/null || true
 wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=""
@@ -261,19 +262,20 @@ say "$summary"
 
 if [ "$RECORD" -eq 1 ]; then
     "$PY" - "$T_INSTALL" "$T_BASES" "$T_WHEELS" "$T_BUILD" "$BUILD_KIND" "$T_CHECKS" "$T_TOTAL" "$SIZE_BYTES" \
-        "$CHECKS_RC" "$COLD" <<'PY'
+        "$CHECKS_RC" "$COLD" "$LOAD" <<'PY'
 import datetime
 import re
 import sys
 from pathlib import Path
 
-install, bases, wheels, build, kind, checks, total, size, rc, cold = sys.argv[1:]
+install, bases, wheels, build, kind, checks, total, size, rc, cold, load = sys.argv[1:]
 command = "bash scripts/docker_ci.sh" + (" --cold" if cold == "1" else "") + " --record"
 today = datetime.date.today().isoformat()
 section = f"""<!-- docker_ci -->
 ## Docker image and compose deployment (`{command}`)
 
-Measured by `scripts/docker_ci.sh` on {today}, on this 2-core machine shared with other work, as root.
+Measured by `scripts/docker_ci.sh` on {today}, as root, on a 2-core machine shared with other work (load
+average {load} when the image build ended).
 {"Cold: no image, build cache or wheelhouse from an earlier run, as on a fresh CI machine." if cold == "1" else
  "Reusing what earlier runs on this machine left (images, build cache, wheelhouse)."}
 
