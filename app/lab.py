@@ -243,11 +243,14 @@ def sweep_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Fi
         return _empty("No finished run yet", title)
     data = [
         {"type": "scatter", "x": done["rho"].to_numpy(), "y": done["test_acc"].to_numpy(), "mode": "lines+markers",
-         "name": "student test accuracy", "line": {"color": STUDENT_COLOR, "width": 3}, "marker": {"size": 9}},
+         "name": "student test accuracy", "line": {"color": STUDENT_COLOR, "width": 3}, "marker": {"size": 9},
+         **_error_bars(done, "test_std")},
         {"type": "scatter", "x": done["rho"].to_numpy(), "y": done["agreement"].to_numpy(), "mode": "lines+markers",
          "name": "agrees with the teacher", "line": {"color": TEACHER_COLOR, "width": 3, "dash": "dot"},
-         "marker": {"size": 9}},
+         "marker": {"size": 9}, **_error_bars(done, "agreement_std")},
     ]
+    if "n" in done and done["n"].max() > 1:
+        title += f": mean ± std over {int(done['n'].max())} seeds"
     layout = _layout(title=title, x_title="temperature ρ (log scale)", y_title="fraction of test images",
                      xaxis={"type": "log", "tickvals": list(frame["rho"]),
                             "ticktext": [f"{r:g}" for r in frame["rho"]]},
@@ -255,6 +258,14 @@ def sweep_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Fi
     if teacher_acc is not None:
         _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}")
     return _figure(data, layout)
+
+
+def _error_bars(frame: pd.DataFrame, column: str) -> dict[str, Any]:
+    """Plotly error bars from a std column over seeds (nothing when the frame has none)."""
+    if column not in frame or not np.isfinite(frame[column].to_numpy(dtype=float)).any():
+        return {}
+    return {"error_y": {"type": "data", "array": np.nan_to_num(frame[column].to_numpy(dtype=float)).tolist(),
+                        "visible": True, "thickness": 1.5}}
 
 
 def alpha_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Figure:
@@ -265,9 +276,11 @@ def alpha_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Fi
         return _empty("No finished run yet", title)
     data = [{"type": "bar", "x": list(done["setting"]), "y": done[column].to_numpy(), "name": name,
              "marker": {"color": color}, "text": [f"{v:.1%}" for v in done[column]], "textposition": "outside",
-             "cliponaxis": False}
+             "cliponaxis": False, **_error_bars(done, f"{column.split('_')[0]}_std")}
             for column, name, color in (("test_acc", "test accuracy", STUDENT_COLOR),
                                         ("agreement", "agrees with the teacher", TEACHER_COLOR))]
+    if "n" in done and done["n"].max() > 1:
+        title += f" (mean ± std over {int(done['n'].max())} seeds)"
     low = float(np.nanmin(done[["test_acc", "agreement"]].to_numpy()))
     layout = _layout(title=title, y_title="fraction of test images", barmode="group",
                      yaxis={"range": [max(0.0, low - 0.1), 1.02], "tickformat": ".0%"})

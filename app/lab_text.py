@@ -48,9 +48,10 @@ results appear here when the runs finish. Nothing you do here can change the shi
 """
 
 SWEEP = """
-**Temperature sweep.** Six students, identical except for ρ ∈ {1, 2, 4, 8, 16, 32}. Look at how often
-each student agrees with the teacher and how accurate it is. On ten classes the differences are small
-(a point or two): dark knowledge matters most with many classes or few labels.
+**Temperature sweep.** Students identical except for ρ ∈ {1, 2, 4, 8, 16, 32}, each trained with three
+seeds: the chart shows the mean and, as error bars, the spread over seeds. On ten classes the differences
+between temperatures are small — often smaller than that spread, and then they are noise, not a lesson.
+The sentence under the chart says what this sweep actually shows.
 """
 
 OMIT = """
@@ -65,5 +66,6 @@ reveals what the student learned.
 ALPHA = """
 **Soft labels, hard labels, or both?** α weighs the usual right-answer loss, β the teacher's soft labels.
 *Hard only* is ordinary training (the teacher is ignored); *soft only* learns from the teacher alone,
-without any label; *both* is Hinton's mix. Soft labels alone usually come close to — or beat — hard labels.
+without any label; *both* is Hinton's mix. Each is trained with three seeds (mean ± std): compare the
+differences with the error bars before drawing a conclusion.
 """

@@ -95,39 +95,48 @@ store = auth.as_owner(state.get_store())  # lab runs are submitted under the sig
 
 
 def _group_status(frame) -> str:
-    done = int((frame["status"] == "completed").sum()) if len(frame) else 0
+    """Runs, not rows: each row is one setting over its seeds (its run ids joined by commas)."""
+    total = int(frame["run_id"].map(lambda ids: len(ids.split(", "))).sum()) if len(frame) else 0
+    done = int(frame["n"].sum()) if len(frame) else 0
     failed = int(frame["status"].isin(["failed", "cancelled"]).sum()) if len(frame) else 0
-    text = f"{done} of {len(frame)} runs finished"
-    return text + (f", {failed} failed or cancelled" if failed else "")
+    text = f"{done} of {total} runs finished"
+    return text + (f"; {failed} setting(s) with a failed or cancelled run" if failed else "")
 
 
 def _active(frame) -> bool:
     return bool(len(frame)) and bool(frame["status"].isin(["queued", "running"]).any())
 
 
-def group_panel(text: str, button: str, key: str, submit, queued: str, experiment: str, to_frame, figure) -> bool:
+def group_panel(text: str, button: str, key: str, submit, queued: str, experiment: str, to_frame, figure,
+                verdict=None) -> bool:
     """One experiment that is a group of runs: explain, launch, then chart the group's results."""
     st.markdown(text)
     if st.button(button, key=f"lab_run_{key}", icon=":material/play_arrow:"):
         if widgets.attempt(lambda: submit(store, dataset)):
             st.toast(queued)
-    frame = to_frame(store.list_runs(tag=ex.experiment_tag(experiment, dataset)))
+    records = store.list_runs(tag=ex.experiment_tag(experiment, dataset))
+    frame = to_frame(records)
     if not len(frame):
         st.caption("Not run yet for this dataset.")
         return False
     st.caption(_group_status(frame))
     st.plotly_chart(figure(frame, bundle.teacher_test_acc), key=f"lab_{key}_chart")
+    if verdict is not None and (sentence := verdict(records)):
+        st.markdown(f"**What this sweep shows:** {sentence}")
     return _active(frame)
 
 
 def sweep_panel() -> bool:
     return group_panel(lab_text.SWEEP, "Run the temperature sweep", "sweep", ex.submit_rho_sweep,
-                       "Queued six students, ρ = 1 to 32.", "rho-sweep", ex.rho_sweep_frame, lab.sweep_figure)
+                       f"Queued {len(ex.RHO_SWEEP) * len(ex.LAB_SEEDS)} students: ρ = 1 to 32, "
+                       f"{len(ex.LAB_SEEDS)} seeds each.", "rho-sweep", ex.rho_sweep_frame, lab.sweep_figure,
+                       verdict=ex.rho_verdict)
 
 
 def alpha_panel() -> bool:
     return group_panel(lab_text.ALPHA, "Run soft vs hard", "alpha", ex.submit_alpha_comparison,
-                       "Queued three students: hard only, soft only, both.", "alpha", ex.alpha_frame,
+                       f"Queued {3 * len(ex.LAB_SEEDS)} students: hard only, soft only, both, "
+                       f"{len(ex.LAB_SEEDS)} seeds each.", "alpha", ex.alpha_frame,
                        lab.alpha_figure)
 
 

@@ -177,3 +177,38 @@ def test_every_figure_is_valid_plotly(digits):
     for fig in figures:
         go.Figure(fig.to_dict())  # raises on any unknown or invalid property
         assert fig.layout.template.to_plotly_json() == {}  # Streamlit's theme fills it in the browser
+
+
+def seeded(run_id, rho, seed, acc, alpha=0.1, beta=0.9):
+    r = record(run_id, rho=rho, alpha=alpha, beta=beta, acc=acc)
+    return SimpleNamespace(**{**vars(r), "spec": r.spec.model_copy(update={"seed": seed})})
+
+
+def test_sweep_over_seeds_gives_mean_std_and_says_what_the_data_shows():
+    noisy = [seeded(f"a{s}", 1, s, acc) for s, acc in enumerate((0.80, 0.82, 0.81))] + \
+            [seeded(f"b{s}", 4, s, acc) for s, acc in enumerate((0.81, 0.80, 0.83))]
+    frame = ex.rho_sweep_frame(noisy)
+    assert list(frame["n"]) == [3, 3] and frame["test_acc"].iloc[0] == pytest.approx(0.81)
+    assert frame["test_std"].iloc[0] == pytest.approx(np.std([0.80, 0.82, 0.81], ddof=1))
+    fig = lab.sweep_figure(frame, 0.9)
+    assert list(fig.data[0].error_y.array) == pytest.approx(list(frame["test_std"]))
+    assert "mean ± std over 3 seeds" in fig.layout.title.text
+    assert "within the seed noise" in ex.rho_verdict(noisy)
+    clear = [seeded(f"a{s}", 1, s, acc) for s, acc in enumerate((0.80, 0.82, 0.81))] + \
+            [seeded(f"b{s}", 4, s, acc + 0.05) for s, acc in enumerate((0.80, 0.82, 0.815))]
+    assert "outside the seed noise, a ρ above 1 helps" in ex.rho_verdict(clear)
+    assert ex.rho_verdict(noisy[:1]) is None
+    alpha = ex.alpha_frame([seeded(f"h{s}", 4, s, 0.8 + s / 100, alpha=1.0, beta=0.0) for s in range(3)])
+    assert alpha["n"].iloc[0] == 3 and "error_y" in lab.alpha_figure(alpha).data[0]
+
+
+def test_lab_experiments_queue_every_setting_with_every_seed(kd_home):
+    from kdcore.jobs import RunStore
+
+    store = RunStore()
+    ids = ex.submit_rho_sweep(store, "digits")
+    runs = store.list_runs(tag=ex.experiment_tag("rho-sweep", "digits"))
+    assert len(ids) == len(runs) == len(ex.RHO_SWEEP) * len(ex.LAB_SEEDS) and len({r.sweep_id for r in runs}) == 1
+    assert sorted({(r.spec.logit.rho, r.spec.seed) for r in runs}) == sorted(
+        (float(rho), s) for rho in ex.RHO_SWEEP for s in ex.LAB_SEEDS)
+    assert len(ex.submit_alpha_comparison(store, "digits")) == 3 * len(ex.LAB_SEEDS)

@@ -104,9 +104,10 @@ def test_experiment_buttons_submit_tagged_runs_and_the_omitted_report_appears(la
     at.button(key="lab_run_alpha").click().run()
     assert not at.exception
     sweep = store.list_runs(tag=ex.experiment_tag("rho-sweep", "digits"))
-    assert sorted(r.spec.logit.rho for r in sweep) == [1, 2, 4, 8, 16, 32]
+    assert sorted(r.spec.logit.rho for r in sweep) == sorted([1, 2, 4, 8, 16, 32] * len(ex.LAB_SEEDS))
     assert len({r.sweep_id for r in sweep}) == 1
     alpha = store.list_runs(tag=ex.experiment_tag("alpha", "digits"))
-    assert sorted((r.spec.logit.alpha, r.spec.logit.beta) for r in alpha) == [(0.0, 1.0), (0.1, 0.9), (1.0, 0.0)]
-    assert "0 of 6 runs finished" in " ".join(c.value for c in at.caption)
+    assert sorted((r.spec.logit.alpha, r.spec.logit.beta) for r in alpha) == sorted(
+        [(0.0, 1.0), (0.1, 0.9), (1.0, 0.0)] * len(ex.LAB_SEEDS))
+    assert "0 of 18 runs finished" in " ".join(c.value for c in at.caption)
     assert at.session_state["lab_polling"] is True  # queued runs: the results poll the store

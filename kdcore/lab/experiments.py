@@ -2,10 +2,10 @@
 
 Three experiments, each submitted to the store (a background worker trains them) and tagged
 `lab:<experiment>:<dataset>` so the lab page finds them again:
-- the temperature sweep: one KD student per ρ in RHO_SWEEP;
+- the temperature sweep: one KD student per ρ in RHO_SWEEP and seed in LAB_SEEDS;
 - Hinton's omitted-class experiment: a student distilled from a transfer set without one class,
   scored before and after the bias correction (fitted on the validation split, see kdcore.lab.bias);
-- soft labels only (α = 0) against hard labels only (β = 0) against both.
+- soft labels only (α = 0) against hard labels only (β = 0) against both, each over LAB_SEEDS.
 All use the dataset's shipped teacher (kdcore/assets) and a CPU-friendly student."""
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ from kdcore.lab.bias import BiasFit, correction_table, fit_class_bias, per_class
 from kdcore.spec import RunSpec
 
 RHO_SWEEP: tuple[float, ...] = (1, 2, 4, 8, 16, 32)
+# Every setting of the sweep and of soft-vs-hard runs with these seeds: a difference smaller than the
+# spread over seeds is noise, and the page shows mean ± std so a lecture can see which is which.
+LAB_SEEDS: tuple[int, ...] = (0, 1, 2)
 EXPERIMENTS = ("rho-sweep", "omit", "alpha")
 # (label, α, β) of the soft/hard comparison, in the order the page shows them.
 ALPHA_SETTINGS: tuple[tuple[str, float, float], ...] = (
@@ -51,8 +54,7 @@ OMIT_RECIPES: dict[str, dict[str, Any]] = {
 
 class StoreLike(Protocol):
     def submit(self, spec: RunSpec, *, name: str | None = None, tags: Sequence[str] = (), **kw: Any) -> str: ...
-    def submit_sweep(self, base: RunSpec, field: Any, values: list, *, tags: Sequence[str] = (),
-                     **kw: Any) -> list[str]: ...
+    def submit_group(self, specs: Sequence[RunSpec], *, tags: Sequence[str] = (), **kw: Any) -> str: ...
     def list_runs(self, *, tag: str | None = None, **kw: Any) -> list[Any]: ...
 
 
@@ -123,18 +125,23 @@ def omitted_class_spec(dataset: str, omitted: int | None = None, *, overrides: d
 
 
 # ---- submitting --------------------------------------------------------------------------------
-def submit_rho_sweep(store: StoreLike, dataset: str) -> list[str]:
-    specs = rho_sweep_specs(dataset)
-    base = specs[0]
-    return store.submit_sweep(base.model_copy(update={"name": f"lab ρ sweep {base.dataset.name}"}), "logit.rho",
-                              [float(r) for r in RHO_SWEEP], tags=["lab", experiment_tag("rho-sweep", dataset)])
+def _with_seeds(specs: Sequence[RunSpec], seeds: Sequence[int]) -> list[RunSpec]:
+    return [s.model_copy(update={"seed": seed, "name": f"{s.name} seed {seed}"}) for s in specs for seed in seeds]
 
 
-def submit_alpha_comparison(store: StoreLike, dataset: str) -> list[str]:
-    base = base_spec(dataset)
-    return store.submit_sweep(base.model_copy(update={"name": f"lab soft vs hard {base.dataset.name}"}),
-                              ["logit.alpha", "logit.beta"], [[a, b] for _, a, b in ALPHA_SETTINGS],
-                              tags=["lab", experiment_tag("alpha", dataset)])
+def _submit_group(store: StoreLike, specs: list[RunSpec], tag: str) -> list[str]:
+    group = store.submit_group(specs, tags=["lab", tag])
+    return [r.id for r in sorted(store.list_runs(sweep_id=group), key=lambda r: r.created_at)]
+
+
+def submit_rho_sweep(store: StoreLike, dataset: str, seeds: Sequence[int] = LAB_SEEDS) -> list[str]:
+    """One student per (ρ, seed), all in one group."""
+    return _submit_group(store, _with_seeds(rho_sweep_specs(dataset), seeds), experiment_tag("rho-sweep", dataset))
+
+
+def submit_alpha_comparison(store: StoreLike, dataset: str, seeds: Sequence[int] = LAB_SEEDS) -> list[str]:
+    """One student per ((α, β), seed), all in one group."""
+    return _submit_group(store, _with_seeds(alpha_specs(dataset), seeds), experiment_tag("alpha", dataset))
 
 
 def submit_omitted_class(store: StoreLike, dataset: str, omitted: int | None = None) -> str:
@@ -163,31 +170,79 @@ def _final(record: Any, key: str) -> float:
     return float(value) if value is not None else float("nan")
 
 
+_STATUS_ORDER = ("running", "queued", "failed", "cancelled", "completed")
+SEED_COLUMNS = ["status", "epoch", "epochs", "test_acc", "test_std", "agreement", "agreement_std", "n", "run_id"]
+
+
+def _over_seeds(runs: Sequence[Any]) -> dict[str, Any]:
+    """The runs of one setting over seeds: the least finished status, mean and sample std of the final test
+    accuracy and agreement over the completed runs (n of them), their ids."""
+    statuses = [_status(r) for r in runs]
+    done = [r for r in runs if _status(r) == "completed"]
+
+    def stats(key: str) -> tuple[float, float]:
+        values = np.array([_final(r, key) for r in done], dtype=float)
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return float("nan"), float("nan")
+        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+    test, test_std = stats("test/acc")
+    agreement, agreement_std = stats("fidelity/agreement")
+    return {"status": min(statuses, key=_STATUS_ORDER.index) if statuses else "queued",
+            "epoch": min(int(getattr(r, "epoch", 0)) for r in runs), "epochs": int(runs[0].spec.epochs),
+            "test_acc": test, "test_std": test_std, "agreement": agreement, "agreement_std": agreement_std,
+            "n": len(done), "run_id": ", ".join(r.id for r in runs)}
+
+
 def rho_sweep_frame(records: Sequence[Any]) -> pd.DataFrame:
-    """One row per ρ of the newest sweep: rho, status, epoch, epochs, test_acc, agreement, run_id."""
-    rows = [{"rho": float(r.spec.logit.rho), "status": _status(r), "epoch": int(getattr(r, "epoch", 0)),
-             "epochs": int(r.spec.epochs), "test_acc": _final(r, "test/acc"),
-             "agreement": _final(r, "fidelity/agreement"), "run_id": r.id} for r in latest_group(records)]
-    frame = pd.DataFrame(rows, columns=["rho", "status", "epoch", "epochs", "test_acc", "agreement", "run_id"])
-    return frame.sort_values("rho", kind="stable").reset_index(drop=True)
+    """One row per ρ of the newest sweep, over its seeds: rho, status, epoch, epochs, test_acc (mean),
+    test_std, agreement (mean), agreement_std, n (completed seeds), run_id (the runs' ids)."""
+    by_rho: dict[float, list[Any]] = {}
+    for r in latest_group(records):
+        by_rho.setdefault(float(r.spec.logit.rho), []).append(r)
+    rows = [{"rho": rho, **_over_seeds(runs)} for rho, runs in sorted(by_rho.items())]
+    return pd.DataFrame(rows, columns=["rho", *SEED_COLUMNS])
 
 
 def alpha_frame(records: Sequence[Any]) -> pd.DataFrame:
-    """One row per (α, β) setting of the newest comparison: setting, alpha, beta, status, epoch, epochs,
-    test_acc, agreement, run_id, in ALPHA_SETTINGS order."""
+    """One row per (α, β) setting of the newest comparison, over its seeds, in ALPHA_SETTINGS order:
+    setting, alpha, beta and the columns of rho_sweep_frame."""
     labels = {(a, b): label for label, a, b in ALPHA_SETTINGS}
-    rows = []
+    groups: dict[tuple[float, float], list[Any]] = {}
     for r in latest_group(records):
-        a, b = float(r.spec.logit.alpha), float(r.spec.logit.beta)
-        rows.append({"setting": labels.get((a, b), f"α = {a:g}, β = {b:g}"), "alpha": a, "beta": b,
-                     "status": _status(r), "epoch": int(getattr(r, "epoch", 0)), "epochs": int(r.spec.epochs),
-                     "test_acc": _final(r, "test/acc"), "agreement": _final(r, "fidelity/agreement"),
-                     "run_id": r.id})
+        groups.setdefault((float(r.spec.logit.alpha), float(r.spec.logit.beta)), []).append(r)
+    rows = [{"setting": labels.get((a, b), f"α = {a:g}, β = {b:g}"), "alpha": a, "beta": b, **_over_seeds(runs)}
+            for (a, b), runs in groups.items()]
     order = {label: i for i, (label, _, _) in enumerate(ALPHA_SETTINGS)}
-    frame = pd.DataFrame(rows, columns=["setting", "alpha", "beta", "status", "epoch", "epochs", "test_acc",
-                                        "agreement", "run_id"])
+    frame = pd.DataFrame(rows, columns=["setting", "alpha", "beta", *SEED_COLUMNS])
     return frame.sort_values("setting", key=lambda s: s.map(lambda v: order.get(v, 99)), kind="stable") \
         .reset_index(drop=True)
+
+
+def rho_verdict(records: Sequence[Any]) -> str | None:
+    """What the newest sweep shows about "a ρ above 1 helps": the best ρ > 1 (by mean test accuracy at the
+    last epoch) against ρ = 1, paired over seeds with a 95 % t-interval. None until two seeds of both are done."""
+    from kdcore.studies.stats import paired_difference
+
+    by_rho: dict[float, dict[int, float]] = {}
+    for r in latest_group(records):
+        if _status(r) == "completed" and np.isfinite(_final(r, "test/acc")):
+            by_rho.setdefault(float(r.spec.logit.rho), {})[int(r.spec.seed)] = _final(r, "test/acc")
+    above = {rho: accs for rho, accs in by_rho.items() if rho > 1 and len(accs) >= 2}
+    if 1.0 not in by_rho or len(by_rho[1.0]) < 2 or not above:
+        return None
+    best = max(above, key=lambda rho: np.mean(list(above[rho].values())))
+    d = paired_difference(above[best], by_rho[1.0])
+    if d.n < 2:
+        return None
+    span = f"{d.mean * 100:+.2f} points (95 % interval {d.low * 100:+.2f} to {d.high * 100:+.2f}, {d.n} seeds)"
+    if d.low > 0:
+        return f"ρ = {best:g} beats ρ = 1 by {span}: outside the seed noise, a ρ above 1 helps here."
+    if d.high < 0:
+        return f"ρ = {best:g}, the best ρ above 1, is below ρ = 1 by {span}: here ρ = 1 is better."
+    return (f"The best ρ above 1 (ρ = {best:g}) differs from ρ = 1 by {span}: within the seed noise, so this "
+            "run does not show that a ρ above 1 helps.")
 
 
 @dataclass(frozen=True)
