@@ -225,8 +225,8 @@ def max_model_params() -> int:
 def _refuse_above_ceiling(name: str, num_classes: int, count: int) -> None:
     limit = max_model_params()
     if count > limit:
-        raise ModelTooLargeError(f"{name} for {num_classes} classes would have {count:,} parameters, more than "
-                                 f"the limit of {limit:,} (KD_MAX_MODEL_PARAMS); choose a smaller model")
+        raise ModelTooLargeError(f"the model {name} for {num_classes} classes would have {count:,} parameters, "
+                                 f"more than the limit of {limit:,} (KD_MAX_MODEL_PARAMS); choose a smaller model")
 
 
 def _fixed_size(name: str) -> bool:
