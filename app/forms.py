@@ -108,6 +108,10 @@ class ParamWidget:
     maximum: float | None = None
     choices: tuple = ()
     side: str | None = None
+    choice_labels: tuple = ()  # (value, label) pairs a method gave its choices
+
+    def choice_label(self, value: Any) -> str:
+        return dict(self.choice_labels).get(value, str(value))
 
 
 def param_widgets(method: str, prefix: str = "") -> list[ParamWidget]:
@@ -123,7 +127,8 @@ def param_widgets(method: str, prefix: str = "") -> list[ParamWidget]:
         maximum = p.get("le", p.get("lt"))
         out.append(ParamWidget(param_key(method, p["name"], prefix), p["name"], p["title"], kind, p["default"],
                                p["description"],
-                               minimum, maximum, tuple(p.get("choices", ())), p.get("layer")))
+                               minimum, maximum, tuple(p.get("choices", ())), p.get("layer"),
+                               tuple(p.get("choice_labels", {}).items())))
     return out
 
 

@@ -101,7 +101,8 @@ def param_inputs(params: list[forms.ParamWidget], layer_options: dict | None = N
             if w.kind == "bool":
                 st.toggle(w.title, key=w.key, help=w.help, persist_state=KEEP)
             elif w.kind == "choice":
-                st.selectbox(w.title, list(w.choices), key=w.key, help=w.help, persist_state=KEEP)
+                st.selectbox(w.title, list(w.choices), key=w.key, help=w.help, persist_state=KEEP,
+                             format_func=w.choice_label)
             elif w.kind in ("float", "int"):
                 is_int = w.kind == "int"
                 cast = int if is_int else float

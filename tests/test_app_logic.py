@@ -144,6 +144,19 @@ def test_values_from_spec_round_trip():
     assert check.spec.to_dict() == spec.to_dict()
 
 
+def test_each_methods_widgets_come_from_its_parameters_model():
+    kd = {w.name: w for w in forms.param_widgets("kd")}
+    assert (kd["rho"].kind, kd["rho"].minimum, kd["rho"].maximum, kd["rho"].title) == ("float", 0, 100, "Temperature ρ")
+    assert kd["rho"].help and kd["rho_squared"].kind == "bool" and kd["rho"].key == "kd.rho"
+    assert kd["soft_loss"].kind == "choice" and kd["soft_loss"].choice_label("ce") == "cross-entropy (same gradient)"
+    dkd = {w.name: w for w in forms.param_widgets("dkd")}
+    assert set(dkd) == {"alpha", "beta", "rho", "ce_weight", "warmup_epochs"}  # nothing DKD ignores
+    assert dkd["warmup_epochs"].kind == "int" and dkd["ce_weight"].default == 1.0
+    rkd = {w.name: w for w in forms.param_widgets("rkd", forms.loss_prefix(0))}
+    assert rkd["student_layer"].kind == "layer" and rkd["student_layer"].side == "student"
+    assert rkd["student_layer"].key == "loss_0.rkd.student_layer"
+
+
 def test_values_from_spec_round_trip_keeps_each_methods_own_parameters():
     spec = RunSpec.from_dict({"student": "mlp_64", "teacher": {"source": "run", "run_id": "abcd1234"},
                               "logit": {"method": "dkd", "alpha": 2.0, "beta": 6.0, "warmup_epochs": 5},

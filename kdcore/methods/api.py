@@ -178,7 +178,8 @@ def describe_params(params: type[MethodParams]) -> list[dict[str, Any]]:
         out.append({"name": name, "type": _type_name(annotation), "default": info.get_default(call_default_factory=True),
                     "title": info.title or name.replace("_", " "), "description": info.description or "", **bounds,
                     **({"choices": list(annotation.__args__)} if _is_literal(annotation) else {}),
-                    **({"layer": extra["layer"]} if extra.get("layer") else {})})
+                    **({"layer": extra["layer"]} if extra.get("layer") else {}),
+                    **({"choice_labels": dict(extra["choice_labels"])} if extra.get("choice_labels") else {})})
     return out
 
 

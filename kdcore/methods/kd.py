@@ -17,8 +17,9 @@ class KDParams(MethodParams):
                        description="temperature ρ: higher softens the teacher's distribution")
     alpha: float = Field(0.1, title="α (hard-label weight)", ge=0, description="α, weight of the cross-entropy on the labels")
     beta: float = Field(0.9, title="β (soft-label weight)", ge=0, description="β, weight of the soft-label term")
-    soft_loss: Literal["kl", "ce"] = Field("kl", title="Soft-label distance D",
-                                           description="D_soft: KL divergence, or cross-entropy (same gradient)")
+    soft_loss: Literal["kl", "ce"] = Field(
+        "kl", title="Soft-label distance D", description="D_soft: KL divergence, or cross-entropy (same gradient)",
+        json_schema_extra={"choice_labels": {"kl": "KL divergence", "ce": "cross-entropy (same gradient)"}})
     rho_squared: bool = Field(True, title="Multiply the soft term by ρ²",
                               description="multiply the soft term by ρ² (Hinton), keeping its gradient's size "
                                           "independent of ρ")
