@@ -2,9 +2,8 @@
 search's Optuna tab, with screenshots under screenshots/ (git-ignored) for a person to look at."""
 from __future__ import annotations
 
-import pytest
-
 import browser_support as bs
+import pytest
 from browser_support import idle
 from test_app_study import grid_study, search_study
 
