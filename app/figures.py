@@ -57,6 +57,7 @@ def _layout(fig: go.Figure, *, title: str | None, x_title: str | None, y_title: 
         margin=dict(l=10, r=10, t=50 if title else 20, b=10),
         legend=dict(orientation="h", yanchor="top", y=-0.28, xanchor="left", x=0, title=None),
         hovermode="x unified",
+        uirevision=title or "chart",  # a live refresh keeps the user's zoom and hidden legend entries
     )
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)

@@ -16,6 +16,8 @@ from kdcore.paths import kd_home
 
 # Live views poll the store this often (seconds): frequent enough to look live, cheap for the server.
 LIVE_REFRESH_S = 2.0
+# The run view polls faster: its refresh reads only the points added since and swaps chart data in place.
+RUN_VIEW_REFRESH_S = 1.0
 
 
 @st.cache_resource(show_spinner=False)

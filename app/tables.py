@@ -233,6 +233,23 @@ def metric_groups(names: Iterable[str]) -> dict[str, list[str]]:
     return {title: group for title, group in groups.items() if group}
 
 
+CHART_ORDER = ("Loss terms", "Accuracy", "Teacher–student agreement", "KL to the teacher", "Learning rate",
+               "Throughput", "GPU memory")
+
+
+def chart_slots(names: Iterable[str], *, has_teacher: bool, on_gpu: bool) -> list[tuple[str, list[str]]]:
+    """The run view's charts in a fixed order, including those a run will log but has not yet (the
+    accuracy before the first epoch ends): each chart keeps its place on the page from the first
+    refresh to the last, so a live refresh updates charts in place instead of moving them about."""
+    logged = metric_groups(names)
+    expected = {"Loss terms", "Accuracy", "Learning rate", "Throughput"}
+    if has_teacher:
+        expected |= {"Teacher–student agreement", "KL to the teacher"}
+    if on_gpu:
+        expected.add("GPU memory")
+    return [(title, logged.get(title, [])) for title in CHART_ORDER if title in logged or title in expected]
+
+
 FROM_ZERO = {"Learning rate", "Throughput", "GPU memory"}  # charts whose y axis should start at 0
 
 EPOCH_METRICS = {"train/loss", "train/acc", "val/acc", "test/acc", "teacher/test_acc", "fidelity/agreement",

@@ -2,9 +2,11 @@
 (rename, tags, cancel, duplicate, delete). Opened from the Runs table as /run?run=<id>."""
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
-from app import auth, figures, forms, live, navigation, state, tables, widgets
+from app import auth, forms, live, live_chart, navigation, state, tables, widgets
 from kdcore.errors import KDError
 
 store = state.get_store()
@@ -71,6 +73,8 @@ def show_run(run_id: str) -> None:
                           help="Exponential moving average, as in TensorBoard; the raw curve stays faint behind.")
 
     def live_view() -> None:
+        # Every element here keeps its place from one refresh to the next (one status line, four metric
+        # tiles, the same chart slots under the same keys): the browser then updates each in place.
         current = store.get(run_id)
         data = S[live_key] = live.advance_view(store, run_id, S.get(live_key), current.attempts)
 
@@ -80,35 +84,41 @@ def show_run(run_id: str) -> None:
         elif status == "queued":
             st.info(f"Waiting for the teacher run `{current.depends_on}` to finish." if current.depends_on
                     else "Waiting in the queue for a worker.")
+        else:
+            st.caption(f"{status.capitalize()} after epoch {current.epoch} of {current.spec.epochs}, step {current.step}.")
         final = current.final or {}
         m = st.columns(4)
         for col, (name, label) in zip(m, (("test/acc", "test accuracy"), ("val/acc", "validation accuracy"),
                                           ("fidelity/agreement", "agreement with teacher"),
                                           ("teacher/test_acc", "teacher accuracy"))):
             value = final.get(name)
-            if value is not None and value == value:
-                col.metric(label, f"{value:.1%}")
+            col.metric(label, f"{value:.1%}" if value is not None and value == value else "—")
 
         frame = data["frame"]
-        if frame is None or len(frame) == 0:
-            st.caption("No points yet: curves appear here as soon as the worker reports its first steps.")
-        else:
-            groups = tables.metric_groups(frame["name"].unique())
-            cols = st.columns(2)
-            for i, (title, names) in enumerate(groups.items()):
-                x = tables.x_axis_for(names)
-                fig = figures.curves_figure(frame, names, x=x, smoothing=smoothing if x == "step" else 0.0,
-                                            title=title, percent=title in ("Accuracy", "Teacher–student agreement"),
-                                            from_zero=title in tables.FROM_ZERO)
-                cols[i % 2].plotly_chart(fig, key=f"curve_{title}")
-            if "gpu_mem_mb" not in groups and current.device and "cuda" not in str(current.device):
-                st.caption(f"No GPU memory curve: this run trains on {current.device}.")
+        logged = frame["name"].unique() if frame is not None and len(frame) else []
+        on_gpu = "cuda" in str(current.device or "")
+        cols = st.columns(2)
+        for i, (title, names) in enumerate(tables.chart_slots(logged, has_teacher=current.spec.teacher is not None,
+                                                              on_gpu=on_gpu)):
+            x = tables.x_axis_for(names) if names else live_chart.x_of(title)
+            points = live_chart.curves_data(frame, names, x=x, smoothing=smoothing if x == "step" else 0.0)
+            y_title = None if len(names) != 1 else live_chart.metric_label(names[0])
+            spec = live_chart.curves_spec(title=title, x=x, y_title=y_title,
+                                            percent=title in ("Accuracy", "Teacher–student agreement"),
+                                            from_zero=title in tables.FROM_ZERO,
+                                            note=None if names else live_chart.waiting_note(title, status))
+            cols[i % 2].vega_lite_chart(points, spec, key=f"curve_{title}")
+        when = frame["wall_time"].max() if frame is not None and len(frame) else None
+        st.caption(f"Latest point: step {data['last']}, written {time.strftime('%H:%M:%S', time.localtime(when))}."
+                   if when is not None else "No point yet.")
+        if not on_gpu and current.device:
+            st.caption(f"No GPU memory curve: this run trains on {current.device}.")
         with st.expander("Log", expanded=status in ("running", "failed")):
             st.code(tables.events_text(data["events"]) or "(no log lines yet)", language=None)
         if current.status != record.status:
             st.rerun(scope="app")  # started or finished while watching: refresh the header, downloads, polling
 
-    st.fragment(run_every=None if record.is_terminal else state.LIVE_REFRESH_S)(live_view)()
+    st.fragment(run_every=None if record.is_terminal else state.RUN_VIEW_REFRESH_S)(live_view)()
 
     files = store.artifacts(run_id)
     if files:

@@ -50,8 +50,9 @@ def test_run_view_of_a_run_still_training_appends_new_points(kd_home):
     no_exception(at)
     assert "running" in texts(at)
     assert at.get("progress")[0].proto.text == "epoch 1 of 3 · step 5"
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 5  # losses, accuracy, agreement, KL, lr, throughput
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 6  # losses, accuracy, agreement, KL, lr, throughput
+    specs = [c.proto.spec for c in charts]
     live = at.session_state[f"live_{run_id}"]
     assert live["last"] == 5 and len(live["frame"]) > 0
     before = len(live["frame"])
@@ -62,6 +63,10 @@ def test_run_view_of_a_run_still_training_appends_new_points(kd_home):
     live = at.session_state[f"live_{run_id}"]
     assert live["last"] == 10 and len(live["frame"]) > before
     assert not live["frame"].duplicated(subset=["name", "step"]).any()
+    # The same charts in the same places with the same specs: the browser swaps their data in place
+    # instead of mounting new charts (which blanks them while they draw).
+    charts = at.get("vega_lite_chart")
+    assert [c.proto.spec for c in charts] == specs
     assert "epoch 2: test acc" in at.code[0].value  # the log tail
     assert at.metric[0].value == "70.0%"
     assert "No GPU memory curve" in texts(at)
