@@ -454,6 +454,9 @@ def load_spec(path: str | Path) -> RunSpec:
     if "sweep" in data:
         raise SpecError([f"sweep: {path.name} is a sweep, and this runs a single spec; queue its runs with "
                          f"`python -m kdcore submit {path}` (or remove the sweep block)"])
+    if "chain" in data:
+        raise SpecError([f"chain: {path.name} is a chain of runs, and this runs a single spec; queue its links "
+                         f"with `python -m kdcore submit {path}` (or remove the chain block)"])
     return RunSpec.from_dict(data)
 
 

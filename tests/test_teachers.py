@@ -137,3 +137,87 @@ def test_a_member_that_does_not_fit_is_named(tmp_path):
                                                       {"checkpoint": str(tmp_path / "missing.pt")}]}})
     problems = check_spec(spec)
     assert len(problems) == 1 and problems[0].startswith("teacher.members.1:")
+
+
+# ---- chains and generations --------------------------------------------------------------------------
+
+TINY = {"dataset": {"name": "digits"}, "epochs": 2, "batch_size": 64, "probe_size": 16}
+
+
+def drain(store) -> None:
+    """One in-process worker runs every queued run, then stops."""
+    from kdcore.jobs.worker import Worker, WorkerConfig
+
+    Worker(store, WorkerConfig(device="cpu", poll_interval_s=0.05, exit_when_idle=True)).run_forever()
+
+
+def submit_file(tmp_path: Path, data: dict, capsys) -> list[str]:
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["submit", str(path)]) == 0
+    return capsys.readouterr().out.split()
+
+
+@pytest.mark.slow
+def test_a_teacher_assistant_chain_of_three_completes_from_one_submission(kd_home, tmp_path, capsys):
+    from kdcore.jobs import RunStatus, RunStore
+
+    ids = submit_file(tmp_path, {**TINY, "name": "takd", "chain": {"students": ["mlp_128", "mlp_64", "mlp_32"]}},
+                      capsys)
+    store = RunStore()
+    runs = [store.get(i) for i in ids]
+    assert [r.spec.student for r in runs] == ["mlp_128", "mlp_64", "mlp_32"]
+    assert runs[0].spec.teacher is None and runs[0].depends_on is None
+    for before, link in zip(runs, runs[1:]):  # each link learns from, and waits for, the one before
+        assert link.spec.teacher.run_id == before.id and link.depends_on == before.id
+    assert all("chain-" in " ".join(r.tags) for r in runs) and len({tuple(r.tags) for r in runs}) == 1
+    drain(store)
+    runs = [store.get(i) for i in ids]
+    assert [r.status for r in runs] == [RunStatus.COMPLETED] * 3
+    # two epochs each: the first link learns; every later one is scored against its own teacher
+    assert runs[0].final["test/acc"] > 0.5
+    assert all(0 <= r.final["fidelity/agreement"] <= 1 and r.info["teacher"] == before.spec.student
+               for before, r in zip(runs, runs[1:]))
+
+
+@pytest.mark.slow
+def test_three_born_again_generations_and_a_failed_link_fails_the_rest_with_the_reason(kd_home, tmp_path, capsys):
+    from kdcore.jobs import RunStatus, RunStore
+
+    store = RunStore()
+    ids = store.submit_chain({**TINY, "student": "mlp_64", "chain": {"generations": 3}})
+    runs = [store.get(i) for i in ids]
+    assert [r.spec.student for r in runs] == ["mlp_64"] * 3
+    assert [r.name for r in runs] == [f"born-again · generation {k} of 3 (mlp_64)" for k in (1, 2, 3)]
+    # a second chain whose first link diverges: its successors fail, naming the first failure's reason
+    broken = store.submit_chain({**TINY, "name": "broken", "student": "mlp_64", "optimizer": {"lr": 100},
+                                 "chain": {"generations": 3}})
+    drain(store)
+    assert [store.get(i).status for i in ids] == [RunStatus.COMPLETED] * 3
+    first, second, third = (store.get(i) for i in broken)
+    assert first.status is RunStatus.FAILED and "the loss became" in first.error
+    for link, before in ((second, first), (third, second)):
+        assert link.status is RunStatus.FAILED
+        assert f"teacher run {before.id} failed, so this run cannot start" in link.error
+        assert "the loss became" in link.error
+
+
+def test_a_chain_is_checked_before_anything_is_queued(kd_home):
+    from kdcore.jobs import RunStore
+
+    store = RunStore()
+    with pytest.raises(SpecError) as err:
+        store.submit_chain({**TINY, "chain": {"students": ["mlp_64", "no_such_model"]}})
+    assert err.value.problems[0].startswith("chain link 2: student:")
+    with pytest.raises(SpecError, match="either `students`"):
+        store.submit_chain({**TINY, "chain": {}})
+    assert store.list_runs() == []
+
+
+def test_train_refuses_a_chain_with_a_sentence(tmp_path):
+    from kdcore.spec import load_spec
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "chain": {"generations": 2}}))
+    with pytest.raises(SpecError, match="kdcore submit"):
+        load_spec(path)

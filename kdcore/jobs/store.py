@@ -143,6 +143,29 @@ class RunStore:
         self._submit_many([self._as_spec(s) for s in specs], owner=owner, tags=tags, sweep_id=group, check=check)
         return group
 
+    def submit_chain(self, data: Mapping[str, Any], *, owner: str | None = None, tags: Sequence[str] = (),
+                     depends_on: str | None = None, check: bool = True) -> list[str]:
+        """Queue a spec with a `chain:` block (kdcore.chains) as dependent runs, each link's teacher the run
+        before it; returns the ids in chain order. Every link is checked before any is queued."""
+        from kdcore.chains import parse_chain
+
+        chain, links = parse_chain(dict(data))
+        specs = [RunSpec.from_dict(link) for link in links]
+        if check:
+            for k, spec in enumerate(specs):
+                try:  # a later link's layers are looked up in the model of the link before it
+                    _check_spec(spec, teacher_model=specs[k - 1].student if k else None)
+                except SpecError as err:
+                    raise SpecError([f"chain {chain.kind} {k + 1}: {p}" for p in err.problems]) from None
+        group = f"chain-{_new_id()[:8]}"
+        ids: list[str] = []
+        for k, spec in enumerate(specs):
+            if k:
+                spec = RunSpec.from_dict({**spec.to_dict(), "teacher": {"source": "run", "run_id": ids[-1]}})
+            ids += self._submit_many([spec], owner=owner, tags=[*tags, group],
+                                     depends_on=depends_on if k == 0 else None, check=False)
+        return ids
+
     def get(self, run_id: str) -> RunRecord:
         """One run by id (or by a unique prefix of at least 4 characters)."""
         with read_tx(self.engine) as conn:
@@ -503,7 +526,7 @@ class RunStore:
         r = t.runs.c
         dep = t.runs.alias("dep")
         pairs = _dependency_pairs()
-        query = (select(r.id, pairs.c.dep_id, r.spec, dep.c.status)
+        query = (select(r.id, pairs.c.dep_id, r.spec, dep.c.status, dep.c.error)
                  .select_from(t.runs.join(pairs, pairs.c.run_id == r.id)
                               .outerjoin(dep, dep.c.id == pairs.c.dep_id))
                  .where(r.status == RunStatus.QUEUED.value,
@@ -514,11 +537,14 @@ class RunStore:
             with write_tx(self.engine) as conn:
                 now = database_now(conn)
                 rows = conn.execute(query).all()
-                for run_id, dep_id, spec, dep_status in rows:
+                for run_id, dep_id, spec, dep_status, dep_error in rows:
                     teacher = (spec or {}).get("teacher") or {}
                     what = "teacher run" if teacher.get("run_id") == dep_id else "run"
                     outcome = {None: "was deleted", "failed": "failed", "cancelled": "was cancelled"}[dep_status]
                     error = f"{what} {dep_id} {outcome}, so this run cannot start"
+                    if dep_status == "failed" and dep_error:  # the first failure's reason travels down a chain
+                        reason = dep_error.split(" (because: ", 1)[1][:-1] if " (because: " in dep_error else dep_error
+                        error += f" (because: {reason[:300]})"
                     done = conn.execute(update(t.runs).where(r.id == run_id, r.status == RunStatus.QUEUED.value)
                                         .values(status=RunStatus.FAILED.value, error=error, finished_at=now))
                     if done.rowcount == 1:

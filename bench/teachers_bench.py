@@ -1,0 +1,105 @@
+"""Teachers on Fashion-MNIST, on a CPU budget: a student from scratch, from the best single teacher and
+from an ensemble of three; and a student that sees a downscaled view (14×14, 7×7) of what a 28×28 teacher
+sees, against its scratch twin at the same resolution. Prints mean ± std over seeds as Markdown.
+
+    python bench/teachers_bench.py [--seeds 3] [--student-limit 2000] [--epochs 5] [--out /tmp/teachers_bench]
+
+Budget (chosen for a shared, heavily loaded 2-core CPU): students train on a class-stratified subset of
+`--student-limit` samples for `--epochs` epochs; the two extra teachers on 10,000 samples for 4 epochs. The
+packaged LeNet-5 teacher (kdcore/assets) was trained on all of the training set. Test accuracy on the full
+10,000-image test set at the last epoch."""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from kdcore.spec import RunSpec
+from kdcore.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGED = str(ROOT / "kdcore" / "assets" / "teacher_fashion_mnist.pt")
+DATA = {"name": "fashion-mnist", "augment": False}
+
+
+def fit(data: dict, out: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    result = train(RunSpec.from_dict(data), out, resume=False)
+    return float(result.final["test/acc"])
+
+
+def extra_teachers(out: Path) -> list[tuple[str, str, float]]:
+    """(label, checkpoint, test acc) of the two teachers trained here, plus the packaged one."""
+    made = [("lenet5 (packaged)", PACKAGED, None)]
+    for name, seed in (("mlp_1200_1200", 0), ("lenet5", 1)):
+        path = out / f"teacher_{name}_{seed}"
+        spec = {"dataset": {**DATA, "train_limit": 10_000}, "student": name, "epochs": 4, "batch_size": 128,
+                "seed": seed, "probe_size": 0, "optimizer": {"lr": 0.05}}
+        acc = fit(spec, path)
+        made.append((f"{name} (seed {seed}, 10k samples, 4 epochs)", str(path / "checkpoint.pt"), acc))
+    return made
+
+
+def student(args, seed: int, teacher: dict | None, size: int | None = None) -> dict:
+    spec = {"dataset": {**DATA, "train_limit": args.student_limit}, "student": args.student, "epochs": args.epochs,
+            "batch_size": 64, "seed": seed, "probe_size": 0}
+    if teacher is not None:
+        spec["teacher"] = teacher
+    if size is not None:
+        spec["student_input"] = {"size": size}
+    return spec
+
+
+def summary(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--student", default="mlp_64")
+    p.add_argument("--student-limit", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--out", default="/tmp/teachers_bench")
+    args = p.parse_args()
+    out = Path(args.out)
+    started = time.time()
+    teachers = extra_teachers(out)
+    single = [{"source": "checkpoint", "checkpoint": path} for _, path, _ in teachers]
+    ensemble = {"members": single, "combine": "mean"}
+    # the teachers' own accuracy, measured by a distillation run's report
+    rows = []
+    seeds = range(args.seeds)
+    accs: dict[str, list[float]] = {"scratch": [], "ensemble": []}
+    per_teacher: dict[int, list[float]] = {i: [] for i in range(len(single))}
+    for seed in seeds:
+        accs["scratch"].append(fit(student(args, seed, None), out / f"scratch_{seed}"))
+        for i, t in enumerate(single):
+            per_teacher[i].append(fit(student(args, seed, t), out / f"single{i}_{seed}"))
+        accs["ensemble"].append(fit(student(args, seed, ensemble), out / f"ensemble_{seed}"))
+    best = max(per_teacher, key=lambda i: statistics.mean(per_teacher[i]))
+    print(f"## teachers ({args.student} student, {args.student_limit} samples, {args.epochs} epochs, "
+          f"{args.seeds} seeds)\n")
+    print("| student trained | test accuracy % (mean ± std) |\n|---|---|")
+    print(f"| from scratch | {summary(accs['scratch'])} |")
+    for i, (label, _, _) in enumerate(teachers):
+        mark = " (best single)" if i == best else ""
+        print(f"| from {label}{mark} | {summary(per_teacher[i])} |")
+    print(f"| from the ensemble of the three (mean of probabilities) | {summary(accs['ensemble'])} |")
+
+    print(f"\n## resolution (teacher: packaged LeNet-5 at 28×28; {args.student} student)\n")
+    print("| student input | scratch % | distilled % | gain (points) |\n|---|---|---|---|")
+    for size in (14, 7):
+        scratch = [fit(student(args, s, None, size), out / f"res{size}_scratch_{s}") for s in seeds]
+        kd = [fit(student(args, s, single[0], size), out / f"res{size}_kd_{s}") for s in seeds]
+        gain = statistics.mean(kd) - statistics.mean(scratch)
+        print(f"| {size}×{size} | {summary(scratch)} | {summary(kd)} | {100 * gain:+.2f} |")
+        rows.append((size, scratch, kd))
+    print(f"\n(wall time {time.time() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
