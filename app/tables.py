@@ -331,3 +331,13 @@ def sweep_label(records: Iterable[Any], sweep_id: str) -> str:
     members = sweep_members(records, sweep_id)
     fields = differing_fields([r.spec.to_dict() for r in members])
     return f"{', '.join(fields) or 'sweep'} · {len(members)} runs · {sweep_id}"
+
+
+def metrics_csv_text(store: Any, run_id: str) -> str:
+    """Every stored point of a run as the long CSV of kdcore.metrics_csv (the same format as the run folder's
+    metrics.csv): what the dashboard's "Metrics (CSV)" download holds, even while the run trains."""
+    from kdcore import metrics_csv
+
+    epochs = store.metrics(run_id, kind="epoch")
+    kinds = {(p.step, p.name): "epoch" for p in epochs}
+    return metrics_csv.to_text(metrics_csv.points_rows([*store.metrics(run_id, kind="step"), *epochs], kinds))

@@ -121,17 +121,20 @@ def show_run(run_id: str) -> None:
     st.fragment(run_every=None if record.is_terminal else state.RUN_VIEW_REFRESH_S)(live_view)()
 
     files = store.artifacts(run_id)
-    if files:
-        st.subheader("Downloads")
-        c = st.columns(4)
-        for col, (kind, label, mime) in zip(c, (("checkpoint", "Checkpoint (.pt)", "application/octet-stream"),
-                                                ("metrics_csv", "Metrics (CSV)", "text/csv"),
+    st.subheader("Downloads")
+    c = st.columns(3)
+    # The metrics come from the store, so the CSV holds every plotted series, even while the run trains.
+    c[0].download_button("Metrics (CSV)", data=lambda: tables.metrics_csv_text(store, run_id).encode(),
+                         file_name=f"{run_id}-metrics.csv", mime="text/csv", key="download_metrics_csv",
+                         on_click="ignore", icon=":material/download:",
+                         help="Long format: kind (step or epoch), epoch, step, name, value; one row per point.")
+    for col, (kind, label, mime) in zip(c[1:], (("checkpoint", "Checkpoint (.pt)", "application/octet-stream"),
                                                 ("spec_yaml", "Spec (YAML)", "application/x-yaml"))):
-            path = files.get(kind)
-            if path is None:
-                continue
-            col.download_button(label, data=lambda p=path: p.read_bytes(), file_name=f"{run_id}-{path.name}",
-                                mime=mime, key=f"download_{kind}", on_click="ignore", icon=":material/download:")
+        path = files.get(kind)
+        if path is None:
+            continue
+        col.download_button(label, data=lambda p=path: p.read_bytes(), file_name=f"{run_id}-{path.name}",
+                            mime=mime, key=f"download_{kind}", on_click="ignore", icon=":material/download:")
     with st.expander("Spec"):
         st.code(record.spec.to_yaml(), language="yaml")
 

@@ -2,6 +2,9 @@
 the log, downloads and the actions (rename, tags, cancel, duplicate, delete)."""
 from __future__ import annotations
 
+import io
+
+import pandas as pd
 from test_app_support import (
     SCRATCH,
     TEACHER,
@@ -16,6 +19,7 @@ from test_app_support import (
     texts,
 )
 
+from app import tables
 from kdcore.jobs import RunStore
 
 
@@ -70,6 +74,16 @@ def test_run_view_of_a_run_still_training_appends_new_points(kd_home):
     assert "epoch 2: test acc" in at.code[0].value  # the log tail
     assert at.metric[0].value == "70.0%"
     assert "No GPU memory curve" in texts(at)
+
+    # The CSV download holds every series the view plots (step and epoch), even while the run trains.
+    table = pd.read_csv(io.StringIO(tables.metrics_csv_text(store, run_id)))
+    assert list(table.columns) == ["kind", "epoch", "step", "name", "value"]
+    assert set(table["name"]) == set(live["frame"]["name"])
+    assert len(table) == len(live["frame"])
+    steps = table[table["kind"] == "step"]
+    assert {"loss/total", "loss/soft", "lr", "throughput"} <= set(steps["name"]) and steps["step"].max() == 10
+    assert table[(table["kind"] == "epoch") & (table["name"] == "test/acc")]["value"].round(3).tolist() == [0.6, 0.7]
+    assert "Metrics (CSV)" in {b.label for b in at.get("download_button")}
 
 
 def test_run_view_actions(kd_home):

@@ -1,6 +1,7 @@
 """The trainer on digits, on the CPU: determinism, resume, the teacher cache, failures."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -60,7 +61,17 @@ def test_scratch_run_writes_artifacts_and_reports_every_epoch(tmp_path):
     assert RunSpec.from_yaml((tmp_path / "spec.yaml").read_text()) == digits_spec()
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")  # weights_only load
     assert ckpt["epoch"] == 3 and ckpt["model"]["name"] == "mlp_64"
-    assert len((tmp_path / "metrics.csv").read_text().strip().splitlines()) == 4
+    # metrics.csv holds every series the run view plots: the step series as delivered and the epoch rows
+    table = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(table.columns) == ["kind", "epoch", "step", "name", "value"]
+    step_rows = table[table["kind"] == "step"]
+    assert sorted(set(step_rows["step"])) == steps
+    assert {"loss/total", "loss/hard", "lr", "throughput"} <= set(step_rows["name"])
+    delivered = {(s, n): v for _, s, m in cb.steps for n, v in m.items()}
+    assert all(abs(delivered[(r.step, r.name)] - r.value) < 1e-9 for r in step_rows.itertuples())
+    epoch_rows = table[table["kind"] == "epoch"]
+    assert sorted(set(epoch_rows["epoch"])) == [1, 2, 3] and "val/acc" in set(epoch_rows["name"])
+    assert len(load_checkpoint(tmp_path / "checkpoint.pt")["step_log"]) == len(cb.steps)
 
 
 def test_kd_run_reports_fidelity_and_probe_logits(tmp_path, teacher_ckpt):
@@ -84,6 +95,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, teache
     stopper = StopAfter(epochs_done=2)
     first = train(spec, tmp_path / "resumed", stopper)
     assert first.status == "cancelled" and first.epochs_done == 2
+    first_csv = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
     cb = RecordingCallbacks()
     second = train(spec, tmp_path / "resumed", cb)
     assert cb.resumed_at == (2, first.step) and [e for e, _, _ in cb.epochs] == [3, 4]
@@ -94,6 +106,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, teache
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     history = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    # the resumed run's metrics.csv keeps the first attempt's step rows and adds the second's
+    resumed_csv = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
+    assert resumed_csv[resumed_csv["step"] <= first.step].equals(first_csv)
+    step_rows = resumed_csv[resumed_csv["kind"] == "step"]
+    assert set(step_rows["epoch"]) == {1, 2, 3, 4} and step_rows["step"].max() == second.step
 
 
 def test_teacher_weights_and_bn_statistics_are_never_updated(tmp_path, teacher_ckpt):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kdcore import metrics_csv
 from kdcore.errors import KDError, OutOfMemoryError
 from kdcore.methods.api import BuildContext
 from kdcore.paths import run_dir
@@ -303,6 +303,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(spec, s, self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.step_log: list[dict] = []  # step metrics as delivered, for metrics.csv (kept in the checkpoint)
         self.best_val: float | None = None  # run() sets it from a resumed history; benches call _epoch alone
 
         # The cache is faithful only if the student sees exactly the inputs the teacher saw: with augmentation
@@ -389,6 +390,7 @@ class Trainer:
             "epoch": epoch, "step": step,
             "rng_cpu": torch.get_rng_state(),
             "history": history,
+            "step_log": list(self.step_log),
             "spec": self.spec.to_dict(),
             # The probes travel inside the checkpoint: one file renamed into place, so a kill at any
             # moment leaves weights, history and probe epochs from the same epoch.
@@ -403,11 +405,7 @@ class Trainer:
         self._write_metrics_csv(history)
 
     def _write_metrics_csv(self, history: list[dict]) -> None:
-        names = sorted({k for row in history for k in row} - {"epoch", "step"})
-        with open(self.out_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["epoch", "step", *names])
-            writer.writeheader()
-            writer.writerows(history)
+        metrics_csv.write(self.out_dir / "metrics.csv", metrics_csv.long_rows(self.step_log, history))
 
     def _restore(self) -> tuple[int, int, list[dict]]:
         ckpt = load_checkpoint(self.out_dir / CHECKPOINT_NAME)
@@ -420,6 +418,7 @@ class Trainer:
         if self.scaler and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         history = list(ckpt["history"])
+        self.step_log = [row for row in ckpt.get("step_log", []) if row["step"] <= ckpt["step"]]
         saved = ckpt.get("probes")
         if saved is None:  # a checkpoint written before probes were part of it
             saved = _legacy_probes(self.out_dir / PROBES_NAME, ckpt["epoch"])
@@ -598,6 +597,7 @@ class Trainer:
     def _deliver_interval(self, terms, totals, epoch: int, step: int, extra: dict[str, float]) -> None:
         metrics = interval_metrics(terms, totals, epoch=epoch, last_step=step)
         metrics.update(extra)
+        self.step_log.append({"epoch": epoch, "step": step, **metrics})
         self.cb.on_step(epoch, step, metrics)
 
     def _evaluate(self, epoch: int, train_loss: float, train_acc: float, seconds: float) -> dict[str, float]:
