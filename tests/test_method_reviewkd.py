@@ -91,3 +91,13 @@ def test_reviewkd_is_registered_with_the_authors_defaults():
     defaults = record.params().model_dump()
     assert defaults == {"method": "reviewkd", **dict(weight=1.0, warmup_epochs=20, include_embedding=True,
                                                      teacher_layers=[], student_layers=[])}
+
+
+def test_reviewkd_reads_the_teachers_pre_relu_stages_and_the_students_stage_outputs():
+    from kdcore.methods import EMBEDDING, BuildContext, get_method
+    from kdcore.models.registry import build_model
+
+    teacher, student = build_model("cnn_small", 10, 1, 8), build_model("lenet5_half", 10, 1, 8)
+    ctx = BuildContext(student, teacher, (1, 8, 8), 10, 100)
+    loss = get_method("reviewkd").build(get_method("reviewkd").params(), ctx)
+    assert loss.pairs == [("stage1.preact", "pool1"), ("stage2.preact", "pool"), (EMBEDDING, EMBEDDING)]

@@ -128,8 +128,18 @@ class ReviewKDParams(MethodParams):
                                                                              "linearly (the authors' 20; 0 = none)")
     include_embedding: bool = Field(True, title="Add the embedding as the deepest stage",
                                     description="review the penultimate embedding too (as a 1×1 map), as the authors do")
-    teacher_layers: list[str] = layers_field("teacher", "teacher stages, shallow to deep; empty = every stage")
+    teacher_layers: list[str] = layers_field("teacher", "teacher stages, shallow to deep; empty = every stage, "
+                                                        "read before its last ReLU where the model marks it")
     student_layers: list[str] = layers_field("student", "student stages, shallow to deep; empty = every stage")
+
+
+def teacher_pre_relu(teacher: nn.Module, stage: str) -> str:
+    """The stage's last pre-ReLU feature where the model marks one (the authors review against the
+    teacher's pre-activation stages), else the stage's output."""
+    from kdcore.models.layers import pre_relu_points
+
+    inside = [p.path for p in pre_relu_points(teacher) if p.path == stage or p.path.startswith(stage + ".")]
+    return inside[-1] if inside else stage
 
 
 @register_method("reviewkd", family="feature", params=ReviewKDParams, title="Review KD", short="ReviewKD",
@@ -144,6 +154,8 @@ class ReviewKD(MethodLoss):
 
         self.p = p
         t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
+        if not p.teacher_layers:
+            t = [teacher_pre_relu(ctx.model("teacher"), path) for path in t]
         if p.include_embedding:
             t, s = t + [EMBEDDING], s + [EMBEDDING]
         self.pairs = list(zip(t, s))
