@@ -186,19 +186,51 @@ def sweep_frame(records: Sequence[Any], field: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "id", "value", "status", "test_acc", "agreement"])
 
 
+FIELD_NAMES = {"logit.rho": "ρ", "logit.alpha": "α", "logit.beta": "β", "logit.method": "method",
+               "optimizer.lr": "lr", "transfer.label_fraction": "label fraction"}
+MAX_LABEL_FIELDS = 3  # more differing fields than this and a run is labelled by its name
+
+
+def field_label(field: str) -> str:
+    """A spec field as a legend shows it: ρ for logit.rho, the dotted path otherwise."""
+    return FIELD_NAMES.get(field, field)
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else _cell(value)
+
+
 def run_labels(records: Sequence[Any], max_len: int = 42) -> dict[str, str]:
-    """Short unique labels for legends and column headers: names without the prefix they all share
-    ("quick start: "), shortened, with the id added where two would read the same."""
-    names = [r.name for r in records]
-    prefix = _common_word_prefix(names) if len(names) > 1 else ""
-    short = {}
-    for r in records:
-        name = r.name[len(prefix):] or r.name
-        short[r.id] = name if len(name) <= max_len else name[: max_len - 1].rstrip() + "…"
+    """Short unique labels for legends and column headers, saying what tells the runs apart: the spec
+    fields that differ ("ρ = 2, α = 0.5": a sweep's runs by the swept value) when at most three do,
+    else the names without the prefix they all share ("quick start: "), long ones shortened in the
+    middle so both ends stay; the id is added where two would read the same."""
+    specs = [getattr(r, "spec", None) for r in records]
+    fields: list[str] = []
+    if len(records) > 1 and all(s is not None for s in specs):
+        dicts = [s.to_dict() for s in specs]
+        fields = differing_fields(dicts)
+    if 1 <= len(fields) <= MAX_LABEL_FIELDS:
+        short = {r.id: ", ".join(f"{field_label(f)} = {_value_text(flatten(d).get(f))}" for f in fields)
+                 for r, d in zip(records, dicts)}
+    else:
+        names = [r.name for r in records]
+        prefix = _common_word_prefix(names) if len(names) > 1 else ""
+        short = {r.id: _shorten(r.name[len(prefix):] or r.name, max_len) for r in records}
     counts: dict[str, int] = {}
     for label in short.values():
         counts[label] = counts.get(label, 0) + 1
     return {i: (f"{label} ({i})" if counts[label] > 1 else label) for i, label in short.items()}
+
+
+def _shorten(text: str, max_len: int) -> str:
+    """Text cut in the middle to max_len characters: the start and the end (where a name often says its
+    setting) both stay."""
+    if len(text) <= max_len:
+        return text
+    head = (max_len - 1) * 3 // 5
+    tail = max_len - 1 - head
+    return text[:head].rstrip() + "…" + text[-tail:].lstrip()
 
 
 def _common_word_prefix(names: Sequence[str]) -> str:

@@ -252,7 +252,7 @@ def test_sweep_frame_and_final_metrics(kd_home):
     frame = tables.sweep_frame(records, "logit.rho")
     assert frame["value"].tolist() == [2.0, 8.0] and frame["agreement"].tolist() == pytest.approx([0.9, 0.9])
     labels = tables.run_labels(records)
-    assert labels[r1] == f"same ({r1})"  # equal names get their ids
+    assert labels == {r1: "ρ = 2", r2: "ρ = 8"}  # labelled by what differs, not by their equal names
     final = tables.final_metrics_table(records, labels)
     assert list(final.index) == [labels[r1], labels[r2]]
     assert final.loc[labels[r1], "agreement"] == pytest.approx(0.9) and "test acc" in final.columns
@@ -264,7 +264,29 @@ def test_run_labels_drop_the_shared_prefix_and_stay_short():
     records = [R(id="a", name="quick start: teacher (cnn_small)"), R(id="b", name="quick start: KD student " + "x" * 60)]
     labels = tables.run_labels(records)
     assert labels["a"] == "teacher (cnn_small)"
-    assert labels["b"].startswith("KD student") and labels["b"].endswith("…") and len(labels["b"]) <= 42
+    assert labels["b"].startswith("KD student") and labels["b"].endswith("x") and "…" in labels["b"]
+    assert len(labels["b"]) <= 42
+
+
+def test_run_labels_say_which_fields_differ():
+    from types import SimpleNamespace as R
+
+    from kdcore.spec import RunSpec
+
+    def run(i, name, **over):
+        spec = RunSpec.from_dict({"name": name, "dataset": {"name": "digits"}, "student": "mlp_64", **over})
+        return R(id=i, name=name, spec=spec)
+
+    # a long name that would lose its ρ when cut at the end
+    long = "distil resnet teacher into the small student with attention transfer + AT hint"
+    sweep = [run("a", long + " rho 2", logit={"method": "kd", "rho": 2.0}),
+             run("b", long + " rho 4", logit={"method": "kd", "rho": 4.0})]
+    assert tables.run_labels(sweep) == {"a": "ρ = 2", "b": "ρ = 4"}
+    two = [run("a", "x", seed=1, logit={"method": "kd", "rho": 2.0}), run("b", "y", seed=2, logit={"method": "kd", "rho": 2.0})]
+    assert tables.run_labels(two) == {"a": "seed = 1", "b": "seed = 2"}
+    many = [run("a", "first run", seed=1, epochs=3, batch_size=32, student="mlp_64"),
+            run("b", "second run", seed=2, epochs=4, batch_size=64, student="cnn_small")]
+    assert tables.run_labels(many) == {"a": "first run", "b": "second run"}  # too many differ: the names
 
 
 def test_metric_groups_and_axes():
