@@ -87,10 +87,12 @@ class StudyTable:
             return "\n".join([*lines, r"\hline", r"\end{tabular}"])
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        note = (f"\nSelection: {self.selection} (each run's epoch chosen on "
-                f"{'validation accuracy' if self.selection == 'best-val' else 'position: the last'}); "
-                "mean ± std over seeds; ★ = best configuration on validation accuracy; "
-                "Δ = paired test-accuracy difference to scratch over seeds, 95% t-interval.")
+        how = ("each run at its epoch with the best validation accuracy" if self.selection == "best-val"
+               else "each run at its last epoch")
+        note = (f"\nSelection: {self.selection} ({how}); "
+                "mean ± std over seeds; ★ = best configuration on validation accuracy"
+                + ("; Δ = paired test-accuracy difference to scratch over seeds, 95% t-interval." if self.baseline
+                   else "."))
         return "\n".join(lines) + "\n" + note
 
     def cells(self) -> tuple[list[str], list[list[str]]]:
