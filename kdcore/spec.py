@@ -296,6 +296,13 @@ class RunSpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"
+    devices: int = Field(1, ge=1, le=1024, description="processes per node, one per GPU (CPU processes with gloo); "
+                         "batch_size stays the global batch")
+    nodes: int = Field(1, ge=1, le=1024, description="machines the run spans (they meet through c10d rendezvous)")
+    grad_accumulation: int = Field(1, ge=1, le=4096, description="micro-batches per optimiser step, so a run "
+                                   "keeps its global batch on fewer devices")
+    sync_batchnorm: bool = Field(False, description="over several GPUs: BatchNorm statistics over the global "
+                                 "batch (SyncBatchNorm) rather than each device's share")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     compile: bool = False
     channels_last: bool | None = Field(None, description="None = on for conv nets on CUDA")
@@ -330,7 +337,21 @@ class RunSpec(_Strict):
             raise ValueError("hint_stage_epochs (FitNets two-stage) needs at least one hint pair")
         if self.hint_stage_epochs >= self.epochs:
             raise ValueError("hint_stage_epochs must be fewer than epochs")
+        share = self.world_size * self.grad_accumulation
+        if self.batch_size % share:
+            raise ValueError(f"batch_size {self.batch_size} (the global batch) must be a multiple of devices × "
+                             f"nodes × grad_accumulation = {share}")
         return self
+
+    @property
+    def world_size(self) -> int:
+        """Processes the run spans: devices per node × nodes."""
+        return self.devices * self.nodes
+
+    @property
+    def device_batch_size(self) -> int:
+        """Samples each process takes per forward pass (a micro-batch)."""
+        return self.batch_size // (self.world_size * self.grad_accumulation)
 
     # ---- derived, read-only views -------------------------------------------------------------
     @property

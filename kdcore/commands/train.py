@@ -15,6 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="override the spec's epochs")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--devices", type=int, help="override the spec's devices: processes (GPUs) per node")
+    p.add_argument("--nodes", type=int, help="override the spec's nodes: machines the run spans")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="with several nodes: where every node's launcher meets (c10d rendezvous)")
+    p.add_argument("--rdzv-id", default=None, help="with several nodes: the job's name, the same on every node")
 
 
 class ConsoleCallbacks:
@@ -70,20 +75,47 @@ def summary_lines(info: dict, final: dict) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from kdcore.spec import load_spec
+    from kdcore.train import distributed as dist_run
     from kdcore.train import train
 
     spec = load_spec(args.spec)
-    updates = {k: v for k, v in (("device", args.device), ("epochs", args.epochs)) if v is not None}
+    updates = {k: v for k, v in (("device", args.device), ("epochs", args.epochs), ("devices", args.devices),
+                                 ("nodes", args.nodes)) if v is not None}
     if updates:
         spec = type(spec).from_dict({**spec.to_dict(), **updates})
     out = Path(args.out or Path("runs_out") / (spec.name or Path(args.spec).stem))
+    if spec.world_size > 1 and not dist_run.launched():
+        return _launch(args, spec, out)
+    if dist_run.world_from_env().rank != 0:
+        args.quiet = True
     cb = ConsoleCallbacks(spec.epochs, args.quiet)
     try:
         result = train(spec, out, cb, resume=not args.fresh)
     finally:
         cb.close()
+    if dist_run.world_from_env().rank != 0:
+        return 0 if result.status == "completed" else 1
     print("\n".join(["summary:"] + ["  " + line for line in summary_lines(result.info, result.final)]))
     print(f"  wrote {out / 'checkpoint.pt'}, {out / 'metrics.csv'}, {out / 'spec.yaml'}")
     if result.status != "completed":
         raise KDError(f"the run ended as {result.status}")
+    return 0
+
+
+def _launch(args: argparse.Namespace, spec, out: Path) -> int:
+    """Start every rank of this node through PyTorch's elastic launcher, each running this same command."""
+    from kdcore.train import distributed as dist_run
+
+    script = ["train", str(Path(args.spec).resolve()), "--out", str(out.resolve()),
+              "--devices", str(spec.devices), "--nodes", str(spec.nodes)]
+    for flag, value in (("--device", args.device), ("--epochs", args.epochs)):
+        if value is not None:
+            script += [flag, str(value)]
+    script += [flag for flag, on in (("--fresh", args.fresh), ("--quiet", args.quiet)) if on]
+    cmd = dist_run.launcher_command(script, devices=spec.devices, nodes=spec.nodes, endpoint=args.rdzv_endpoint,
+                                    run_id=args.rdzv_id or spec.name or "kdcore")
+    code = dist_run.run_launcher(cmd)
+    if code != 0:
+        raise KDError(f"the run over {spec.world_size} processes failed (the launcher exited with {code}); "
+                      f"its last checkpoint in {out} is kept and a rerun resumes from it")
     return 0

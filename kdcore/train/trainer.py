@@ -16,6 +16,7 @@ from kdcore.errors import KDError, OutOfMemoryError
 from kdcore.methods.api import BuildContext
 from kdcore.paths import run_dir
 from kdcore.spec import EnsembleSpec, RunSpec, TeacherSpec
+from kdcore.train import distributed as dist_run
 from kdcore.train.callbacks import NullCallbacks, TrainCallbacks
 from kdcore.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -228,7 +229,10 @@ class Trainer:
     def __init__(self, spec: RunSpec, out_dir: str | Path, callbacks: TrainCallbacks | None = None):
         self.spec = spec
         self.out_dir = Path(out_dir)
-        self.cb = callbacks or NullCallbacks()
+        # every rank runs this trainer; rank 0 alone reports, checkpoints and writes probes
+        self.world = dist_run.world_from_env()
+        self.cb = (callbacks or NullCallbacks()) if self.world.is_main else NullCallbacks()
+        self._owns_group = False
 
     # ---- setup -----------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -238,7 +242,12 @@ class Trainer:
         from kdcore.models import build_model, count_flops, count_parameters
 
         spec = self.spec
-        self.device = resolve_device(spec.device)
+        if spec.world_size != self.world.size:
+            raise KDError(f"the spec asks for {spec.world_size} process(es) ({spec.devices} device(s) × {spec.nodes} "
+                          f"node(s)) but this process is one of {self.world.size}; start it with "
+                          f"`python -m kdcore train`, which launches every rank")
+        self.device = dist_run.rank_device(self.world, resolve_device(spec.device))
+        self._owns_group = dist_run.start(self.world, self.device)
         self.precision = resolve_precision(spec.precision, self.device)
         torch.manual_seed(spec.seed)
         if self.device.type == "cuda":
@@ -261,6 +270,10 @@ class Trainer:
         self.student_view = InputView(view) if view is not None and not view.is_identity else None
         self.student_shape = view.shape_for(self.input_shape) if self.student_view is not None else self.input_shape
         self.student = build_model(spec.student, info.num_classes, self.student_shape[0], self.student_shape[1])
+        if spec.sync_batchnorm and self.world.distributed:
+            if self.device.type != "cuda":
+                raise KDError("sync_batchnorm needs CUDA devices; on CPU processes leave it off")
+            self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
         self.teacher, self.teacher_record = None, None
         if spec.teacher is not None:
             self.teacher, self.teacher_record = load_teacher(spec, info.num_classes, c, h)
@@ -273,6 +286,10 @@ class Trainer:
         if len(self.transfer) == 0:
             raise KDError("the transfer set is empty: no training sample is left after the transfer options")
         check_labels(self.transfer.y, info.num_classes)
+        self.transfer_total, self.transfer_labelled = len(self.transfer), self.transfer.labelled
+        if self.world.distributed:  # this rank's shard of the (seeded, identical on every rank) transfer set
+            mine = dist_run.shard(len(self.transfer), self.world).to(self.transfer.y.device)
+            self.transfer = TransferSet(self.transfer.x[mine], self.transfer.y[mine], self.transfer.noise_std)
         hints = resolve_hints(spec.hints, self.teacher, self.student)
         context = BuildContext(self.student, self.teacher, self.input_shape, info.num_classes, len(self.transfer),
                                student_input_shape=self.student_shape)
@@ -285,10 +302,27 @@ class Trainer:
         self.distiller.to(self.device, memory_format=fmt)
         if spec.compile:
             self.distiller.use_compiled_student(torch.compile(self.student))
+        # DDP averages the ranks' gradients: the student, its transforms and the method heads are one module
+        # for it; the teacher (no trainable parameter) stays a frozen copy on every rank
+        self.model: nn.Module = self.distiller
+        if self.world.distributed:
+            import warnings
+
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers stay per rank (BatchNorm statistics of each shard; sync_batchnorm shares them); rank 0's
+            # are the ones evaluated and checkpointed
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                self.model = DistributedDataParallel(
+                    self.distiller, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    broadcast_buffers=False, find_unused_parameters=bool(spec.hints or spec.losses))
+        self.device_batch = spec.device_batch_size
         # a compiled student sees one batch shape: the last, smaller batch of an epoch is dropped
-        self.drop_last = spec.compile and len(self.transfer) >= spec.batch_size
-        self.steps_per_epoch = num_batches(len(self.transfer), spec.batch_size, drop_last=self.drop_last,
-                                           merge_single=True)
+        self.drop_last = spec.compile and len(self.transfer) >= self.device_batch
+        self.micro_batches = num_batches(len(self.transfer), self.device_batch, drop_last=self.drop_last,
+                                         merge_single=True)
+        self.steps_per_epoch = -(-self.micro_batches // spec.grad_accumulation)
         self.eval_batch = eval_batch_size(spec, self.device)
 
         params = self.distiller.trainable_parameters()
@@ -343,11 +377,16 @@ class Trainer:
             "device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
             "dataset": info.name, "classes": info.num_classes, "input_shape": list(self.input_shape),
             "train_size": len(self.data.train), "val_size": len(self.data.val), "test_size": len(self.data.test),
-            "transfer_size": len(self.transfer), "labelled": self.transfer.labelled,
+            "transfer_size": self.transfer_total, "labelled": self.transfer_labelled,
             "student": spec.student, "student_params": s_params, "student_flops": s_flops,
             "teacher_cache": self.teacher_cache is not None, "augmentation": bool(self.augment),
             "steps_per_epoch": self.steps_per_epoch, "method": spec.method_label,
+            "world_size": self.world.size, "devices": spec.devices, "nodes": spec.nodes,
+            "device_batch": self.device_batch, "global_batch": spec.batch_size,
+            "grad_accumulation": spec.grad_accumulation, "lr_scaling": dist_run.LR_SCALING_RULE,
         }
+        if self.world.distributed:
+            self.info.update(backend=dist_run.backend_for(self.device), transfer_shard=len(self.transfer))
         if self.teacher_cache is not None:
             self.info.update(self.teacher_cache.describe())
         if self.teacher is not None:
@@ -430,7 +469,8 @@ class Trainer:
                               f"{list(saved['epochs'])} do not match its history {epochs}; start it afresh")
             self.probes["student"] = list(saved["student"])
             self.probes["epochs"] = list(saved["epochs"])
-        self._write_readable_copies(history)  # a kill may have left them behind the checkpoint
+        if self.world.is_main:
+            self._write_readable_copies(history)  # a kill may have left them behind the checkpoint
         return ckpt["epoch"], ckpt["step"], history
 
     # ---- the loop ----------------------------------------------------------------------------------
@@ -444,7 +484,8 @@ class Trainer:
                 start_epoch, step, history = self._restore()
                 self._report(self.cb.on_resume, start_epoch, step)
                 self._report(self.cb.on_log, f"resumed after epoch {start_epoch} (step {step})")
-            (self.out_dir / "spec.yaml").write_text(self.spec.to_yaml())  # only once the folder is ours
+            if self.world.is_main:
+                (self.out_dir / "spec.yaml").write_text(self.spec.to_yaml())  # only once the folder is ours
             self.info.update(start_epoch=start_epoch, start_step=step)
             self.best_val = max((h["val/acc"] for h in history if "val/acc" in h), default=None)
             self._report(self.cb.on_start, dict(self.info))
@@ -464,6 +505,7 @@ class Trainer:
                 self._report(self.cb.on_epoch, epoch, step, metrics)
                 self._report(self.cb.on_log, self._epoch_line(epoch, metrics))
                 stopping = self.reporter.poll_now()  # in order: after the epoch's metrics reached the callbacks
+                stopping = dist_run.any_rank(stopping, self.world, self.device)  # every rank stops together
                 # A checkpoint at most every checkpoint_every_s, at the end and before a stop; a resume replays
                 # the epochs after the last one exactly, since every epoch's randomness derives from (seed, epoch).
                 if (stopping or epoch == self.spec.epochs
@@ -471,7 +513,8 @@ class Trainer:
                     # Reported first: a crash before the checkpoint then rolls back to the previous one cleanly,
                     # never leaving a checkpointed epoch whose metrics were not delivered.
                     self.reporter.drain()
-                    self._checkpoint(epoch, step, history)
+                    if self.world.is_main:
+                        self._checkpoint(epoch, step, history)
                     saved_epoch, saved_at = epoch, time.monotonic()
                 if stopping and epoch < self.spec.epochs:
                     self._report(self.cb.on_log, f"cancelled after epoch {epoch}; its checkpoint is kept")
@@ -488,6 +531,7 @@ class Trainer:
             self.reporter = None
             if hasattr(self, "distiller"):
                 self.distiller.close()
+            dist_run.stop(self._owns_group)
 
     def _reporter(self) -> Reporter:
         """run() starts (and closes) the reporter; a bench calling _epoch alone gets one on first use."""
@@ -508,7 +552,8 @@ class Trainer:
         epoch_seed = spec.seed * 1_000_003 + epoch
         torch.manual_seed(epoch_seed)
         order_gen = torch.Generator().manual_seed(epoch_seed)
-        device_gen = torch.Generator(device=self.device).manual_seed(epoch_seed)
+        # each rank augments its shard with its own draws (rank 0's are a single-process run's)
+        device_gen = torch.Generator(device=self.device).manual_seed(epoch_seed + 7_919 * self.world.rank)
         hint_only = epoch <= spec.hint_stage_epochs
         cache = self.teacher_cache
         view = cache.view_of(epoch) if cache is not None else 0
@@ -525,9 +570,12 @@ class Trainer:
         stop = reporter.stop_requested
         split = TensorSplit(self.transfer.x, self.transfer.y)
         # a last batch of one sample would break BatchNorm in training mode: it joins the previous one
-        for x, y, idx in iterate_batches(split, spec.batch_size, shuffle=True, generator=order_gen,
-                                         drop_last=self.drop_last, merge_single=True):
-            if stop.is_set():
+        accumulate = spec.grad_accumulation
+        for micro, (x, y, idx) in enumerate(iterate_batches(split, self.device_batch, shuffle=True,
+                                                            generator=order_gen, drop_last=self.drop_last,
+                                                            merge_single=True)):
+            # with several ranks a stop waits for the epoch's end, where all ranks agree on it
+            if stop.is_set() and not self.world.distributed:
                 return None
             if reporter.error is not None:
                 reporter.raise_if_failed()
@@ -541,32 +589,45 @@ class Trainer:
                 x = x + self.transfer.noise_std * torch.randn(x.shape, device=x.device, generator=device_gen)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_for(self.device, self.precision):
-                if cache is not None and cached is None:  # this view's first pass: keep what the teacher says
-                    with torch.no_grad():
-                        cached = self.teacher(x)
-                    cache.store(idx, view, cached)
-                z_s, losses = self.distiller(x, y, epoch=epoch, teacher_logits=cached, hint_only=hint_only,
+            group_start = micro - micro % accumulate
+            group_size = min(accumulate, self.micro_batches - group_start)
+            steps_now = micro == group_start + group_size - 1  # the group's last micro-batch
+            if micro == group_start:
+                self.optimizer.zero_grad(set_to_none=True)
+            # DDP averages gradients only on a group's last backward; the others accumulate locally
+            sync = (self.model.no_sync() if self.model is not self.distiller and not steps_now
+                    else contextlib.nullcontext())
+            with sync:
+                with autocast_for(self.device, self.precision):
+                    if cache is not None and cached is None:  # this view's first pass: keep what the teacher says
+                        with torch.no_grad():
+                            cached = self.teacher(x)
+                        cache.store(idx, view, cached)
+                    z_s, losses = self.model(x, y, epoch=epoch, teacher_logits=cached, hint_only=hint_only,
                                              indices=idx)
-            values = iter(losses.values())
-            total = next(values).float()
-            for v in values:
-                total = total + v.float()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler:
-                self.scaler.scale(total).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                total.backward()
-                self.optimizer.step()
-            self.scheduler.step()
-            step += 1
+                values = iter(losses.values())
+                total = next(values).float()
+                for v in values:
+                    total = total + v.float()
+                scaled = total / group_size if group_size > 1 else total
+                if self.scaler:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
             totals.append(total.detach())
             sizes.append(len(y))
             preds.append(z_s.detach().argmax(1))
             labels.append(y)
             interval.add(losses, total, len(y))
+            if not steps_now:
+                continue
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            step += 1
             now = time.perf_counter()
             if now - interval.started >= REPORT_INTERVAL_S:
                 self._report_interval(interval, epoch, step, now)
@@ -582,8 +643,14 @@ class Trainer:
         is_lab = y_all != UNLABELLED
         correct = int(((torch.cat(preds) == y_all) & is_lab).sum())
         labelled = int(is_lab.sum())
-        return step, self._evaluate(epoch, loss_sum / max(seen, 1), correct / max(labelled, 1),
-                                    time.perf_counter() - started)
+        if self.world.distributed:
+            loss_sum, seen, correct, labelled = dist_run.sum_over_ranks([loss_sum, seen, correct, labelled],
+                                                                        self.world, self.device)
+        train_loss, train_acc = loss_sum / max(seen, 1), correct / max(labelled, 1)
+        if not self.world.is_main:  # rank 0 evaluates the (identical) student; the others go on training
+            return step, {"train/loss": train_loss, "train/acc": train_acc,
+                          "epoch_time": time.perf_counter() - started}
+        return step, self._evaluate(epoch, train_loss, train_acc, time.perf_counter() - started)
 
     def _report_interval(self, interval: StepInterval, epoch: int, step: int, now: float) -> None:
         """Hand the interval's device tensors to the reporter thread, which reads them and calls on_step."""
@@ -636,6 +703,10 @@ class Trainer:
         if self.teacher is not None:
             line += (f"; teacher {i['teacher']} ({i['teacher_params']:,} params, test acc "
                      f"{i['teacher_test_acc']:.4f}), teacher-logit cache {'on' if i['teacher_cache'] else 'off'}")
+        if i["world_size"] > 1 or i["grad_accumulation"] > 1:
+            line += (f"; {i['world_size']} process(es) ({i['devices']} per node × {i['nodes']} node(s)), "
+                     f"{i['device_batch']} per device × {i['grad_accumulation']} accumulation step(s) = global "
+                     f"batch {i['global_batch']}, lr scaling {i['lr_scaling']}")
         return line
 
     def _epoch_line(self, epoch: int, m: dict[str, float]) -> str:

@@ -1,0 +1,131 @@
+"""One run over several processes (torch.distributed, gloo on the CPU): sharding, the launcher, equivalence."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from kdcore.errors import KDError
+from kdcore.spec import RunSpec
+from kdcore.train import train
+from kdcore.train.checkpoint import load_model_from_checkpoint
+from kdcore.train.distributed import World, launcher_command, shard
+
+BASE = {"dataset": {"name": "digits"}, "student": "mlp_64", "batch_size": 64, "probe_size": 8,
+        "optimizer": {"name": "adamw", "lr": 0.003}}
+
+
+def test_shards_are_disjoint_equal_and_cover_all_but_the_remainder():
+    parts = [shard(103, World(rank=r, size=4)) for r in range(4)]
+    assert {len(p) for p in parts} == {25}
+    joined = torch.cat(parts)
+    assert len(set(joined.tolist())) == 100 and int(joined.max()) < 100
+    with pytest.raises(KDError, match="fewer than"):
+        shard(1, World(rank=0, size=2))
+
+
+def test_spec_devices_nodes_and_the_global_batch():
+    spec = RunSpec.from_dict({**BASE, "devices": 2, "nodes": 2, "grad_accumulation": 2})
+    assert spec.world_size == 4 and spec.device_batch_size == 8
+    with pytest.raises(KDError, match="multiple of devices"):
+        RunSpec.from_dict({**BASE, "devices": 3})
+    assert RunSpec.from_dict(BASE).devices == 1 and RunSpec.from_dict(BASE).nodes == 1
+
+
+def test_a_spec_for_two_processes_is_refused_in_one():
+    with pytest.raises(KDError, match="python -m kdcore train"):
+        train(RunSpec.from_dict({**BASE, "devices": 2, "epochs": 1}), "/nonexistent/never-written")
+
+
+def test_the_launcher_is_pytorchs_elastic_one():
+    one = launcher_command(["train", "s.yaml"], devices=2)
+    assert one[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in one
+    two = launcher_command(["train", "s.yaml"], devices=2, nodes=2, endpoint="127.0.0.1:29555", run_id="r")
+    assert two[two.index("--rdzv-backend") + 1] == "c10d" and two[two.index("--nnodes") + 1] == "2"
+    assert two[-3:] == ["kdcore", "train", "s.yaml"]
+    with pytest.raises(KDError, match="rendezvous"):
+        launcher_command(["train"], devices=1, nodes=2)
+
+
+def _test_predictions(ckpt):
+    from kdcore.data import load_dataset
+    from kdcore.train.trainer import SPLIT_SEED
+
+    model, _ = load_model_from_checkpoint(ckpt)
+    data = load_dataset("digits", val_fraction=0.1, seed=SPLIT_SEED, device=torch.device("cpu"))
+    with torch.no_grad():
+        return model.eval()(data.test.x).argmax(1), data.test.y
+
+
+@pytest.mark.slow
+def test_two_processes_from_the_cli_match_one_process(tmp_path):
+    """The same global batch (64 = 2 × 32) and seed: the 2-process student lands where the 1-process one does.
+    The ranks see different shards in a different order, so the students agree closely, not bit for bit."""
+    train(RunSpec.from_dict({**BASE, "epochs": 2}), tmp_path / "teacher")
+    kd = {**BASE, "epochs": 3, "teacher": {"source": "checkpoint", "checkpoint": str(tmp_path / "teacher" / "checkpoint.pt")},
+          "logit": {"method": "kd", "rho": 4.0, "alpha": 0.5, "beta": 0.5}}
+    single = train(RunSpec.from_dict(kd), tmp_path / "one")
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump(kd))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    done = subprocess.run([sys.executable, "-m", "kdcore", "train", str(tmp_path / "kd.yaml"), "--devices", "2",
+                           "--out", str(tmp_path / "two"), "--quiet"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es)" in done.stdout and "32 per device" in done.stdout and "global batch 64" in done.stdout
+    assert "student mlp_64: test acc" in done.stdout
+    assert done.stdout.count("summary:") == 1  # rank 0 alone reports
+    saved = torch.load(tmp_path / "two" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert saved["spec"]["devices"] == 2 and [h["epoch"] for h in saved["history"]] == [1, 2, 3]
+    pred_one, y = _test_predictions(tmp_path / "one" / "checkpoint.pt")
+    pred_two, _ = _test_predictions(tmp_path / "two" / "checkpoint.pt")
+    acc_one, acc_two = float((pred_one == y).float().mean()), float((pred_two == y).float().mean())
+    # tolerance: 4 points of test accuracy, and the two students give the same class on 85% of the test set
+    assert abs(acc_one - acc_two) <= 0.04, (acc_one, acc_two)
+    assert abs(acc_one - single.final["test/acc"]) < 1e-6
+    assert float((pred_one == pred_two).float().mean()) >= 0.85
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_keeps_the_global_batch(tmp_path):
+    """Two micro-batches of 32 per step take the step one batch of 64 takes (up to float rounding)."""
+    spec = {**BASE, "epochs": 1, "probe_size": 0, "dataset": {"name": "digits", "augment": False}}
+    whole = train(RunSpec.from_dict(spec), tmp_path / "whole")
+    halves = train(RunSpec.from_dict({**spec, "grad_accumulation": 2}), tmp_path / "halves")
+    assert whole.step == halves.step
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "halves" / "checkpoint.pt", weights_only=False)["state_dict"]
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
+    assert halves.info["grad_accumulation"] == 2 and halves.info["device_batch"] == 32
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_complete_one_run(tmp_path):
+    """Two launchers (`--nodes 2`, one process each) meet through c10d rendezvous on 127.0.0.1 and train one run."""
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**BASE, "epochs": 1, "nodes": 2}))
+    endpoint = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "kdcore", "train", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "run"),
+           "--quiet", "--rdzv-endpoint", endpoint, "--rdzv-id", "loopback"]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    try:
+        outputs = [node.communicate(timeout=600) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sum(out.count("summary:") for out, _ in outputs) == 1  # one run, reported by its rank 0
+    assert "2 process(es) (1 per node × 2 node(s))" in "".join(out for out, _ in outputs)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert saved["spec"]["nodes"] == 2 and [h["epoch"] for h in saved["history"]] == [1]
