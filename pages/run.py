@@ -128,13 +128,14 @@ def show_run(run_id: str) -> None:
                          file_name=f"{run_id}-metrics.csv", mime="text/csv", key="download_metrics_csv",
                          on_click="ignore", icon=":material/download:",
                          help="Long format: kind (step or epoch), epoch, step, name, value; one row per point.")
-    for col, (kind, label, mime) in zip(c[1:], (("checkpoint", "Checkpoint (.pt)", "application/octet-stream"),
-                                                ("spec_yaml", "Spec (YAML)", "application/x-yaml"))):
-        path = files.get(kind)
-        if path is None:
-            continue
-        col.download_button(label, data=lambda p=path: p.read_bytes(), file_name=f"{run_id}-{path.name}",
-                            mime=mime, key=f"download_{kind}", on_click="ignore", icon=":material/download:")
+    c[1].download_button("Spec (YAML)", data=record.spec.to_yaml(), file_name=f"{run_id}-spec.yaml",
+                         mime="application/x-yaml", key="download_spec_yaml", on_click="ignore",
+                         icon=":material/download:", help="The spec as stored, with the run's current name and tags.")
+    checkpoint = files.get("checkpoint")
+    if checkpoint is not None:
+        c[2].download_button("Checkpoint (.pt)", data=lambda: checkpoint.read_bytes(),
+                             file_name=f"{run_id}-{checkpoint.name}", mime="application/octet-stream",
+                             key="download_checkpoint", on_click="ignore", icon=":material/download:")
     with st.expander("Spec"):
         st.code(record.spec.to_yaml(), language="yaml")
 

@@ -21,6 +21,7 @@ from test_app_support import (
 
 from app import tables
 from kdcore.jobs import RunStore
+from kdcore.spec import RunSpec
 
 
 def test_table_lists_filters_and_opens_runs(kd_home):
@@ -97,6 +98,14 @@ def test_run_view_actions(kd_home):
     at.text_input(key=f"tags_{ids['scratch']}").set_value("paper, small").run()
     at.button(key=f"tags_save_{ids['scratch']}").click().run()
     assert store.get(ids["scratch"]).tags == ["paper", "small"]
+    # The new name reaches the spec: its YAML (shown and downloaded) and the spec diff in Compare.
+    spec = store.get(ids["scratch"]).spec
+    assert spec.name == "baseline"
+    assert "name: baseline" in at.code[-1].value
+    assert RunSpec.from_yaml(at.code[-1].value).name == "baseline"
+    other = store.get(ids["kd"])
+    diff = tables.spec_comparison({"a": spec.to_dict(), "b": other.spec.to_dict()})
+    assert diff.loc["name", "a"] == "baseline" and diff.loc["name", "b"] == other.name
     assert at.button(key="cancel_run").disabled  # nothing to cancel on a finished run
     at.button(key="delete_confirm").click().run()
     no_exception(at)

@@ -722,7 +722,8 @@ class RunStore:
     def _record(row: RowMapping, tags: list[str]) -> RunRecord:
         error = row["error"]
         try:
-            spec = RunSpec.from_dict(row["spec"])
+            # The run's current name is its spec's name: a renamed run's YAML and spec diff say so.
+            spec = RunSpec.from_dict({**row["spec"], "name": row["name"]})
         except SpecError as err:  # a spec stored by another version: show the run rather than hide it
             spec = RunSpec()
             error = error or f"its stored spec is no longer valid here ({err})"
