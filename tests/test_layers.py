@@ -260,5 +260,5 @@ def test_stage_paths_pick_the_last_layer_of_each_width_and_pair_the_deepest():
     assert paired_stages(resnet, cnn, (1, 28, 28), ["layer3"], ["stage2"]) == (["layer3"], ["stage2"])
     with pytest.raises(KDError, match="as many teacher stages"):
         paired_stages(resnet, cnn, (1, 28, 28), ["layer2", "layer3"], ["stage2"])
-    with pytest.raises(KDError, match="no stage"):
+    with pytest.raises(KDError, match=r"the teacher \(MLP\) has no stage with a feature map"):
         paired_stages(build_model("mlp_64", 10, 1, 8), cnn, (1, 8, 8))

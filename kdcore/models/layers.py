@@ -311,7 +311,9 @@ def paired_stages(teacher: nn.Module, student: nn.Module, input_shape: tuple[int
     s = list(student_paths) or stage_paths(student, input_shape)
     if (teacher_paths and student_paths) and len(t) != len(s):
         raise KDError(f"name as many teacher stages ({len(t)}) as student stages ({len(s)})")
+    for side, model, found in (("teacher", teacher, t), ("student", student, s)):
+        if not found:
+            raise KDError(f"the {side} ({type(model).__name__}) has no stage with a feature map; pick a convolutional "
+                          f"{side} or name its layers in the method's parameters")
     n = min(len(t), len(s))
-    if n == 0:
-        raise KDError("no stage with a feature map was found; name the layers to read in the method's parameters")
     return t[len(t) - n:], s[len(s) - n:]
