@@ -82,7 +82,8 @@ def run_search_and_confirm(store, home: Path, workers: int) -> int:
               "worker(s)", file=sys.stderr)
         best = result.best_trial
         print(f"### Search {study_id}\n")
-        print("| trial | state | ρ | α | β | val acc % (complete: selected epoch; pruned: last reported) | epochs run |\n|---:|---|---:|---:|---:|---:|---:|")
+        print("| trial | state | ρ | α | β | val acc % (complete: selected epoch; pruned: last reported) "
+              "| epochs run |\n|---:|---|---:|---:|---:|---:|---:|")
         for t in result.trials:
             p = t.params
             value = f"{t.value * 100:.2f}" if t.value is not None else "—"
