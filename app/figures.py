@@ -57,11 +57,34 @@ def _layout(fig: go.Figure, *, title: str | None, x_title: str | None, y_title: 
         margin=dict(l=10, r=10, t=50 if title else 20, b=10),
         legend=dict(orientation="h", yanchor="top", y=-0.28, xanchor="left", x=0, title=None),
         hovermode="x unified",
-        uirevision=title or "chart",  # a live refresh keeps the user's zoom and hidden legend entries
+        uirevision=title or "chart",  # a refresh keeps the user's zoom and hidden legend entries
+        modebar=dict(orientation="v"),  # the toolbar down the right edge, clear of the title
     )
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)
     return fig
+
+
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Ticks for a log axis from low to high at 1, 2, 5 × 10^k, written in full ("0.5", "20"): plotly's
+    own minor labels read "5" for 0.5 and "2" for 20."""
+    if not (low > 0 and high >= low):
+        return [], []
+    values = [m * 10.0 ** k for k in range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
+              for m in (1, 2, 5)]
+    values = [v for v in values if low / 1.0001 <= v <= high * 1.0001]
+    return values, [f"{v:g}" for v in values]
+
+
+def fraction_range(values: Sequence[float]) -> list[float] | None:
+    """A y range for fractions (0..1) that is honest about small data: never beyond [0, 1], and a single
+    value or a flat curve gets a few points either side instead of plotly's ±50%."""
+    v = np.asarray([x for x in values if x == x], dtype=float)
+    if len(v) == 0:
+        return None
+    low, high = float(v.min()), float(v.max())
+    pad = max(0.02, 0.1 * (high - low))
+    return [max(0.0, low - pad), min(1.0, high + pad) + (0.005 if high + pad >= 1 else 0.0)]
 
 
 def empty_figure(message: str, *, title: str | None = None, height: int = _HEIGHT) -> go.Figure:
@@ -125,7 +148,7 @@ def curves_figure(frame: pd.DataFrame, names: Sequence[str] | None = None, *, x:
     if log_y:
         fig.update_yaxes(type="log")
     if percent:
-        fig.update_yaxes(tickformat=".0%")
+        fig.update_yaxes(tickformat=".0%", range=fraction_range(data["value"]))
     if from_zero:  # a learning rate of 0.0029995 vs 0.003 is not a cliff
         fig.update_yaxes(rangemode="tozero")
     return fig
@@ -149,7 +172,7 @@ def overlay_figure(frame: pd.DataFrame, metric: str, *, x: str = "step", smoothi
     _layout(fig, title=title, x_title=x, y_title=title)
     _integer_epochs(fig, data, x)
     if percent if percent is not None else _is_fraction_metric(metric):
-        fig.update_yaxes(tickformat=".0%")
+        fig.update_yaxes(tickformat=".0%", range=None if smoothing > 0 else fraction_range(data["value"]))
     return fig
 
 
@@ -181,7 +204,8 @@ def sweep_figure(frame: pd.DataFrame, field: str) -> go.Figure:
     _layout(fig, title=title, x_title=field, y_title="fraction")
     fig.update_yaxes(tickformat=".0%")
     if not categorical and (numeric > 0).all() and numeric.max() / max(numeric.min(), 1e-12) >= 8:
-        fig.update_xaxes(type="log")
+        tickvals, ticktext = log_ticks(float(numeric.min()), float(numeric.max()))
+        fig.update_xaxes(type="log", tickvals=tickvals, ticktext=ticktext)
     return fig
 
 
@@ -251,7 +275,8 @@ def entropy_figure(frame: pd.DataFrame, rho: float | None = None) -> go.Figure:
         fig.add_trace(go.Scatter(x=[rho, rho], y=[0, top], mode="lines", name=f"chosen ρ = {rho:g}",
                                  line=dict(color="gray", dash="dot"), hoverinfo="skip"))
     _layout(fig, title=title, x_title="ρ (temperature)", y_title="entropy (bits)")
-    fig.update_xaxes(type="log")
+    tickvals, ticktext = log_ticks(float(frame["rho"].min()), float(frame["rho"].max()))
+    fig.update_xaxes(type="log", tickvals=tickvals, ticktext=ticktext)
     return fig
 
 

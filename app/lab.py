@@ -33,6 +33,7 @@ def _layout(*, title: str | None, x_title: str | None = None, y_title: str | Non
         "height": height, "margin": {"l": 10, "r": 10, "t": 60 if title else 30, "b": 10}, "showlegend": legend,
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
         "hovermode": "closest",
+        "modebar": {"orientation": "v"},  # the toolbar down the right edge, clear of the title
         "xaxis": {"title": {"text": x_title}}, "yaxis": {"title": {"text": y_title}},
         "shapes": [], "annotations": [],
         # No plotly template: Streamlit's theme fills an empty one in the browser, and the default
@@ -79,6 +80,7 @@ def _hline(layout: dict[str, Any], y: float, label: str, *, where: str = "bottom
 
 
 # ρ axes run from 0.5 to 50 on a log scale; plotly's own minor ticks there read "5, 1, 2, 5, 10, 2, 5".
+DIAGONAL_GREY = "#9e9e9e"
 RHO_TICKS = {"type": "log", "tickvals": [0.5, 1, 2, 5, 10, 20, 50],
              "ticktext": ["0.5", "1", "2", "5", "10", "20", "50"]}
 
@@ -113,8 +115,11 @@ def _pct(p: float) -> str:
 
 
 def with_article(noun: str) -> str:
-    """'a Shirt', 'an Ankle boot', 'an mlp_64' (by the first letter's sound, near enough for class names)."""
-    return f"{'an' if noun[:1].lower() in 'aeiou' or noun.startswith(('mlp', 'MLP')) else 'a'} {noun}"
+    """'a Shirt', 'an Ankle boot', 'an mlp_64', 'an 8', 'a 7' (by the first sound, near enough for class
+    and model names)."""
+    first = noun.split()[0] if noun.split() else noun
+    vowel_sound = noun[:1].lower() in "aeiou8" or noun.startswith(("mlp", "MLP")) or first in ("11", "18")
+    return f"{'an' if vowel_sound else 'a'} {noun}"
 
 
 # ---- the teacher's answer at ρ -------------------------------------------------------------------
@@ -187,7 +192,14 @@ def similarity_figure(matrix: pd.DataFrame, rho: float) -> go.Figure:
              "colorscale": HEAT_SCALE, "zmin": 0, "zmax": max(top, 1e-9), "text": text, "texttemplate": "%{text}",
              "textfont": {"size": 10}, "hoverongaps": False,
              "hovertemplate": "a %{y} gets %{customdata:.2%} of its probability on %{x}<extra></extra>",
-             "colorbar": {"title": {"text": "average<br>probability"}, "thickness": 12, "tickformat": ".0%"}}]
+             "colorbar": {"title": {"text": "average<br>probability"}, "thickness": 12,
+                          "tickformat": ".0%" if top >= 0.1 else ".1%" if top >= 0.01 else ".2%"}}]
+    # The blank diagonal in a neutral grey that reads the same on a light or a dark page (not the page's
+    # background, which is black in dark mode).
+    diagonal = np.where(np.eye(len(values), dtype=bool), 1.0, np.nan)
+    data.append({"type": "heatmap", "z": diagonal, "x": names, "y": [str(r) for r in matrix.index],
+                 "colorscale": [[0, DIAGONAL_GREY], [1, DIAGONAL_GREY]], "showscale": False, "hoverinfo": "skip",
+                 "hoverongaps": False})
     layout = _layout(title=f"Average soft label per true class at ρ = {rho:g} (diagonal left blank)",
                      x_title="probability given to …", y_title="images of …", height=460, legend=False,
                      xaxis={"type": "category", "tickangle": _tickangle(names)},
@@ -196,10 +208,11 @@ def similarity_figure(matrix: pd.DataFrame, rho: float) -> go.Figure:
 
 
 def _short_pct(p: float) -> str:
+    """A cell label: every one a percentage, whole above 9.5%, one decimal below; nothing under 0.1%."""
     if p >= 0.095:
         return f"{p:.0%}"
     if p >= 0.001:
-        return f"{p * 100:.1f}"
+        return f"{p:.1%}"
     return ""
 
 
@@ -281,9 +294,9 @@ def alpha_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Fi
                                         ("agreement", "agrees with the teacher", TEACHER_COLOR))]
     if "n" in done and done["n"].max() > 1:
         title += f" (mean ± std over {int(done['n'].max())} seeds)"
-    low = float(np.nanmin(done[["test_acc", "agreement"]].to_numpy()))
+    # Bars start at 0: a bar's length is its value, so a 0.6-point gap looks like one.
     layout = _layout(title=title, y_title="fraction of test images", barmode="group",
-                     yaxis={"range": [max(0.0, low - 0.1), 1.02], "tickformat": ".0%"})
+                     yaxis={"range": [0, 1.12], "tickformat": ".0%"})
     if teacher_acc is not None:
         _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}", where="top left")
     return _figure(data, layout)

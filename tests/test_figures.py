@@ -199,3 +199,21 @@ def test_zoo_figure_is_log_log_with_one_trace_per_family():
 def test_metric_labels_cover_hint_terms():
     assert figures.metric_label("loss/hint/0") == "hint loss, pair 0"
     assert figures.metric_label("something/new") == "something/new"
+
+
+def test_log_ticks_are_written_in_full():
+    values, text = figures.log_ticks(0.5, 50)
+    assert text == ["0.5", "1", "2", "5", "10", "20", "50"] and values[0] == pytest.approx(0.5)
+    fig = figures.entropy_figure(pd.DataFrame({"rho": [0.5, 1, 4, 20], "teacher": [0.1, 0.5, 1.5, 2.2],
+                                               "student": [0.2, 0.6, 1.6, 2.3]}), 4.0)
+    assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.ticktext) == ["0.5", "1", "2", "5", "10", "20"]
+
+
+def test_fraction_axes_stay_honest_for_one_point():
+    one = pd.DataFrame({"step": [36], "epoch": [1], "name": ["fidelity/agreement"], "value": [0.97]})
+    fig = figures.curves_figure(one, ["fidelity/agreement"], x="epoch", percent=True)
+    low, high = fig.layout.yaxis.range
+    assert 0.9 <= low < 0.97 < high <= 1.01  # not -50% to 100%
+    over = figures.overlay_figure(one.assign(run="a"), "fidelity/agreement", x="epoch")
+    assert over.layout.yaxis.range[0] >= 0 and over.layout.modebar.orientation == "v"
+    assert figures.fraction_range([0.2, 0.9]) == pytest.approx([0.13, 0.97])

@@ -40,6 +40,7 @@ def test_similar_classes_sentence_names_classes():
     assert "(0.051%)" in lab.similar_classes_sentence(tiny, "Shirt", "Shirt", 1.0)
     assert "(< 0.001%)" in lab.similar_classes_sentence(tiny, "Shirt", "Shirt", 1.0)
     assert lab.with_article("Ankle boot") == "an Ankle boot" and lab.with_article("Shirt") == "a Shirt"
+    assert [lab.with_article(d) for d in ("8", "7", "1", "11", "18")] == ["an 8", "a 7", "a 1", "an 11", "an 18"]
     wrong = lab.similar_classes_sentence(sim, "Coat", "Shirt", 4.0)
     assert "true class is **Shirt**" in wrong
 
@@ -64,6 +65,13 @@ def test_similarity_figure_blanks_the_diagonal(digits):
     z = np.array(fig.data[0].z, dtype=float)
     assert np.isnan(np.diag(z)).all() and np.isfinite(z[0, 1])
     assert fig.data[0].zmax == pytest.approx(np.nanmax(z))
+    # the colour bar's ticks differ from each other (a top of a few % reads 0.5%, 1.0%, ..., not 1%, 1%, 2%)
+    assert fig.data[0].colorbar.tickformat == (".0%" if np.nanmax(z) >= 0.1 else ".1%" if np.nanmax(z) >= 0.01 else ".2%")
+    labels = [t for row in fig.data[0].text for t in row if t]
+    assert labels and all(t.endswith("%") for t in labels)  # every cell label a percentage
+    diagonal = np.array(fig.data[1].z, dtype=float)  # the blank diagonal drawn grey, not left to the background
+    assert np.isfinite(np.diag(diagonal)).all() and np.isnan(diagonal[0, 1]) and fig.data[1].showscale is False
+    assert fig.layout.modebar.orientation == "v"  # the toolbar clear of the title
     pairs = softlabels.most_similar_pairs(m, 3)
     text = lab.pairs_markdown(pairs)
     assert text.count("\n") == 2 and text.startswith(f"1. **{pairs.class_a[0]} ↔ {pairs.class_b[0]}**")
@@ -92,6 +100,7 @@ def test_experiment_figures_handle_empty_and_finished_frames():
     alpha = pd.DataFrame({"setting": [s for s, _, _ in ex.ALPHA_SETTINGS], "test_acc": [0.8, 0.82, np.nan],
                           "agreement": [0.85, 0.9, np.nan]})
     assert list(lab.alpha_figure(alpha).data[0].x) == [ex.ALPHA_SETTINGS[0][0], ex.ALPHA_SETTINGS[1][0]]
+    assert list(lab.alpha_figure(alpha).layout.yaxis.range)[0] == 0  # bars from 0: a small gap looks small
 
 
 def test_omitted_figure_and_summary():
