@@ -3,6 +3,7 @@
 No Streamlit here, so each figure is unit-tested on plain data (tests/test_figures.py)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,11 +40,19 @@ STUDENT_COLOR = "#EF553B"
 _HEIGHT = 340
 
 
+_HINT_LOSS = re.compile(r"^loss/hint/?(\d+)(?:_(\w+))?$")
+
+
 def metric_label(name: str) -> str:
+    """A metric's name in words: `loss/hint0_l2` reads "hint loss, pair 1 (l2)", another `loss/x` "x loss"."""
     if name in METRIC_LABELS:
         return METRIC_LABELS[name]
-    if name.startswith("loss/hint/"):
-        return f"hint loss, pair {name.rsplit('/', 1)[-1]}"
+    hint = _HINT_LOSS.match(name)
+    if hint:
+        pair, kind = int(hint.group(1)) + 1, hint.group(2)
+        return f"hint loss, pair {pair}" + (f" ({kind.replace('_', ' ')})" if kind else "")
+    if name.startswith("loss/"):
+        return f"{name[5:].replace('_', ' ')} loss"
     return name
 
 

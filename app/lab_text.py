@@ -3,9 +3,9 @@ the page so the wording can be edited (and proof-read) in one place."""
 
 INTRO = """
 A big, accurate network — the **teacher** — can train a small one — the **student**. Instead of showing
-the student only the right answer for each image ("this is a shirt"), we show it the teacher's whole
+the student only the right answer for each image ("{answer}"), we show it the teacher's whole
 answer: how likely the teacher finds *every* class. Those small probabilities on the wrong classes
-("a bit like a T-shirt, a little like a pullover, nothing like a sandal") tell the student which classes
+("{alike}") tell the student which classes
 look alike. Hinton called this **dark knowledge**. The **temperature ρ** decides how much of it we can see:
 we divide the teacher's raw scores (logits) by ρ before turning them into probabilities.
 """
@@ -28,9 +28,9 @@ lies the range where the answer says the most.
 
 SIMILARITY = """
 **Which classes does the teacher think alike?** Average the teacher's answers over all test images of
-each class: row *Shirt* shows where the teacher puts its probability for shirts, apart from *Shirt*
-itself (the diagonal is left blank). These are the similarities the student learns for free — no
-label ever says "a shirt looks like a T-shirt". Raise ρ to make them brighter; their order hardly changes.
+each class: row *{row}* shows where the teacher puts its probability for {rows}, apart from *{row}*
+itself (the diagonal is left blank, in grey). These are the similarities the student learns for free — no
+label ever says "{looks}". Raise ρ to make them brighter; their order hardly changes.
 """
 
 WHY_RHO2 = """
@@ -57,7 +57,7 @@ The sentence under the chart says what this sweep actually shows.
 OMIT = """
 **Hinton's omitted-class experiment.** The student never sees a single image of one class during
 training — that class is removed from its training (transfer) set. Yet the teacher's soft labels on the
-other images mention it ("this dress is a little like a trouser"), so the student learns what the class
+other images mention it ("{mention}"), so the student learns what the class
 looks like. It rarely dares to predict it, though, because that class never won during training. Raising
 that one class's bias — one number, chosen on the **validation** images, never on the test images —
 reveals what the student learned.
@@ -69,3 +69,19 @@ ALPHA = """
 without any label; *both* is Hinton's mix. Each is trained with three seeds (mean ± std): compare the
 differences with the error bars before drawing a conclusion.
 """
+
+
+# The examples in the text above, in each lab dataset's own classes.
+EXAMPLES = {
+    "fashion-mnist": {"answer": "this is a shirt", "alike": "a bit like a T-shirt, a little like a pullover, nothing like a sandal",
+                      "row": "Shirt", "rows": "shirts", "looks": "a shirt looks like a T-shirt",
+                      "mention": "this dress is a little like a trouser"},
+    "digits": {"answer": "this is a 7", "alike": "a bit like a 1, a little like a 9, nothing like a 0",
+               "row": "8", "rows": "eights", "looks": "an 8 looks a bit like a 3",
+               "mention": "this 9 is a little like a 4"},
+}
+
+
+def for_dataset(text: str, dataset: str) -> str:
+    """One of the texts above with the examples of `dataset` (Fashion-MNIST's for any other)."""
+    return text.format(**EXAMPLES.get(dataset, EXAMPLES["fashion-mnist"]))

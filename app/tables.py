@@ -34,6 +34,15 @@ def teacher_student(record: Any) -> str:
     return f"{teacher} → {record.student}" if teacher else f"{record.student} (no teacher)"
 
 
+NO_TEACHER = "supervised (no teacher)"
+
+
+def method_text(record: Any) -> str:
+    """The method as the dashboard shows it: a run without a teacher (a teacher run itself, or a baseline)
+    learned from labels alone, which is no distillation method, so it is not named like one."""
+    return NO_TEACHER if record.spec.teacher is None else record.method_label
+
+
 def logit_settings(record: Any) -> str:
     spec = record.spec
     if spec.teacher is None:
@@ -64,7 +73,7 @@ def runs_frame(records: Sequence[Any], selected: Mapping[str, float] | None = No
             "name": r.name,
             "dataset": r.dataset,
             "teacher → student": teacher_student(r),
-            "method": r.method_label,
+            "method": method_text(r),
             "ρ / α / β": logit_settings(r),
             LAST_ACC: _num(final.get("test/acc")),
             SELECTED_ACC: _num(selected.get(r.id, final.get("test/acc"))),

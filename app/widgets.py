@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import state
+from app import state, tables
 from app.tables import format_duration, status_text
 
 STATUS_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "failed": "red", "cancelled": "orange"}
@@ -46,7 +46,7 @@ def status_badge(status: Any) -> str:
 def run_caption(record: Any) -> str:
     teacher = record.teacher_label
     if teacher:
-        parts = [f"`{record.id}`", record.dataset, f"{teacher} → {record.student}", record.method_label]
+        parts = [f"`{record.id}`", record.dataset, f"{teacher} → {record.student}", tables.method_text(record)]
     else:
         parts = [f"`{record.id}`", record.dataset, record.student, "labels only (no teacher)"]
     if record.device:

@@ -10,7 +10,6 @@ from kdcore.lab import softlabels
 from kdcore.lab.assets import LAB_DATASETS
 
 st.title("Dark-knowledge lab")
-st.markdown(lab_text.INTRO)
 
 dataset = st.radio("Dataset", LAB_DATASETS, format_func=lambda d: dataset_info(d).title, horizontal=True,
                    key="lab_dataset")
@@ -20,6 +19,7 @@ except KDError as err:
     st.error(str(err))
     st.stop()
 names = bundle.class_names
+st.markdown(lab_text.for_dataset(lab_text.INTRO, dataset))
 st.caption(f"Teacher: {lab.with_article(bundle.teacher_name)} shipped with KD Studio, {bundle.teacher_test_acc:.1%} "
            f"correct on {len(bundle.labels):,} test images. Student in the ρ² chart: "
            f"{lab.with_article(bundle.student_name)} trained on hard labels only ({bundle.student_test_acc:.1%}).")
@@ -66,7 +66,7 @@ def explorer() -> None:
     c1, c2 = st.columns([3, 2], gap="large")
     c1.plotly_chart(lab.similarity_figure(matrix, rho), key="lab_similarity_chart")
     with c2:
-        st.markdown(lab_text.SIMILARITY)
+        st.markdown(lab_text.for_dataset(lab_text.SIMILARITY, dataset))
         st.markdown(f"**The most similar pairs** at ρ = {rho:g}:")
         st.markdown(lab.pairs_markdown(pairs))
 
@@ -141,7 +141,7 @@ def alpha_panel() -> bool:
 
 
 def omit_panel() -> bool:
-    st.markdown(lab_text.OMIT)
+    st.markdown(lab_text.for_dataset(lab_text.OMIT, dataset))
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     omitted = c1.selectbox("Class left out of the transfer set", range(len(names)), format_func=lambda c: names[c],
                            index=ex.DEFAULT_OMITTED[dataset], key=f"lab_omit_class_{dataset}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import figures, softlabels, state
+from app import figures, softlabels, state, tables
 
 store = state.get_store()
 S = st.session_state
@@ -23,7 +23,7 @@ if S.get("soft_run") not in by_id:
     S["soft_run"] = softlabels.default_probe_run(records, st.query_params.get("run"))
 c1, c2 = st.columns([3, 2])
 run_id = c1.selectbox("Run", list(by_id), key="soft_run", persist_state="session",
-                      format_func=lambda i: f"{by_id[i].name} · {by_id[i].method_label} · {i}")
+                      format_func=lambda i: f"{by_id[i].name} · {tables.method_text(by_id[i])} · {i}")
 record = by_id[run_id]
 probes = state.probes_for(store, run_id)
 if probes is None or not probes.student:
@@ -42,7 +42,7 @@ names = probes.class_names
 rho = st.slider("Temperature ρ", 0.5, 20.0, softlabels.default_rho(record), 0.5, key=f"soft_rho_{run_id}",
                 help="Soft labels σ(z/ρ): ρ = 1 are the ordinary probabilities.")
 if teacher is None:
-    st.caption(f"`{run_id}` has no teacher ({record.method_label}): only its own soft labels are shown. "
+    st.caption(f"`{run_id}` has no teacher ({tables.method_text(record)}): only its own soft labels are shown. "
                "Pick a KD run to compare a student with its teacher.")
 
 st.subheader("One sample")

@@ -534,3 +534,15 @@ def test_live_view_reads_only_what_is_new_and_restarts_after_a_resume():
     assert len(resumed["frame"]) == 4 and len(resumed["events"]) == 4
     store.lines += [R(id=i, message="") for i in range(5, 400)]
     assert len(live.advance_view(store, "r", None, attempts=1)["events"]) == live.KEEP_EVENTS
+
+
+def test_a_run_without_teacher_is_not_called_a_method():
+    from types import SimpleNamespace as R
+
+    from kdcore.spec import RunSpec
+
+    teacher_run = R(spec=RunSpec(), method_label=RunSpec().method_label)
+    assert tables.method_text(teacher_run) == "supervised (no teacher)"
+    kd = RunSpec.from_dict({"teacher": {"source": "run", "run_id": "abcd1234"},
+                            "logit": {"method": "kd", "rho": 4.0}})
+    assert tables.method_text(R(spec=kd, method_label=kd.method_label)) == "KD ρ=4"

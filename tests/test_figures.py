@@ -197,7 +197,11 @@ def test_zoo_figure_is_log_log_with_one_trace_per_family():
 
 
 def test_metric_labels_cover_hint_terms():
-    assert figures.metric_label("loss/hint/0") == "hint loss, pair 0"
+    # numbered from 1, as the form numbers its pairs; never the raw name in a legend
+    assert figures.metric_label("loss/hint/0") == "hint loss, pair 1"
+    assert figures.metric_label("loss/hint0_l2") == "hint loss, pair 1 (l2)"
+    assert figures.metric_label("loss/hint1_smooth_l1") == "hint loss, pair 2 (smooth l1)"
+    assert figures.metric_label("loss/crd") == "crd loss"
     assert figures.metric_label("something/new") == "something/new"
 
 

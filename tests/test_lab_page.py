@@ -47,6 +47,9 @@ def test_lab_opens_on_a_shipped_teacher_with_every_chart(lab_page):
     text = markdown_text(at)
     assert "classes it finds most similar" in text and "ρ = 1" in text
     assert "dark knowledge" in text.lower()
+    # digits examples speak of digits, with the right article
+    assert "shirt" not in text.lower() and "trouser" not in text.lower() and "an 8 looks" in text
+    assert " a 8" not in text
     bundle = assets.load_bundle("digits")
     sample = at.selectbox(key="lab_sample_digits").value
     assert bundle.labels[sample] == 3  # the showcase sample is a 3
