@@ -73,7 +73,8 @@ differences with the error bars before drawing a conclusion.
 
 # The examples in the text above, in each lab dataset's own classes.
 EXAMPLES = {
-    "fashion-mnist": {"answer": "this is a shirt", "alike": "a bit like a T-shirt, a little like a pullover, nothing like a sandal",
+    "fashion-mnist": {"answer": "this is a shirt",
+                      "alike": "a bit like a T-shirt, a little like a pullover, nothing like a sandal",
                       "row": "Shirt", "rows": "shirts", "looks": "a shirt looks like a T-shirt",
                       "mention": "this dress is a little like a trouser"},
     "digits": {"answer": "this is a 7", "alike": "a bit like a 1, a little like a 9, nothing like a 0",
