@@ -44,6 +44,7 @@ FORM_ONLY: dict[str, Any] = {
     "teacher_source": "none", "teacher_zoo_model": "cnn_small", "teacher_epochs": 20, "teacher_run": None,
     "teacher_checkpoint_path": "", "teacher_upload_model": None, "teacher_tv_model": "tv_resnet18",
     "teacher_tv_weights": "DEFAULT", "hint_count": 0, "loss_count": 0,
+    "teacher_more_runs": [], "teacher_combine": "mean",  # further teacher runs make an ensemble
     "sweep_on": False, "sweep_field": "logit.rho", "sweep_values": "1, 2, 4, 8, 16",
 }
 HINT_DEFAULTS: dict[str, Any] = {"teacher": None, "student": None, "mode": "fitnets", "phi_t": "identity",
@@ -324,6 +325,10 @@ def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None =
         if source in ("zoo", "run"):
             run_id = PENDING_TEACHER if source == "zoo" else v.get("teacher_run")
             data["teacher"] = {"source": "run", "run_id": run_id}
+            more = [r for r in (v.get("teacher_more_runs") or []) if r != run_id] if source == "run" else []
+            if more:  # an ensemble: the chosen run and the further ones, combined at the run's ρ
+                data["teacher"] = {"members": [{"source": "run", "run_id": r} for r in [run_id, *more]],
+                                   "combine": v.get("teacher_combine") or "mean"}
         elif source == "upload":
             data["teacher"] = {"source": "checkpoint", "checkpoint": (v.get("teacher_checkpoint_path") or None),
                                "model": v.get("teacher_upload_model") or None}
@@ -511,6 +516,22 @@ def teacher_run_of(record: Any) -> TeacherRun:
     return TeacherRun(record.id, record.dataset, record.student, record.status.value)
 
 
+def teacher_quality(records: Sequence[Any], num_classes: int) -> list[dict[str, Any]]:
+    """Each teacher run's test accuracy and calibration (ECE) from its final report, with a warning when
+    it is no better than twice chance (a broken or unfinished teacher)."""
+    rows = []
+    for r in records:
+        acc, ece = r.final.get("test/acc"), r.final.get("calib/ece_student")
+        warn = ""
+        if r.status.value != "completed":
+            warn = "not finished: its accuracy is known once it completes"
+        elif acc is not None and acc < 2.0 / max(num_classes, 1):
+            warn = "barely above chance: check this teacher before distilling from it"
+        rows.append({"run": r.id, "teacher": f"{r.name} ({r.student})", "test accuracy": acc,
+                     "calibration error (ECE)": ece, "note": warn})
+    return rows
+
+
 def teacher_run_label(record: Any) -> str:
     """"name · model · status · accuracy · id" for the teacher-run picker (no accuracy while unknown)."""
     acc = record.final.get("test/acc")
@@ -635,6 +656,11 @@ def values_from_spec(spec: RunSpec) -> dict[str, Any]:
     t = spec.teacher
     if t is None:
         v["teacher_source"] = "none"
+    elif t.source == "ensemble" and all(m.source == "run" for m in t.members):
+        v.update(teacher_source="run", teacher_run=t.members[0].run_id,
+                 teacher_more_runs=[m.run_id for m in t.members[1:]], teacher_combine=t.combine)
+    elif t.source == "ensemble":  # members the form cannot show: the first one that it can
+        return {**v, **values_from_spec(spec.model_copy(update={"teacher": t.members[0]}))}
     elif t.source == "run":
         v.update(teacher_source="run", teacher_run=t.run_id)
     elif t.source == "checkpoint":

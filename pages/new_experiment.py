@@ -181,6 +181,28 @@ elif source == "run":
     here("teacher_run")
     if teacher_record is not None and not teacher_record.is_terminal:
         st.caption("This run has not finished: the student will wait for it.")
+    if options:
+        others = [i for i in options if i != S.get("teacher_run")]
+        if S.get("teacher_more_runs"):
+            widgets.keep_valid("teacher_more_runs", others)
+        c1, c2 = st.columns([3, 1])
+        c1.multiselect("Ensemble with further teacher runs", others, key="teacher_more_runs", persist_state=KEEP,
+                       format_func=lambda i: labels.get(i, i),
+                       help="The teachers' class probabilities are combined at the method's ρ; hint layers "
+                            "then name a member: teacher0.<layer>, teacher1.<layer>, ...")
+        if S.get("teacher_more_runs"):
+            c2.radio("Combine by", ["mean", "geometric"], key="teacher_combine", persist_state=KEEP,
+                     format_func={"mean": "mean of probabilities", "geometric": "geometric mean"}.get)
+    by_id = {r.id: r for r in candidate_runs}
+    chosen = [by_id[i] for i in [S.get("teacher_run"), *(S.get("teacher_more_runs") or [])] if i in by_id]
+    if chosen:  # the teachers' quality first: nobody should distil from a broken teacher by mistake
+        rows = forms.teacher_quality(chosen, num_classes)
+        st.dataframe(rows, hide_index=True, key="teacher_quality",
+                     column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
+                                    "calibration error (ECE)": st.column_config.NumberColumn(format="%.3f")})
+        for row in rows:
+            if row["note"].startswith("barely"):
+                st.warning(f"Teacher {row['teacher']} is {row['note']}.")
 elif source == "upload":
     def _save_upload() -> None:
         upload = S.get("teacher_upload")

@@ -221,3 +221,59 @@ def test_train_refuses_a_chain_with_a_sentence(tmp_path):
     path.write_text(yaml.safe_dump({**TINY, "chain": {"generations": 2}}))
     with pytest.raises(SpecError, match="kdcore submit"):
         load_spec(path)
+
+
+# ---- the dashboard -----------------------------------------------------------------------------------
+
+@pytest.fixture()
+def two_teacher_runs(kd_home, mlp_teacher, monkeypatch):
+    """A store with two completed digits teacher runs of different architectures (real checkpoints)."""
+    import shutil
+
+    from test_app_support import completed_run
+
+    from kdcore.jobs import RunStore
+    from kdcore.paths import run_dir
+
+    monkeypatch.setenv("KD_LOCAL_WORKER", "0")
+    store = RunStore()
+    ids = []
+    for model, ckpt in (("cnn_small", DIGITS_TEACHER), ("mlp_128", mlp_teacher)):
+        run_id = completed_run(store, {"name": f"{model} teacher", "dataset": {"name": "digits"}, "student": model})
+        run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        shutil.copy(ckpt, run_dir(run_id) / "checkpoint.pt")
+        ids.append(run_id)
+    return store, ids
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_two_teacher_runs_distils_from_the_dashboard(two_teacher_runs):
+    from test_app_support import app, no_exception
+
+    from kdcore.jobs import RunStatus
+
+    store, (first, second) = two_teacher_runs
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("run").run()
+    at.selectbox(key="teacher_run").set_value(first).run()
+    at.multiselect(key="teacher_more_runs").set_value([second]).run()
+    at.radio(key="teacher_combine").set_value("geometric").run()
+    # the teachers' quality is shown before launching: both runs, their accuracy and calibration
+    (quality,) = [d.value for d in at.dataframe if "calibration error (ECE)" in d.value.columns]
+    assert list(quality["run"]) == [first, second]
+    assert list(quality["test accuracy"]) == [store.get(i).final["test/acc"] for i in (first, second)]
+    at.selectbox(key="student").set_value("mlp_64").run()
+    at.number_input(key="epochs").set_value(2).run()
+    at.text_input(key="name").set_value("app ensemble").run()
+    no_exception(at)
+    assert not at.button(key="launch").disabled, [m.value for m in at.markdown if m.value.startswith(":red[")]
+    at.button(key="launch").click().run()
+    no_exception(at)
+    (record,) = [r for r in store.list_runs() if r.name == "app ensemble"]
+    assert record.spec.teacher.combine == "geometric"
+    assert [m.run_id for m in record.spec.teacher.members] == [first, second]
+    drain(store)
+    record = store.get(record.id)
+    assert record.status is RunStatus.COMPLETED, record.error
+    assert [m["model"] for m in record.info["teacher_members"]] == ["cnn_small", "mlp_128"]
+    assert record.final["test/acc"] > 0.2
