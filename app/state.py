@@ -183,7 +183,9 @@ class ZooJob:
         import threading
 
         self.num_classes, self.input_shape = num_classes, tuple(input_shape)
-        self.stats: dict[str, tuple[int, int] | str] = {}
+        # Parameters and FLOPs depend only on the model code and the input: kept on disk, so a new process
+        # (a restart, another replica on the same KD_HOME) shows the whole table at once.
+        self.stats: dict[str, tuple[int, int] | str] = _load_zoo_stats(self._cache_path())
         self.latency: dict[str, float | str] = {}
         self.measuring = False
         self._lock = threading.Lock()
@@ -204,12 +206,20 @@ class ZooJob:
 
         return zoo_names()
 
+    def _cache_path(self) -> Path:
+        c, h, w = self.input_shape
+        return kd_home() / "cache" / f"zoo-stats-{_models_fingerprint()}-{self.num_classes}-{c}x{h}x{w}.json"
+
     def _compute_stats(self) -> None:
         from kdcore.models import model_stats as compute
 
+        computed = False
         for name in self.names:
             if self._stop.is_set():
                 return
+            if name in self.stats:
+                continue
+            computed = True
             try:
                 s = compute(name, self.num_classes, self.input_shape)
                 result: tuple[int, int] | str = (s.params, s.flops)
@@ -217,6 +227,8 @@ class ZooJob:
                 result = _cannot_run(name, self.input_shape, err)
             with self._lock:
                 self.stats[name] = result
+        if computed:
+            _save_zoo_stats(self._cache_path(), self.snapshot()[0])
 
     def measure_latency(self) -> None:
         import threading
@@ -254,6 +266,42 @@ class ZooJob:
     def snapshot(self) -> tuple[dict, dict]:
         with self._lock:
             return dict(self.stats), dict(self.latency)
+
+
+def _models_fingerprint() -> str:
+    """A short hash of the model code (kdcore/models/*.py): cached statistics of other code are not used."""
+    import hashlib
+
+    import kdcore.models
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(kdcore.models.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _load_zoo_stats(path: Path) -> dict[str, tuple[int, int] | str]:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: tuple(v) if isinstance(v, list) else str(v) for k, v in data.items()}
+
+
+def _save_zoo_stats(path: Path, stats: dict[str, tuple[int, int] | str]) -> None:
+    """Written to a temporary file and renamed, so a reader never sees half a file; failure only costs speed."""
+    import json
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+            json.dump(stats, f)
+        os.replace(f.name, path)
+    except OSError:
+        pass
 
 
 def _cannot_run(name: str, input_shape: tuple[int, int, int], err: Exception) -> str:

@@ -69,12 +69,13 @@ def show_run(run_id: str) -> None:
         st.error(record.error)
 
     live_key = f"live_{run_id}"
-    smoothing = st.slider("Smoothing of step curves", 0.0, 0.99, 0.6, 0.01, key="smoothing",
-                          help="Exponential moving average, as in TensorBoard; the raw curve stays faint behind.")
 
     def live_view() -> None:
         # Every element here keeps its place from one refresh to the next (one status line, four metric
         # tiles, the same chart slots under the same keys): the browser then updates each in place.
+        # The smoothing slider is part of it, so moving it redraws the charts, not the whole page.
+        smoothing = st.slider("Smoothing of step curves", 0.0, 0.99, 0.6, 0.01, key="smoothing",
+                              help="Exponential moving average, as in TensorBoard; the raw curve stays faint behind.")
         current = store.get(run_id)
         data = S[live_key] = live.advance_view(store, run_id, S.get(live_key), current.attempts)
 

@@ -46,3 +46,23 @@ def test_latency_is_measured_on_request(kd_home):
         time.sleep(0.1)
     assert job.latency["mlp_64"] > 0
     job.stop()
+
+
+def test_zoo_statistics_are_kept_on_disk_for_the_next_process(kd_home, monkeypatch):
+    first = state.ZooJob(10, (1, 8, 8))
+    deadline = time.monotonic() + 60
+    while not first.stats_done and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.stop()
+    assert first._cache_path().is_file()
+
+    import kdcore.models
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("a cached model was built again")
+
+    monkeypatch.setattr(kdcore.models, "model_stats", must_not_build)
+    second = state.ZooJob(10, (1, 8, 8))  # a new process would do the same: read the file, build nothing
+    assert second.stats_done and second.stats == first.stats
+    assert second.stats["mlp_64"] == (64 * 64 + 64 + 64 * 10 + 10, first.stats["mlp_64"][1])
+    second.stop()
