@@ -557,6 +557,7 @@ class Trainer:
         hint_only = epoch <= spec.hint_stage_epochs
         cache = self.teacher_cache
         view = cache.view_of(epoch) if cache is not None else 0
+        teacher_first = self.teacher is not None and not self.distiller.needs_teacher_forward
         self.distiller.train()
         started = time.perf_counter()
         interval = StepInterval(started)
@@ -599,10 +600,13 @@ class Trainer:
                     else contextlib.nullcontext())
             with sync:
                 with autocast_for(self.device, self.precision):
-                    if cache is not None and cached is None:  # this view's first pass: keep what the teacher says
+                    # The teacher first, while the student's graph is not yet built (a few % faster on a CPU);
+                    # on a view's first pass the cache keeps what it said.
+                    if cached is None and teacher_first:
                         with torch.no_grad():
                             cached = self.teacher(x)
-                        cache.store(idx, view, cached)
+                        if cache is not None:
+                            cache.store(idx, view, cached)
                     z_s, losses = self.model(x, y, epoch=epoch, teacher_logits=cached, hint_only=hint_only,
                                              indices=idx)
                 values = iter(losses.values())
