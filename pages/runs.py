@@ -21,12 +21,14 @@ def show_table() -> None:
         return
     frame = tables.runs_frame(records, state.selected_accuracies(store, records))
     c1, c2, c3, c4, c5 = st.columns([2, 2, 3, 2, 2])
-    statuses = c1.multiselect("Status", list(tables.STATUSES), key="runs_status",
+    # "all" fits a narrow filter box, where Streamlit's "Choose options" is cut to "Choo"
+    statuses = c1.multiselect("Status", list(tables.STATUSES), key="runs_status", placeholder="all",
                               persist_state="session")
-    datasets = c2.multiselect("Dataset", sorted(frame["dataset"].unique()), key="runs_dataset", persist_state="session")
+    datasets = c2.multiselect("Dataset", sorted(frame["dataset"].unique()), key="runs_dataset", placeholder="all",
+                              persist_state="session")
     text = c3.text_input("Search", key="runs_search", placeholder="name, id, model or method", persist_state="session")
     all_tags = sorted({t for r in records for t in r.tags})
-    tags = c4.multiselect("Tags", all_tags, key="runs_tags", persist_state="session")
+    tags = c4.multiselect("Tags", all_tags, key="runs_tags", placeholder="any", persist_state="session")
     sort = c5.selectbox("Sort", list(tables.SORTS), key="runs_sort", persist_state="session")
     view = tables.filter_runs(frame, statuses=statuses, datasets=datasets, text=text, tags=tags, sort=sort)
     live = any(not r.is_terminal for r in records)
@@ -44,7 +46,7 @@ def show_table() -> None:
             key=f"runs_table_{S.get('runs_table_gen', 0)}", placeholder="—",
             column_config={
                 "status": st.column_config.TextColumn(width="small"),
-                "name": st.column_config.TextColumn(width="large"),
+                "name": st.column_config.TextColumn(width="medium"),
                 tables.LAST_ACC: st.column_config.NumberColumn(format="percent", width="small"),
                 tables.SELECTED_ACC: st.column_config.NumberColumn(
                     format="percent", width="small",

@@ -34,6 +34,10 @@ def test_table_lists_filters_and_opens_runs(kd_home):
     kd_row = table.set_index("id").loc[ids["kd"]]
     assert kd_row["status"] == "completed" and kd_row["agreement"] > 0.8
     assert kd_row["teacher → student"] == f"run {ids['teacher']} → mlp_64"
+    # short placeholders that fit a narrow filter box (an 800 px window)
+    assert [at.multiselect(key=k).proto.placeholder for k in ("runs_status", "runs_dataset", "runs_tags")] == \
+        ["all", "all", "any"]
+    assert table.set_index("id").loc[ids["teacher"], "method"] == "supervised (no teacher)"
     at.multiselect(key="runs_status").set_value(["queued"]).run()
     assert at.dataframe[0].value["id"].tolist() == [waiting]
     at.multiselect(key="runs_status").set_value([]).run()
