@@ -45,6 +45,8 @@ class Probes:
     teacher: np.ndarray | None  # (P, K) logits, None for a run without a teacher
     student: list[np.ndarray]  # one (P, K) logits array per recorded epoch
     epochs: list[int]
+    teacher_members: list[np.ndarray] | None = None  # an ensemble's members' logits, (P, K) each
+    teacher_member_names: list[str] | None = None
 
     @property
     def size(self) -> int:
@@ -80,6 +82,8 @@ def load_probes(path: str | Path) -> Probes | None:
         teacher=None if data.get("teacher") is None else arr(data["teacher"]),
         student=[arr(s) for s in data.get("student", [])],
         epochs=[int(e) for e in data.get("epochs", [])],
+        teacher_members=[arr(z) for z in data["teacher_members"]] if data.get("teacher_members") else None,
+        teacher_member_names=[str(n) for n in data.get("teacher_member_names", [])] or None,
     )
 
 

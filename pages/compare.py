@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures, state, tables
+from app import figures, state, tables, teachers
 
 store = state.get_store()
 S = st.session_state
@@ -98,3 +98,12 @@ else:
                  height=min(38 + 35 * len(shown), 700), placeholder="—")
     if len(chosen) > 1:
         st.caption(f"{int(differs.sum())} field(s) differ (highlighted).")
+
+# Runs linked teacher → student (a teacher-assistant chain, born-again generations): link by link.
+for i, chain in enumerate(teachers.chains(chosen)):
+    st.subheader(f"Teacher chain of {len(chain)}: " + " → ".join(r.spec.student for r in chain))
+    chain_table = teachers.chain_frame(chain)
+    st.dataframe(chain_table, hide_index=True, key=f"chain_table_{i}",
+                 column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
+                                "agreement with its teacher": st.column_config.NumberColumn(format="percent")})
+    st.plotly_chart(teachers.chain_figure(chain_table), key=f"chain_figure_{i}")

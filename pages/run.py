@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from app import auth, forms, live, live_chart, navigation, state, tables, widgets
+from app import auth, forms, live, live_chart, navigation, state, tables, teachers, widgets
 from kdcore.errors import KDError
 
 store = state.get_store()
@@ -94,6 +94,10 @@ def show_run(run_id: str) -> None:
                                           ("teacher/test_acc", "teacher accuracy"))):
             value = final.get(name)
             col.metric(label, f"{value:.1%}" if value is not None and value == value else "—")
+        members = teachers.ensemble_rows(current.info or {})
+        if members:  # an ensemble teacher: each member's accuracy beside the ensemble's
+            st.dataframe(members, hide_index=True, key="ensemble_members",
+                         column_config={"test accuracy": st.column_config.NumberColumn(format="percent")})
 
         frame = data["frame"]
         logged = frame["name"].unique() if frame is not None and len(frame) else []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import figures, softlabels, state, tables
+from app import figures, softlabels, state, tables, teachers
 
 store = state.get_store()
 S = st.session_state
@@ -61,6 +61,16 @@ with c2:
     dist = softlabels.distribution_frame(names, None if teacher is None else teacher[sample], student[sample], rho)
     st.plotly_chart(figures.distribution_figure(dist, rho, title=f"Soft labels of sample #{sample} at ρ = {rho:g}"),
                     key="soft_dist")
+
+if probes.teacher_members and record.spec.teacher.source == "ensemble":
+    member_labels = [f"teacher{i} ({n})" for i, n in enumerate(probes.teacher_member_names or [])]
+    frame = teachers.member_distribution_frame(names, [z[sample] for z in probes.teacher_members], member_labels,
+                                               record.spec.teacher, student[sample], rho)
+    st.plotly_chart(teachers.member_distribution_figure(
+        frame, rho, title=f"Each teacher of the ensemble, the ensemble and the student on #{sample} at ρ = {rho:g}"),
+        key="soft_members")
+    st.caption(f"The ensemble is the {record.spec.teacher.combine} of its members' distributions at this ρ "
+               "(geometric: the mean of log-probabilities, renormalised).")
 
 if teacher is not None:
     st.subheader("Where the student disagrees")

@@ -178,6 +178,16 @@ def test_a_teacher_assistant_chain_of_three_completes_from_one_submission(kd_hom
     assert runs[0].final["test/acc"] > 0.5
     assert all(0 <= r.final["fidelity/agreement"] <= 1 and r.info["teacher"] == before.spec.student
                for before, r in zip(runs, runs[1:]))
+    # the compare view shows the chain link by link, with a chart of accuracy and agreement
+    from test_app_support import app, no_exception
+
+    at = app("compare.py")
+    at.multiselect(key="compare_runs").set_value(ids).run()
+    no_exception(at)
+    (table,) = [d.value for d in at.dataframe if "link" in d.value.columns]
+    assert list(table["model"]) == ["mlp_128", "mlp_64", "mlp_32"]
+    assert list(table["test accuracy"]) == pytest.approx([r.final["test/acc"] for r in runs])
+    assert any("Accuracy and agreement along the chain" in c.proto.spec for c in at.get("plotly_chart"))
 
 
 @pytest.mark.slow
@@ -277,3 +287,17 @@ def test_an_ensemble_of_two_teacher_runs_distils_from_the_dashboard(two_teacher_
     assert record.status is RunStatus.COMPLETED, record.error
     assert [m["model"] for m in record.info["teacher_members"]] == ["cnn_small", "mlp_128"]
     assert record.final["test/acc"] > 0.2
+    # the run view: each member's accuracy and the ensemble's
+    view = app("run.py", run=record.id)
+    no_exception(view)
+    (members,) = [d.value for d in view.dataframe if "teacher" in d.value.columns]
+    assert list(members["teacher"]) == ["teacher0", "teacher1", "ensemble"]
+    assert list(members["test accuracy"]) == pytest.approx(
+        [m["test_acc"] for m in record.info["teacher_members"]] + [record.info["teacher_test_acc"]])
+    # the soft-labels page: each member's distribution beside the ensemble's and the student's
+    soft = app("soft_labels.py", run=record.id)
+    soft.selectbox(key="soft_run").set_value(record.id).run()
+    no_exception(soft)
+    chart = next(c for c in soft.get("plotly_chart") if '"teacher0 (cnn_small)"' in c.proto.spec)
+    for name in ('"teacher1 (mlp_128)"', '"ensemble"', '"student"'):
+        assert name in chart.proto.spec
