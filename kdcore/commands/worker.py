@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-when-idle", action="store_true", help="exit once no run is queued or running")
     p.add_argument("--max-runs", type=int, help="exit after this many runs")
     p.add_argument("--quiet", action="store_true", help="log only to KD_HOME/worker-<id>.log")
+    p.add_argument("--devices", type=int, help="devices this worker owns: it takes runs asking for up to this many "
+                   "(on a CPU, processes; default 1, or the number of --gpus)")
+    p.add_argument("--gpus", help="GPU ids this worker owns, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES for its runs)")
+    p.add_argument("--rank-of", help=argparse.SUPPRESS)  # one rank of a multi-device run, started by a worker
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +40,17 @@ def run(args: argparse.Namespace) -> int:
         raise KDError(f"--device must be auto, cpu, mps, cuda or cuda:N (got {args.device!r})")
     if args.slots < 1:
         raise KDError("--slots must be at least 1")
+    if args.rank_of:
+        return _run_rank(args)
+    if args.gpus is not None:
+        if not re.fullmatch(r"\d+(,\d+)*", args.gpus):
+            raise KDError(f"--gpus must list GPU ids such as 0,1 (got {args.gpus!r})")
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus  # the runs' cuda:0… are these GPUs
+        args.devices = args.devices or len(args.gpus.split(","))
+        if args.device == "auto":
+            args.device = "cuda"
+    if args.devices is not None and args.devices < 1:
+        raise KDError("--devices must be at least 1")
     from kdcore.jobs.worker import restrict_visible_device
 
     restrict_visible_device(args.device)  # before anything can initialise CUDA; children inherit it
@@ -46,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     worker_id = args.worker_id or new_worker_id()
     options = {k: getattr(args, k) for k in ("device", "db", "poll", "heartbeat", "stale_after", "max_attempts",
-                                             "exit_when_idle", "max_runs", "quiet")}
+                                             "exit_when_idle", "max_runs", "quiet", "devices")}
     code = run_slot(worker_id, options) if args.slots == 1 else _run_slots(worker_id, args.slots, options)
     _exit_now(code)
     return code
@@ -78,11 +93,25 @@ def run_slot(worker_id: str, options: dict) -> int:
         stale_after_s=options["stale_after"] or store_module.STALE_AFTER_S,
         max_attempts=options["max_attempts"] or store_module.MAX_ATTEMPTS,
         exit_when_idle=options["exit_when_idle"], max_runs=options["max_runs"],
+        devices=options.get("devices") or 1, db_url=options["db"],
     )
     worker = Worker(RunStore(options["db"]), config, worker_id=worker_id)
     worker.install_signal_handlers()
     worker.run_forever()
     return 0
+
+
+def _run_rank(args: argparse.Namespace) -> int:
+    """One rank of a multi-device run (the launcher starts one per device); rank 0 reports to the store."""
+    from kdcore.jobs.store import RunStore
+    from kdcore.jobs.worker import Worker, WorkerConfig
+    from kdcore.paths import kd_home
+    from kdcore.train.distributed import world_from_env
+
+    _configure_logging(kd_home() / f"worker-{args.worker_id}-rank{world_from_env().rank}.log", quiet=True)
+    store = RunStore(args.db)
+    worker = Worker(store, WorkerConfig(device=args.device), worker_id=args.worker_id)
+    return worker.execute_rank(store.get(args.rank_of))
 
 
 def _run_slots(worker_id: str, slots: int, options: dict) -> int:

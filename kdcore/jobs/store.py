@@ -374,21 +374,24 @@ class RunStore:
                                 .values(heartbeat_at=now))
             return done.rowcount == 1
 
-    def claim_next(self, worker_id: str, *, device: str) -> RunRecord | None:
+    def claim_next(self, worker_id: str, *, device: str, max_devices: int | None = None) -> RunRecord | None:
         """Atomically take the oldest runnable run (queued, not waiting for an unfinished run) and mark it
         running for this worker; None if there is none. Two workers can never claim the same run: the
         UPDATE only succeeds while the row is still queued (and on PostgreSQL rows another worker is
-        claiming are skipped with FOR UPDATE SKIP LOCKED rather than waited for)."""
+        claiming are skipped with FOR UPDATE SKIP LOCKED rather than waited for). With `max_devices`, only
+        runs asking for at most that many devices on one node (the spec's `devices`, `nodes` 1) are taken."""
         worker_id = checked_text(worker_id, "a worker id", t.runs.c.worker_id)
         device = checked_text(device, "a worker's device", t.runs.c.device)
         r = t.runs.c
-        query = (select(r.id).where(r.status == RunStatus.QUEUED.value, ~_waiting(r))
-                 .order_by(r.created_at, r.id).limit(5))
+        query = (select(r.id, r.spec).where(r.status == RunStatus.QUEUED.value, ~_waiting(r))
+                 .order_by(r.created_at, r.id).limit(5 if max_devices is None else 50))
         if self.is_postgres:
             query = query.with_for_update(skip_locked=True, of=t.runs)
         with write_tx(self.engine) as conn:
             now = database_now(conn)
-            for (run_id,) in conn.execute(query).all():
+            for run_id, spec in conn.execute(query).all():
+                if max_devices is not None and not _fits(spec, max_devices):
+                    continue
                 done = conn.execute(
                     update(t.runs).where(r.id == run_id, r.status == RunStatus.QUEUED.value).values(
                         status=RunStatus.RUNNING.value, worker_id=worker_id, device=device,
@@ -476,13 +479,16 @@ class RunStore:
             self.resolve_dependencies()
         return True
 
-    def release_run(self, run_id: str, worker_id: str, attempt: int, reason: str) -> bool:
+    def release_run(self, run_id: str, worker_id: str, attempt: int, reason: str, *,
+                    count_attempt: bool = False) -> bool:
         """Put a run the worker owns back in the queue (the worker is shutting down); another worker
-        resumes it from its checkpoint. A release does not count as a failed attempt."""
+        resumes it from its checkpoint. A release does not count as a failed attempt unless
+        `count_attempt` (a process of the run died: after max attempts it fails for good)."""
         r = t.runs.c
         with write_tx(self.engine) as conn:
             done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt)).values(
-                status=RunStatus.QUEUED.value, worker_id=None, attempts=r.attempts - 1))
+                status=RunStatus.QUEUED.value, worker_id=None,
+                attempts=r.attempts if count_attempt else r.attempts - 1))
             if done.rowcount != 1:
                 return False
             self._event(conn, run_id, f"released by worker {worker_id}: {reason}", level="warning")
@@ -829,3 +835,12 @@ def _current_user() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name in some containers
         return "unknown"
+
+
+def _fits(spec: Any, max_devices: int) -> bool:
+    """Whether a stored spec's run fits on one worker with `max_devices` free devices."""
+    spec = spec if isinstance(spec, dict) else {}
+    try:
+        return int(spec.get("nodes") or 1) == 1 and int(spec.get("devices") or 1) <= max_devices
+    except (TypeError, ValueError):
+        return True

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import traceback
@@ -183,6 +184,8 @@ class WorkerConfig:
     max_attempts: int = MAX_ATTEMPTS
     exit_when_idle: bool = False  # stop once no run is queued or running (tests, batch jobs)
     max_runs: int | None = None  # stop after executing this many runs
+    devices: int = 1  # devices this worker owns (GPUs, or CPU processes): it claims runs asking for no more
+    db_url: str | None = None  # where the ranks of a multi-device run find the store
 
 
 class Worker:
@@ -255,7 +258,7 @@ class Worker:
                                                 max_attempts=self.config.max_attempts):
                 log.warning("run %s: its worker stopped heartbeating; reclaimed", run_id)
             self.store.resolve_dependencies()
-            return self.store.claim_next(self.id, device=self.device_label)
+            return self.store.claim_next(self.id, device=self.device_label, max_devices=self.config.devices)
         except SQLAlchemyError as err:
             log.warning("the store is unavailable (%s); retrying", err.__class__.__name__)
             return None
@@ -300,6 +303,8 @@ class Worker:
             if attempt > 1 and not (out_dir / CHECKPOINT_NAME).is_file():
                 cb.drop_points_after(0, 0, "the previous attempt left no checkpoint: starting over, "
                                            "its points dropped")
+            if record.spec.world_size > 1:
+                return self._execute_launched(record, cb)
             try:
                 result = train(self._placed(record.spec), out_dir, cb, resume=True)
             except (KeyboardInterrupt, SystemExit):
@@ -314,6 +319,79 @@ class Worker:
             with self._current_lock:
                 self._current = None
             _free_memory()
+
+    def _execute_launched(self, record: RunRecord, cb: StoreCallbacks) -> RunStatus | None:
+        """A run over several devices: its ranks start through PyTorch's elastic launcher, rank 0 reporting to
+        the store as this worker (`python -m kdcore worker --rank-of RUN`). This process keeps heartbeating,
+        watches for a cancel or a shutdown and then stops every rank (SIGTERM through the launcher, which
+        forwards it; SIGKILL to the launcher's process group after a grace period). A rank that dies ends
+        the attempt: the run goes back to the queue and resumes from its last checkpoint."""
+        from kdcore.train.distributed import launcher_command
+
+        spec = record.spec
+        script = ["worker", "--rank-of", record.id, "--worker-id", self.id, "--device", self.config.device,
+                  "--quiet", *(["--db", self.config.db_url] if self.config.db_url else [])]
+        cmd = launcher_command(script, devices=spec.devices, run_id=record.id)
+        proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL)
+        stopping_since = None
+        while proc.poll() is None:
+            if stopping_since is None and cb.should_stop():
+                log.info("run %s: stopping its %d ranks", record.id, spec.world_size)
+                proc.send_signal(signal.SIGTERM)
+                stopping_since = time.monotonic()
+            elif stopping_since is not None and time.monotonic() - stopping_since > RANK_STOP_GRACE_S:
+                os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(0.2)
+        _kill_group(proc.pid)  # nothing of the run outlives it
+        code = proc.returncode
+        if cb.lost:
+            return None
+        status = self.store.get(record.id).status
+        if status is not RunStatus.RUNNING:  # rank 0 recorded the end (completed, failed, cancelled)
+            return status
+        if cb.cancel_requested:
+            self.store.finish_run(record.id, self.id, cb.attempt, RunStatus.CANCELLED,
+                                  message="cancelled: every rank stopped; the last checkpoint is kept",
+                                  artifacts=_existing_artifacts(record.id) or None)
+            return RunStatus.CANCELLED
+        if cb.shutdown.is_set():
+            self.store.release_run(record.id, self.id, cb.attempt, "the worker is shutting down; the run resumes "
+                                                                   "from its last checkpoint")
+            return None
+        if cb.attempt >= self.config.max_attempts:
+            error = f"a rank of the run ended with exit code {code} on each of {cb.attempt} attempts"
+            self.store.finish_run(record.id, self.id, cb.attempt, RunStatus.FAILED, error=error,
+                                  message=f"failed: {error}", level="error",
+                                  artifacts=_existing_artifacts(record.id) or None)
+            return RunStatus.FAILED
+        self.store.release_run(record.id, self.id, cb.attempt, f"a rank ended with exit code {code}; the run "
+                               "resumes from its last checkpoint", count_attempt=True)
+        return None
+
+    def execute_rank(self, record: RunRecord) -> int:
+        """One rank of a run the launcher started for this worker: rank 0 reports to the store and records a
+        user error (a spec the data or models refuse) as the run's failure; any other failure is left to the
+        worker that launched it (it requeues the run)."""
+        from kdcore.train import train
+        from kdcore.train.distributed import world_from_env
+
+        spec = self._placed(record.spec)
+        if not world_from_env().is_main:
+            train(spec, run_dir(record.id), None, resume=True)
+            return 0
+        cb = StoreCallbacks(self.store, record.id, self.id, record.attempts,
+                            device_label=None if self.config.device == "auto" else self.device_label)
+        try:
+            result = train(spec, run_dir(record.id), cb, resume=True)
+        except KDError as err:
+            self._fail(cb, err)
+            return 2
+        except BaseException:
+            cb.flush()
+            raise
+        cb.flush()
+        self._finish(cb, result)
+        return 0
 
     def _placed(self, spec):
         """A worker bound to a device trains there whatever the spec wished for: after
@@ -367,6 +445,16 @@ class Worker:
                                                            "resumes it from its last checkpoint")
         log.info("run %s handed back to the queue", run_id)
         return None
+
+
+RANK_STOP_GRACE_S = 20.0  # after SIGTERM, how long the ranks get before the launcher's group is killed
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _device_label(device: str) -> str:

@@ -1,0 +1,85 @@
+"""Workers that own several devices: multi-device runs through the elastic launcher, no oversubscription,
+cancellation reaching every rank with no process left behind (gloo on the CPU)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kdcore.jobs import RunStatus, RunStore
+from kdcore.jobs.testing import database_url, start_worker, stop_process, wait_until
+from kdcore.paths import run_dir
+from kdcore.spec import RunSpec
+
+RUN_TIMEOUT_S = 240
+
+
+def tiny(**fields) -> RunSpec:
+    return RunSpec(**{"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 2, "batch_size": 64,
+                      "probe_size": 8, "device": "cpu", **fields})
+
+
+@pytest.fixture()
+def sqlite_url(kd_home) -> str:
+    with database_url("sqlite", kd_home) as url:
+        yield url
+
+
+def run_processes(run_id: str) -> list[int]:
+    """Pids of every live process belonging to a run (its launcher and ranks carry the run id)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if run_id.encode() in cmdline and state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_worker_claims_only_runs_that_fit_its_free_devices(sqlite_url):
+    store = RunStore(sqlite_url)
+    wide = store.submit(tiny(name="wide", devices=2))
+    narrow = store.submit(tiny(name="narrow"))
+    store.register_worker("w1", host="h", pid=1, device="cpu")
+    claimed = store.claim_next("w1", device="cpu", max_devices=1)
+    assert claimed is not None and claimed.id == narrow  # the older 2-device run does not fit one device
+    assert store.claim_next("w1", device="cpu", max_devices=1) is None
+    assert store.claim_next("w1", device="cpu", max_devices=2).id == wide
+    two_nodes = store.submit(tiny(name="two nodes", nodes=2))
+    assert store.claim_next("w1", device="cpu", max_devices=8) is None  # a worker alone is one node
+    assert store.get(two_nodes).status is RunStatus.QUEUED
+
+
+@pytest.mark.slow
+def test_a_two_device_worker_runs_a_two_process_run_and_a_cancel_stops_every_rank(sqlite_url, kd_home):
+    store = RunStore(sqlite_url)
+    done = store.submit(tiny(name="two ranks", devices=2))
+    endless = store.submit(tiny(name="endless", devices=2, epochs=2000, checkpoint_every_s=0))
+    worker = start_worker(kd_home, sqlite_url, "--device", "cpu", "--devices", "2")
+    try:
+        finished = wait_until(lambda: (r := store.get(done)).status in (RunStatus.COMPLETED, RunStatus.FAILED) and r,
+                              RUN_TIMEOUT_S, "the 2-process run to end",
+                              on_timeout=lambda: (kd_home / "worker.out").read_text()[-4000:])
+        assert finished.status is RunStatus.COMPLETED, finished.error
+        assert finished.info["world_size"] == 2 and finished.info["device_batch"] == 32
+        assert finished.final["test/acc"] > 0.3
+        epochs = [p.epoch for p in store.metrics(done, names=["train/acc"], kind="epoch")]
+        assert epochs == [1, 2]  # rank 0 alone reported: one point per epoch
+        checkpoint = run_dir(endless) / "checkpoint.pt"
+        wait_until(lambda: checkpoint.is_file() and len(run_processes(endless)) >= 3, RUN_TIMEOUT_S,
+                   "the endless run's launcher and two ranks with a checkpoint")
+        store.cancel(endless, by="tester")
+        run = wait_until(lambda: (r := store.get(endless)).status is not RunStatus.RUNNING and r, 30,
+                         "the cancel to reach the run")
+        assert run.status is RunStatus.CANCELLED
+        # within seconds the launcher and both ranks are gone, none orphaned
+        wait_until(lambda: run_processes(endless) == [], 15, "every process of the run to end",
+                   on_timeout=lambda: f"left: {run_processes(endless)}")
+        assert checkpoint.is_file()
+    finally:
+        stop_process(worker)
