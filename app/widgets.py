@@ -51,6 +51,10 @@ def run_caption(record: Any) -> str:
         parts = [f"`{record.id}`", record.dataset, record.student, "labels only (no teacher)"]
     if record.device:
         parts.append(record.device)
+    world = int((record.info or {}).get("world_size") or 1)
+    if world > 1:  # one run over several processes (DDP)
+        parts.append(f"world size {world} ({record.info.get('device_batch')} per device, "
+                     f"global batch {record.info.get('global_batch')})")
     if record.is_terminal and record.duration_s is not None:
         parts.append(f"took {format_duration(record.duration_s)}")
     elif record.started_at is not None:

@@ -70,6 +70,9 @@ def test_a_two_device_worker_runs_a_two_process_run_and_a_cancel_stops_every_ran
         assert finished.final["test/acc"] > 0.3
         epochs = [p.epoch for p in store.metrics(done, names=["train/acc"], kind="epoch")]
         assert epochs == [1, 2]  # rank 0 alone reported: one point per epoch
+        from app.widgets import run_caption
+
+        assert "world size 2 (32 per device, global batch 64)" in run_caption(finished)
         checkpoint = run_dir(endless) / "checkpoint.pt"
         wait_until(lambda: checkpoint.is_file() and len(run_processes(endless)) >= 3, RUN_TIMEOUT_S,
                    "the endless run's launcher and two ranks with a checkpoint")
@@ -81,5 +84,56 @@ def test_a_two_device_worker_runs_a_two_process_run_and_a_cancel_stops_every_ran
         wait_until(lambda: run_processes(endless) == [], 15, "every process of the run to end",
                    on_timeout=lambda: f"left: {run_processes(endless)}")
         assert checkpoint.is_file()
+    finally:
+        stop_process(worker)
+
+
+def rank_pid(run_id: str, rank: int) -> int | None:
+    for pid in run_processes(run_id):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and b"TORCHELASTIC_RUN_ID=" + run_id.encode() in env:
+            return pid
+    return None
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_epoch_ends_the_attempt_and_the_run_resumes_from_its_checkpoint(sqlite_url, kd_home):
+    import os
+    import signal
+
+    store = RunStore(sqlite_url)
+    # one sample per rank and step: an epoch lasts long enough to be killed in the middle of one
+    run_id = store.submit(tiny(name="killed rank", devices=2, batch_size=2, epochs=3, checkpoint_every_s=0))
+    worker = start_worker(kd_home, sqlite_url, "--device", "cpu", "--devices", "2", "--exit-when-idle")
+    try:
+        checkpoint = run_dir(run_id) / "checkpoint.pt"
+
+        def mid_epoch_after_a_checkpoint():
+            run = store.get(run_id)
+            if not (checkpoint.is_file() and run.epoch >= 1 and run.epoch < run.spec.epochs):
+                return None
+            points = store.metrics(run_id, names=["loss/total"])
+            past = points and points[-1].step > run.epoch * run.info["steps_per_epoch"]
+            return rank_pid(run_id, 1) if past else None
+
+        victim = wait_until(mid_epoch_after_a_checkpoint, RUN_TIMEOUT_S, "rank 1 mid-epoch after a checkpoint",
+                            on_timeout=lambda: (kd_home / "worker.out").read_text()[-4000:])
+        os.kill(victim, signal.SIGKILL)
+        run = wait_until(lambda: (r := store.get(run_id)).status in (RunStatus.COMPLETED, RunStatus.FAILED) and r,
+                         RUN_TIMEOUT_S, "the run to end", on_timeout=lambda: (kd_home / "worker.out").read_text()[-4000:])
+        assert run.status is RunStatus.COMPLETED, run.error
+        assert run.attempts == 2
+        messages = [e.message for e in store.events(run_id)]
+        assert any("a rank ended with exit code" in m for m in messages)
+        assert any(m.startswith("resumed after epoch") for m in messages)  # from the checkpoint, not from scratch
+        steps = [p.step for p in store.metrics(run_id, names=["loss/total"])]
+        per_epoch = run.info["steps_per_epoch"]
+        assert steps == sorted(set(steps)) and steps[-1] == run.spec.epochs * per_epoch  # gapless, no duplicate
+        assert {e * per_epoch for e in range(1, run.spec.epochs + 1)} <= set(steps)
+        epochs = [p.epoch for p in store.metrics(run_id, names=["train/acc"], kind="epoch")]
+        assert epochs == [1, 2, 3]
     finally:
         stop_process(worker)

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             args.device = "cuda"
     if args.devices is not None and args.devices < 1:
         raise KDError("--devices must be at least 1")
+    if args.slots > 1 and (args.devices or 1) > 1:
+        raise KDError("a worker owning several devices runs one run at a time: leave out --slots")
     from kdcore.jobs.worker import restrict_visible_device
 
     restrict_visible_device(args.device)  # before anything can initialise CUDA; children inherit it
