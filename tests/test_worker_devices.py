@@ -94,7 +94,7 @@ def rank_pid(run_id: str, rank: int) -> int | None:
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"RANK={rank}".encode() in env and b"TORCHELASTIC_RUN_ID=" + run_id.encode() in env:
+        if f"RANK={rank}".encode() in env and b"LOCAL_RANK=" + str(rank).encode() in env:
             return pid
     return None
 
@@ -105,8 +105,8 @@ def test_a_rank_killed_mid_epoch_ends_the_attempt_and_the_run_resumes_from_its_c
     import signal
 
     store = RunStore(sqlite_url)
-    # one sample per rank and step: an epoch lasts long enough to be killed in the middle of one
-    run_id = store.submit(tiny(name="killed rank", devices=2, batch_size=2, epochs=3, checkpoint_every_s=0))
+    # two samples per rank and step: an epoch lasts long enough to be killed in the middle of one
+    run_id = store.submit(tiny(name="killed rank", devices=2, batch_size=4, epochs=3, checkpoint_every_s=0))
     worker = start_worker(kd_home, sqlite_url, "--device", "cpu", "--devices", "2", "--exit-when-idle")
     try:
         checkpoint = run_dir(run_id) / "checkpoint.pt"
