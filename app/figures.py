@@ -164,8 +164,9 @@ def curves_figure(frame: pd.DataFrame, names: Sequence[str] | None = None, *, x:
 
 
 def overlay_figure(frame: pd.DataFrame, metric: str, *, x: str = "step", smoothing: float = 0.0,
-                   percent: bool | None = None) -> go.Figure:
-    """One metric of several runs overlaid: frame columns run (a label), step, epoch, name, value."""
+                   percent: bool | None = None, log_y: bool = False, height: int = _HEIGHT) -> go.Figure:
+    """One metric of several runs overlaid: frame columns run (a label), the x column, name, value.
+    `log_y` draws the y axis on a log scale (losses over orders of magnitude)."""
     data = frame[frame["name"] == metric] if len(frame) else frame
     title = metric_label(metric)
     if len(data) == 0:
@@ -178,9 +179,11 @@ def overlay_figure(frame: pd.DataFrame, metric: str, *, x: str = "step", smoothi
         y = smooth(series["value"].to_numpy(), smoothing) if smoothing > 0 else series["value"]
         fig.add_trace(go.Scatter(x=series[x], y=y, mode="lines+markers" if markers else "lines", name=str(run),
                                  line=dict(color=PALETTE[i % len(PALETTE)])))
-    _layout(fig, title=title, x_title=x, y_title=title)
+    _layout(fig, title=title, x_title=x, y_title=title, height=height)
     _integer_epochs(fig, data, x)
-    if percent if percent is not None else _is_fraction_metric(metric):
+    if log_y:
+        fig.update_yaxes(type="log")
+    elif percent if percent is not None else _is_fraction_metric(metric):
         fig.update_yaxes(tickformat=".0%", range=None if smoothing > 0 else fraction_range(data["value"]))
     return fig
 

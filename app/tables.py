@@ -354,9 +354,16 @@ def default_metric(names: Sequence[str]) -> str | None:
     return preferred[0] if preferred else (names[0] if names else None)
 
 
+WALL_TIME = "wall time (s)"  # the Compare x axis of seconds since each run's first point
+X_AXES = ("step", "epoch", WALL_TIME)
+
+
 def overlay_data(frame: pd.DataFrame, metric: str, x: str) -> pd.DataFrame:
     """The points to draw for `metric` against `x`: a step metric drawn per epoch is averaged over each
-    epoch (per run); anything else is drawn as logged."""
+    epoch (per run); against wall time each run starts at 0 s; anything else is drawn as logged."""
+    if x == WALL_TIME:
+        data = frame[frame["name"] == metric]
+        return data.assign(**{WALL_TIME: data["wall_time"] - data.groupby("run")["wall_time"].transform("min")})
     if x == "epoch" and x_axis_for([metric]) == "step":
         return frame[frame["name"] == metric].groupby(["run", "epoch", "name"], as_index=False)["value"].mean()
     return frame

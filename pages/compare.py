@@ -45,18 +45,29 @@ labels = tables.run_labels(chosen)
 frame = tables.combined_metrics((labels[r.id], state.metrics_frame(store, r)) for r in chosen)
 
 names = sorted(frame["name"].unique()) if len(frame) else []
-c1, c2, c3 = st.columns([3, 1, 2])
+c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
 if names:
     if S.get("compare_metric") not in names:
         S["compare_metric"] = tables.default_metric(names)
     metric = c1.selectbox("Metric", names, format_func=lambda n: f"{figures.metric_label(n)} ({n})",
                           key="compare_metric")
     default_x = tables.x_axis_for([metric])
-    x = c2.radio("x axis", ["step", "epoch"], index=0 if default_x == "step" else 1, horizontal=True,
-                 key=f"compare_x_{metric}")
+    x = c2.radio("x axis", list(tables.X_AXES), index=tables.X_AXES.index(default_x), horizontal=True,
+                 key=f"compare_x_{metric}", help="Wall time: seconds since each run's first point.")
     smoothing = c3.slider("Smoothing", 0.0, 0.99, 0.0 if x == "epoch" else 0.6, 0.01, key=f"compare_smooth_{x}")
+    log_y = c4.toggle("Log y", key="compare_log_y", help="A logarithmic y axis, for losses over orders of magnitude.")
     data = tables.overlay_data(frame, metric, x)
-    st.plotly_chart(figures.overlay_figure(data, metric, x=x, smoothing=smoothing), key="compare_overlay")
+    st.plotly_chart(figures.overlay_figure(data, metric, x=x, smoothing=smoothing, log_y=log_y), key="compare_overlay")
+    # A panel grid: more metrics at once, each against its own axis, two to a row.
+    more = st.multiselect("More metrics side by side", [n for n in names if n != metric],
+                          format_func=figures.metric_label, key="compare_more", placeholder="none")
+    for row in range(0, len(more), 2):
+        cols = st.columns(2)
+        for col, name in zip(cols, more[row:row + 2]):
+            panel_x = tables.x_axis_for([name])
+            col.plotly_chart(figures.overlay_figure(tables.overlay_data(frame, name, panel_x), name, x=panel_x,
+                                                    smoothing=smoothing if panel_x == "step" else 0.0, log_y=log_y,
+                                                    height=300), key=f"compare_panel_{name}")
 else:
     st.info("The chosen runs have not logged any metric yet.")
 

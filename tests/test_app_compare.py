@@ -1,6 +1,8 @@
 """Compare page: overlaid metrics, specs side by side with differences, final metrics, sweeps."""
 from __future__ import annotations
 
+import json
+
 from test_app_support import (
     TEACHER,
     app,
@@ -32,6 +34,17 @@ def test_compare_runs_overlays_a_metric_and_highlights_spec_differences(kd_home)
     assert "teacher.run_id" in specs.index and "epochs" not in specs.index  # only differences by default
     at.toggle(key="compare_only_diff").set_value(False).run()
     assert "epochs" in at.dataframe[1].value.index
+
+
+    # wall-time x axis (each run from 0 s), a log y axis and a grid of more metrics
+    at.radio(key="compare_x_test/acc").set_value("wall time (s)").run()
+    at.toggle(key="compare_log_y").set_value(True).run()
+    at.multiselect(key="compare_more").set_value(["loss/total", "lr"]).run()
+    no_exception(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # the overlay and two panels
+    overlay = json.loads(charts[0].proto.spec)
+    assert overlay["layout"]["yaxis"]["type"] == "log" and overlay["layout"]["xaxis"]["title"]["text"] == "wall time (s)"
 
 
 def test_compare_a_sweep_plots_the_swept_value(kd_home):

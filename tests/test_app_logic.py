@@ -546,3 +546,13 @@ def test_a_run_without_teacher_is_not_called_a_method():
     kd = RunSpec.from_dict({"teacher": {"source": "run", "run_id": "abcd1234"},
                             "logit": {"method": "kd", "rho": 4.0}})
     assert tables.method_text(R(spec=kd, method_label=kd.method_label)) == "KD ρ=4"
+
+
+def test_wall_time_axis_starts_each_run_at_zero():
+    import pandas as pd
+
+    frame = pd.DataFrame({"run": ["a", "a", "b", "b"], "step": [1, 2, 1, 2], "epoch": [1, 1, 1, 1],
+                          "name": ["loss/total"] * 4, "value": [1.0, 0.5, 1.2, 0.6],
+                          "wall_time": [100.0, 103.0, 500.0, 510.0]})
+    data = tables.overlay_data(frame, "loss/total", tables.WALL_TIME)
+    assert data[tables.WALL_TIME].tolist() == [0.0, 3.0, 0.0, 10.0]
