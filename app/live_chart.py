@@ -54,7 +54,9 @@ def curves_spec(*, title: str, x: str, percent: bool = False, from_zero: bool = 
     )
     raw = base.transform_filter(alt.datum.layer == "raw").mark_line(opacity=0.25, strokeWidth=1)
     line = base.transform_filter(alt.datum.layer == "line").mark_line(point=x == "epoch", strokeWidth=2)
-    heading = alt.TitleParams(title, anchor="start", subtitle=note) if note else alt.TitleParams(title, anchor="start")
+    # grey: readable on a light and on a dark page (Vega's default subtitle colour is black)
+    heading = (alt.TitleParams(title, anchor="start", subtitle=note, subtitleColor="#8c8c8c") if note
+               else alt.TitleParams(title, anchor="start"))
     return alt.layer(raw, line).properties(title=heading, height=HEIGHT).to_dict()
 
 

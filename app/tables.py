@@ -34,7 +34,7 @@ def teacher_student(record: Any) -> str:
     return f"{teacher} → {record.student}" if teacher else f"{record.student} (no teacher)"
 
 
-NO_TEACHER = "supervised (no teacher)"
+NO_TEACHER = "labels only (no teacher)"
 
 
 def method_text(record: Any) -> str:

@@ -48,7 +48,7 @@ def run_caption(record: Any) -> str:
     if teacher:
         parts = [f"`{record.id}`", record.dataset, f"{teacher} → {record.student}", tables.method_text(record)]
     else:
-        parts = [f"`{record.id}`", record.dataset, record.student, "labels only (no teacher)"]
+        parts = [f"`{record.id}`", record.dataset, record.student, tables.NO_TEACHER]
     if record.device:
         parts.append(record.device)
     world = int((record.info or {}).get("world_size") or 1)

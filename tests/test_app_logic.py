@@ -542,7 +542,7 @@ def test_a_run_without_teacher_is_not_called_a_method():
     from kdcore.spec import RunSpec
 
     teacher_run = R(spec=RunSpec(), method_label=RunSpec().method_label)
-    assert tables.method_text(teacher_run) == "supervised (no teacher)"
+    assert tables.method_text(teacher_run) == "labels only (no teacher)"
     kd = RunSpec.from_dict({"teacher": {"source": "run", "run_id": "abcd1234"},
                             "logit": {"method": "kd", "rho": 4.0}})
     assert tables.method_text(R(spec=kd, method_label=kd.method_label)) == "KD ρ=4"

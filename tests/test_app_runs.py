@@ -37,7 +37,7 @@ def test_table_lists_filters_and_opens_runs(kd_home):
     # short placeholders that fit a narrow filter box (an 800 px window)
     assert [at.multiselect(key=k).proto.placeholder for k in ("runs_status", "runs_dataset", "runs_tags")] == \
         ["all", "all", "any"]
-    assert table.set_index("id").loc[ids["teacher"], "method"] == "supervised (no teacher)"
+    assert table.set_index("id").loc[ids["teacher"], "method"] == "labels only (no teacher)"
     at.multiselect(key="runs_status").set_value(["queued"]).run()
     assert at.dataframe[0].value["id"].tolist() == [waiting]
     at.multiselect(key="runs_status").set_value([]).run()
