@@ -220,8 +220,8 @@ def pairs_markdown(pairs: pd.DataFrame) -> str:
     """The most similar pairs as a numbered markdown list: "1. **T-shirt/top ↔ Shirt**: 16% …"."""
     lines = []
     for i, row in enumerate(pairs.itertuples(index=False), start=1):
-        lines.append(f"{i}. **{row.class_a} ↔ {row.class_b}** — {with_article(row.class_a)} gives {row.a_to_b:.1%} "
-                     f"of its probability to {row.class_b}, {with_article(row.class_b)} {row.b_to_a:.1%} "
+        lines.append(f"{i}. **{row.class_a} ↔ {row.class_b}** — {with_article(row.class_a)} gives {_pct(row.a_to_b)} "
+                     f"of its probability to {row.class_b}, {with_article(row.class_b)} {_pct(row.b_to_a)} "
                      f"to {row.class_a}")
     return "\n".join(lines)
 
