@@ -137,3 +137,26 @@ def test_a_rank_killed_mid_epoch_ends_the_attempt_and_the_run_resumes_from_its_c
         assert epochs == [1, 2, 3]
     finally:
         stop_process(worker)
+
+
+@pytest.mark.slow
+def test_two_devices_take_two_one_device_runs_at_once_and_never_a_third_device(sqlite_url, kd_home):
+    store = RunStore(sqlite_url)
+    singles = [store.submit(tiny(name=f"single {i}", epochs=2000, checkpoint_every_s=3600)) for i in range(2)]
+    wide = store.submit(tiny(name="wide", devices=2, epochs=1))
+    worker = start_worker(kd_home, sqlite_url, "--device", "cpu", "--devices", "2")
+    try:
+        wait_until(lambda: all(store.get(i).status is RunStatus.RUNNING and store.get(i).step > 0 for i in singles),
+                   RUN_TIMEOUT_S, "both 1-device runs training at once",
+                   on_timeout=lambda: (kd_home / "worker.out").read_text()[-4000:])
+        assert store.get(wide).status is RunStatus.QUEUED  # both devices are busy: the 2-device run waits
+        for run_id in singles:
+            store.cancel(run_id, by="tester")
+        finished = wait_until(lambda: (r := store.get(wide)).status in (RunStatus.COMPLETED, RunStatus.FAILED) and r,
+                              RUN_TIMEOUT_S, "the 2-device run once both devices are free",
+                              on_timeout=lambda: (kd_home / "worker.out").read_text()[-4000:])
+        assert finished.status is RunStatus.COMPLETED, finished.error
+        assert all(store.get(i).status is RunStatus.CANCELLED for i in singles)
+        assert finished.started_at >= max(store.get(i).finished_at for i in singles)
+    finally:
+        stop_process(worker)

@@ -3,7 +3,11 @@
 Each slot is one process that claims one run at a time; with --slots N > 1 the slots are child processes
 started with the `spawn` method (never fork: CUDA must not be initialised in a process that forks).
 SIGTERM / Ctrl-C hands the current run back to the queue (resumed later from its checkpoint); a second one
-stops at once. The log goes to KD_HOME/worker-<id>.log (and to stderr unless --quiet)."""
+stops at once. The log goes to KD_HOME/worker-<id>.log (and to stderr unless --quiet).
+
+With --devices N (or --gpus 0,1,…) the worker owns N devices and runs one slot per device sharing them: a run
+asking for k devices starts only when k are free (one 2-device run, or two 1-device runs, on two devices);
+a multi-device run's ranks are started through PyTorch's elastic launcher."""
 from __future__ import annotations
 
 import argparse
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.devices is not None and args.devices < 1:
         raise KDError("--devices must be at least 1")
     if args.slots > 1 and (args.devices or 1) > 1:
-        raise KDError("a worker owning several devices runs one run at a time: leave out --slots")
+        raise KDError("a worker owning several devices runs as many runs at once as they fit: leave out --slots")
     from kdcore.jobs.worker import restrict_visible_device
 
     restrict_visible_device(args.device)  # before anything can initialise CUDA; children inherit it
@@ -64,7 +68,13 @@ def run(args: argparse.Namespace) -> int:
     worker_id = args.worker_id or new_worker_id()
     options = {k: getattr(args, k) for k in ("device", "db", "poll", "heartbeat", "stale_after", "max_attempts",
                                              "exit_when_idle", "max_runs", "quiet", "devices")}
-    code = run_slot(worker_id, options) if args.slots == 1 else _run_slots(worker_id, args.slots, options)
+    if (args.devices or 1) > 1:  # one slot per device, sharing the devices: a run takes as many as it asks
+        from kdcore.jobs.devices import DevicePool
+
+        pool = DevicePool(args.devices, multiprocessing.get_context("spawn"))
+        code = _run_slots(worker_id, args.devices, options, pool)
+    else:
+        code = run_slot(worker_id, options) if args.slots == 1 else _run_slots(worker_id, args.slots, options)
     _exit_now(code)
     return code
 
@@ -81,7 +91,7 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def run_slot(worker_id: str, options: dict) -> int:
+def run_slot(worker_id: str, options: dict, pool=None) -> int:
     """One worker process: claim and execute runs until stopped. Also the target of spawned slots."""
     from kdcore.jobs import store as store_module
     from kdcore.jobs.store import RunStore
@@ -97,7 +107,7 @@ def run_slot(worker_id: str, options: dict) -> int:
         exit_when_idle=options["exit_when_idle"], max_runs=options["max_runs"],
         devices=options.get("devices") or 1, db_url=options["db"],
     )
-    worker = Worker(RunStore(options["db"]), config, worker_id=worker_id)
+    worker = Worker(RunStore(options["db"]), config, worker_id=worker_id, pool=pool)
     worker.install_signal_handlers()
     worker.run_forever()
     return 0
@@ -116,11 +126,11 @@ def _run_rank(args: argparse.Namespace) -> int:
     return worker.execute_rank(store.get(args.rank_of))
 
 
-def _run_slots(worker_id: str, slots: int, options: dict) -> int:
+def _run_slots(worker_id: str, slots: int, options: dict, pool=None) -> int:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=run_slot, args=(f"{worker_id}-s{i}", options), name=f"slot-{i}")
+    children = [ctx.Process(target=run_slot, args=(f"{worker_id}-s{i}", options, pool), name=f"slot-{i}")
                 for i in range(slots)]
     for child in children:
         child.start()

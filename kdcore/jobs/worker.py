@@ -191,8 +191,11 @@ class WorkerConfig:
 class Worker:
     """Claims and executes runs until asked to stop. `run_forever()` returns the number of runs executed."""
 
-    def __init__(self, store: RunStore, config: WorkerConfig | None = None, worker_id: str | None = None):
+    def __init__(self, store: RunStore, config: WorkerConfig | None = None, worker_id: str | None = None,
+                 pool=None):
         self.store = store
+        self.pool = pool  # a DevicePool shared with this worker's other slots, or None: all devices are ours
+        self._held: list[int] = []  # positions of the devices the current run holds (with a pool)
         self.config = config or WorkerConfig()
         self.id = worker_id or new_worker_id()
         self.host = socket.gethostname()
@@ -258,7 +261,14 @@ class Worker:
                                                 max_attempts=self.config.max_attempts):
                 log.warning("run %s: its worker stopped heartbeating; reclaimed", run_id)
             self.store.resolve_dependencies()
-            return self.store.claim_next(self.id, device=self.device_label, max_devices=self.config.devices)
+            if self.pool is None:
+                return self.store.claim_next(self.id, device=self.device_label, max_devices=self.config.devices)
+            with self.pool.claiming():
+                free = self.pool.free()
+                record = self.store.claim_next(self.id, device=self.device_label, max_devices=free) if free else None
+                if record is not None:
+                    self._held = self.pool.take(record.spec.devices)
+                return record
         except SQLAlchemyError as err:
             log.warning("the store is unavailable (%s); retrying", err.__class__.__name__)
             return None
@@ -318,6 +328,9 @@ class Worker:
         finally:
             with self._current_lock:
                 self._current = None
+            if self.pool is not None:
+                self.pool.give_back(self._held)
+                self._held = []
             _free_memory()
 
     def _execute_launched(self, record: RunRecord, cb: StoreCallbacks) -> RunStatus | None:
@@ -332,7 +345,7 @@ class Worker:
         script = ["worker", "--rank-of", record.id, "--worker-id", self.id, "--device", self.config.device,
                   "--quiet", *(["--db", self.config.db_url] if self.config.db_url else [])]
         cmd = launcher_command(script, devices=spec.devices, run_id=record.id)
-        proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, env=self._device_env())
         stopping_since = None
         while proc.poll() is None:
             if stopping_since is None and cb.should_stop():
@@ -393,9 +406,20 @@ class Worker:
         self._finish(cb, result)
         return 0
 
+    def _device_env(self) -> dict[str, str]:
+        """The launched ranks see the GPUs this run holds (its pool share) as their cuda:0…"""
+        env = dict(os.environ)
+        visible = [v for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        if self._held and visible and self.config.device.startswith("cuda"):
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[i] for i in self._held if i < len(visible))
+        return env
+
     def _placed(self, spec):
         """A worker bound to a device trains there whatever the spec wished for: after
-        restrict_visible_device its GPU is this process's only one, `cuda`."""
+        restrict_visible_device its GPU is this process's only one, `cuda`; a slot sharing a pool of GPUs
+        trains a one-device run on the GPU it holds."""
+        if self._held and spec.world_size == 1 and self.config.device.startswith("cuda"):
+            return spec.model_copy(update={"device": f"cuda:{self._held[0]}"})
         if self.config.device == "auto":
             return spec
         device = "cuda" if self.config.device.startswith("cuda") else self.config.device
