@@ -123,19 +123,27 @@ def with_article(noun: str) -> str:
 
 
 # ---- the teacher's answer at ρ -------------------------------------------------------------------
-def distribution_figure(frame: pd.DataFrame, rho: float, true_class: str) -> go.Figure:
+def distribution_figure(frame: pd.DataFrame, rho: float, true_class: str, *, log_scale: bool = False) -> go.Figure:
     """The teacher's soft labels of one sample (frame columns class, teacher): the true class in green,
-    the others in blue, each bar labelled with its probability."""
+    the others in blue, each bar labelled with its probability. With `log_scale` the y axis is the log of
+    the probability, down to 10⁻⁸: at ρ = 1 the dark knowledge is there, in probabilities too small to see
+    on a linear axis."""
     classes = [str(c) for c in frame["class"]]
     probs = [float(p) for p in frame["teacher"]]
     colors = [TRUE_COLOR if c == true_class else TEACHER_COLOR for c in classes]
-    text = [f"{p:.0%}" if p >= 0.005 else ("<1%" if p >= 0.0005 else "") for p in probs]
+    text = ([_pct(p) for p in probs] if log_scale
+            else [f"{p:.0%}" if p >= 0.005 else ("<1%" if p >= 0.0005 else "") for p in probs])
     data = [{"type": "bar", "x": classes, "y": probs, "marker": {"color": colors}, "text": text,
              "textposition": "outside", "cliponaxis": False, "name": "teacher",
              "hovertemplate": "%{x}: %{y:.4f}<extra></extra>"}]
     layout = _layout(title=f"What the teacher answers at ρ = {rho:g} (green: the true class)", y_title="probability",
                      height=360, legend=False, xaxis={"type": "category", "tickangle": _tickangle(classes)},
-                     yaxis={"range": [0, 1.12], "tickformat": ".0%"})
+                     yaxis={"type": "log", "range": [-8, 0.3], "dtick": 2, "exponentformat": "power", "automargin": True,
+                            "title": {"text": "probability (log scale)"}} if log_scale
+                     else {"range": [0, 1.12], "tickformat": ".0%"})
+    if log_scale:
+        data[0]["base"] = 1e-8  # bars rise from 10⁻⁸, the bottom of the axis
+        data[0]["y"] = [max(p, 1e-8) - 1e-8 for p in probs]
     return _figure(data, layout)
 
 

@@ -51,7 +51,9 @@ def explorer() -> None:
                                key="lab_rho", format_func=lambda r: f"{r:g}")
         z = bundle.teacher_logits[index]
         frame = softlabels.distribution_frame(z, names, rho)
-        st.plotly_chart(lab.distribution_figure(frame, rho, true_name), key="lab_answer_chart")
+        log_scale = st.toggle("Log scale (see the dark knowledge at ρ = 1)", key="lab_log_scale",
+                              help="The probabilities on a logarithmic axis, down to one in a hundred million.")
+        st.plotly_chart(lab.distribution_figure(frame, rho, true_name, log_scale=log_scale), key="lab_answer_chart")
         similar = softlabels.similar_classes(z, names, rho, top=3)
         st.markdown(lab.similar_classes_sentence(similar, names[int(np.argmax(z))], true_name, rho))
         here = float(softlabels.effective_classes(softlabels.soften(z, rho)))

@@ -221,3 +221,14 @@ def test_lab_experiments_queue_every_setting_with_every_seed(kd_home):
     assert sorted({(r.spec.logit.rho, r.spec.seed) for r in runs}) == sorted(
         (float(rho), s) for rho in ex.RHO_SWEEP for s in ex.LAB_SEEDS)
     assert len(ex.submit_alpha_comparison(store, "digits")) == 3 * len(ex.LAB_SEEDS)
+
+
+def test_teacher_answer_on_a_log_scale_shows_the_small_probabilities(digits):
+    frame = softlabels.distribution_frame(digits.teacher_logits[0], digits.class_names, 1.0)
+    fig = lab.distribution_figure(frame, 1.0, digits.class_names[0], log_scale=True)
+    assert fig.layout.yaxis.type == "log" and list(fig.layout.yaxis.range) == [-8, 0.3]
+    probs = frame["teacher"].to_numpy()
+    tops = np.asarray(fig.data[0].y, dtype=float) + fig.data[0].base  # bar tops: the probabilities
+    assert np.allclose(tops, np.maximum(probs, 1e-8))
+    assert all(t.endswith("%") for t in fig.data[0].text)  # even tiny ones written, not hidden
+    assert lab.distribution_figure(frame, 1.0, digits.class_names[0]).layout.yaxis.type != "log"
