@@ -25,9 +25,28 @@ TEACHER_LIMIT, TEACHER_EPOCHS = 5000, 3
 
 
 def fit(data: dict, out: Path) -> float:
+    """The run's final test accuracy; a run already finished in `out` (same spec) is read, not retrained,
+    so an interrupted bench continues where it stopped."""
+    spec = RunSpec.from_dict(data)
+    done = _finished(out, spec)
+    if done is not None:
+        return done
     out.mkdir(parents=True, exist_ok=True)
-    result = train(RunSpec.from_dict(data), out, resume=False)
+    result = train(spec, out, resume=False)
     return float(result.final["test/acc"])
+
+
+def _finished(out: Path, spec: RunSpec) -> float | None:
+    import csv
+
+    if not (out / "metrics.csv").is_file() or not (out / "spec.yaml").is_file():
+        return None
+    if RunSpec.from_yaml((out / "spec.yaml").read_text()).to_dict() != spec.to_dict():
+        return None
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    if not rows or int(rows[-1]["epoch"]) != spec.epochs or not rows[-1].get("test/acc"):
+        return None
+    return float(rows[-1]["test/acc"])
 
 
 def extra_teachers(out: Path) -> list[tuple[str, str, float]]:
@@ -67,6 +86,7 @@ def main() -> None:
     p.add_argument("--student-limit", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--out", default="/tmp/teachers_bench")
+    p.add_argument("--sizes", default="14,7", help="student input sizes of the resolution experiment")
     args = p.parse_args()
     out = Path(args.out)
     started = time.time()
@@ -95,7 +115,7 @@ def main() -> None:
 
     print(f"\n## resolution (teacher: packaged LeNet-5 at 28×28; {args.student} student)\n")
     print("| student input | scratch % | distilled % | gain (points) |\n|---|---|---|---|")
-    for size in (14, 7):
+    for size in [int(v) for v in args.sizes.split(",") if v]:
         scratch = [fit(student(args, s, None, size), out / f"res{size}_scratch_{s}") for s in seeds]
         kd = [fit(student(args, s, single[0], size), out / f"res{size}_kd_{s}") for s in seeds]
         gain = statistics.mean(kd) - statistics.mean(scratch)
