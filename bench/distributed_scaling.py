@@ -27,7 +27,8 @@ def images_per_s(devices: int, epochs: int, work: Path) -> float:
     spec_path = work / f"spec{devices}.yaml"
     spec_path.write_text(yaml.safe_dump({**SPEC, "epochs": epochs, "devices": devices}))
     out = work / f"run{devices}"
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // devices))}
+    # one intra-op thread per process (as torchrun sets): the 2-process run uses one core per rank
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "kdcore", "train", str(spec_path), "--out", str(out), "--fresh",
                     "--quiet"], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     from kdcore.data import load_dataset
