@@ -81,6 +81,12 @@ def _hline(layout: dict[str, Any], y: float, label: str, *, where: str = "bottom
 
 # ρ axes run from 0.5 to 50 on a log scale; plotly's own minor ticks there read "5, 1, 2, 5, 10, 2, 5".
 DIAGONAL_GREY = "#9e9e9e"
+# Presentation mode, for a projector: no sidebar, no header bar, larger text everywhere.
+PRESENTATION_CSS = """<style>
+section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], header[data-testid="stHeader"] { display: none; }
+html { font-size: 20px; }
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.25rem; }
+</style>"""
 RHO_TICKS = {"type": "log", "tickvals": [0.5, 1, 2, 5, 10, 20, 50],
              "ticktext": ["0.5", "1", "2", "5", "10", "20", "50"]}
 

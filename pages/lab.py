@@ -10,6 +10,9 @@ from kdcore.lab import softlabels
 from kdcore.lab.assets import LAB_DATASETS
 
 st.title("Dark-knowledge lab")
+if st.toggle("Presentation mode", key="lab_presentation",
+             help="For a projector: the sidebar hidden and larger text. Turn it off here to get the sidebar back."):
+    st.html(lab.PRESENTATION_CSS)
 
 dataset = st.radio("Dataset", LAB_DATASETS, format_func=lambda d: dataset_info(d).title, horizontal=True,
                    key="lab_dataset")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app import lab
 from kdcore.jobs import RunStatus, RunStore
 from kdcore.jobs.worker import Worker, WorkerConfig
 from kdcore.lab import assets
@@ -114,3 +115,11 @@ def test_experiment_buttons_submit_tagged_runs_and_the_omitted_report_appears(la
         [(0.0, 1.0), (0.1, 0.9), (1.0, 0.0)] * len(ex.LAB_SEEDS))
     assert "0 of 18 runs finished" in " ".join(c.value for c in at.caption)
     assert at.session_state["lab_polling"] is True  # queued runs: the results poll the store
+
+
+def test_presentation_mode_hides_the_sidebar_and_enlarges_text(lab_page):
+    at = lab_page
+    assert not [h for h in at.get("html") if h.proto.body == lab.PRESENTATION_CSS]
+    at.toggle(key="lab_presentation").set_value(True).run()
+    assert [h for h in at.get("html") if h.proto.body == lab.PRESENTATION_CSS]
+    assert "stSidebar" in lab.PRESENTATION_CSS and "font-size: 20px" in lab.PRESENTATION_CSS
