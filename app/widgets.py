@@ -62,6 +62,25 @@ def run_caption(record: Any) -> str:
     return " · ".join(parts)
 
 
+def worker_lines(workers: list[Any], devices_of: dict[str, int]) -> list[str]:
+    """One line per worker: its device kind, busy and free devices, and what it trains. The slots of a worker
+    that owns several devices (ids `<worker>-s0`, `-s1`, …, one per device) are one worker; a run holds as
+    many devices as its spec asks (`devices_of`: run id -> devices)."""
+    groups: dict[str, list[Any]] = {}
+    for w in workers:
+        base, _, slot = w.id.rpartition("-s")
+        groups.setdefault(base if base and slot.isdigit() else w.id, []).append(w)
+    lines = []
+    for name, slots in groups.items():
+        runs = sorted({w.current_run for w in slots if w.current_run})
+        busy = min(len(slots), sum(devices_of.get(r, 1) for r in runs))
+        doing = ", ".join(f"training `{r}`" + (f" on {devices_of[r]}" if devices_of.get(r, 1) > 1 else "")
+                          for r in runs) or "idle"
+        devices = f"{busy} busy, {len(slots) - busy} free" if len(slots) > 1 else ("busy" if busy else "free")
+        lines.append(f":green[●] `{name}` · {slots[0].device} · {devices} · {doing}")
+    return lines
+
+
 def sidebar_status() -> None:
     """Workers, their devices and the queue, refreshed every few seconds."""
     store = state.get_store()
@@ -73,9 +92,15 @@ def sidebar_status() -> None:
         return
     st.markdown("**Workers**")
     if workers:
+        devices_of = {}
         for w in workers:
-            doing = f"training `{w.current_run}`" if w.current_run else "idle"
-            st.markdown(f":green[●] `{w.id}` · {w.device} · {doing}")
+            if w.current_run:
+                try:
+                    devices_of[w.current_run] = store.get(w.current_run).spec.devices
+                except Exception:  # noqa: BLE001 - a run deleted meanwhile counts as one device
+                    devices_of[w.current_run] = 1
+        for line in worker_lines(workers, devices_of):
+            st.markdown(line)
     elif state.local_worker_starting():
         st.markdown(":blue[●] The local worker is starting…")
     else:

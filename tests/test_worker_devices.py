@@ -41,6 +41,21 @@ def run_processes(run_id: str) -> list[int]:
     return pids
 
 
+def test_the_sidebar_counts_each_workers_busy_and_free_devices():
+    from types import SimpleNamespace
+
+    from app.widgets import worker_lines
+
+    def w(wid, run=None):
+        return SimpleNamespace(id=wid, device="cuda", current_run=run)
+
+    lines = worker_lines([w("gpu-box-s0", "r2"), w("gpu-box-s1"), w("laptop"), w("box2-s0", "a"), w("box2-s1", "b")],
+                         {"r2": 2, "a": 1, "b": 1})
+    assert lines[0].endswith("`gpu-box` · cuda · 2 busy, 0 free · training `r2` on 2")
+    assert lines[1].endswith("`laptop` · cuda · free · idle")
+    assert "2 busy, 0 free · training `a`, training `b`" in lines[2]
+
+
 def test_a_worker_claims_only_runs_that_fit_its_free_devices(sqlite_url):
     store = RunStore(sqlite_url)
     wide = store.submit(tiny(name="wide", devices=2))
