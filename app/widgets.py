@@ -74,7 +74,7 @@ def worker_lines(workers: list[Any], devices_of: dict[str, int]) -> list[str]:
     for name, slots in groups.items():
         runs = sorted({w.current_run for w in slots if w.current_run})
         busy = min(len(slots), sum(devices_of.get(r, 1) for r in runs))
-        doing = ", ".join(f"training `{r}`" + (f" on {devices_of[r]}" if devices_of.get(r, 1) > 1 else "")
+        doing = ", ".join(f"training `{r}`" + (f" on {devices_of[r]} devices" if devices_of.get(r, 1) > 1 else "")
                           for r in runs) or "idle"
         devices = f"{busy} busy, {len(slots) - busy} free" if len(slots) > 1 else ("busy" if busy else "free")
         lines.append(f":green[●] `{name}` · {slots[0].device} · {devices} · {doing}")

@@ -51,7 +51,7 @@ def test_the_sidebar_counts_each_workers_busy_and_free_devices():
 
     lines = worker_lines([w("gpu-box-s0", "r2"), w("gpu-box-s1"), w("laptop"), w("box2-s0", "a"), w("box2-s1", "b")],
                          {"r2": 2, "a": 1, "b": 1})
-    assert lines[0].endswith("`gpu-box` · cuda · 2 busy, 0 free · training `r2` on 2")
+    assert lines[0].endswith("`gpu-box` · cuda · 2 busy, 0 free · training `r2` on 2 devices")
     assert lines[1].endswith("`laptop` · cuda · free · idle")
     assert "2 busy, 0 free · training `a`, training `b`" in lines[2]
 
