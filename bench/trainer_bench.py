@@ -27,7 +27,6 @@ from kdcore.train import NullCallbacks, Trainer
 from kdcore.train.reporting import REPORT_INTERVAL_S
 from kdcore.train.trainer import autocast_for
 
-
 # On a CPU, process CPU time (every thread of the process) with one torch thread: a shared machine's load
 # then barely moves the figures; on a GPU, wall time.
 CLOCK = [time.perf_counter]
@@ -167,7 +166,7 @@ def main() -> int:
     print(f"device {dev}, precision {trainer.precision}, torch {torch.__version__}, student {args.student}, "
           f"augmentation {'on (teacher cache over stored views)' if args.augment else 'off'}, "
           f"teacher {args.teacher}, batch {args.batch}, {args.train_size} images/epoch, {args.repeats} repeats, "
-          f"{'CPU time, %d thread(s)' % args.threads if args.device == 'cpu' else 'wall time'}")
+          f"{f'CPU time, {args.threads} thread(s)' if args.device == 'cpu' else 'wall time'}")
     print(f"(a) trainer KD step {best(a_trainer):,.0f} img/s vs hand-written {best(a_hand):,.0f} img/s: "
           f"{ratio_a:.3f}x (target >= 0.97x)")
     print(f"(b) KD epoch with teacher cache {best(b_cache):,.0f} img/s vs student-only {best(b_scratch):,.0f} img/s: "
