@@ -68,8 +68,9 @@ def student(args, seed: int, teacher: dict | None, size: int | None = None) -> d
             "batch_size": 64, "seed": seed, "probe_size": 0}
     if teacher is not None:
         spec["teacher"] = teacher
-    if size is not None:
-        spec["student_input"] = {"size": size}
+    if size is not None:  # the resolution experiment's own budget (the same as the test's)
+        spec.update(student_input={"size": size}, epochs=args.res_epochs, batch_size=32,
+                    evaluation={"val_every": 100}, dataset={**DATA, "train_limit": args.res_limit})
     return spec
 
 
@@ -87,6 +88,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--out", default="/tmp/teachers_bench")
     p.add_argument("--sizes", default="14,7", help="student input sizes of the resolution experiment")
+    p.add_argument("--res-limit", type=int, default=300, help="resolution experiment: training samples")
+    p.add_argument("--res-epochs", type=int, default=8, help="resolution experiment: epochs")
     args = p.parse_args()
     out = Path(args.out)
     started = time.time()
@@ -113,7 +116,8 @@ def main() -> None:
         print(f"| from {label}{mark} | {summary(per_teacher[i])} |")
     print(f"| from the ensemble of the three (mean of probabilities) | {summary(accs['ensemble'])} |")
 
-    print(f"\n## resolution (teacher: packaged LeNet-5 at 28×28; {args.student} student)\n")
+    print(f"\n## resolution (teacher: packaged LeNet-5 at 28×28; {args.student} student, {args.res_limit} samples, "
+          f"{args.res_epochs} epochs, {args.seeds} seeds)\n")
     print("| student input | scratch % | distilled % | gain (points) |\n|---|---|---|---|")
     for size in [int(v) for v in args.sizes.split(",") if v]:
         scratch = [fit(student(args, s, None, size), out / f"res{size}_scratch_{s}") for s in seeds]
