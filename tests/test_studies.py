@@ -17,6 +17,7 @@ from kdcore.studies import (
     parse_study_yaml,
     study_table,
 )
+from kdcore.studies.spec import StudySpec
 from kdcore.studies.table import RunResult
 from kdcore.summary import RunSummary
 
@@ -145,3 +146,17 @@ study: {seeds: [0, 1], grid: {logit.rho: [2, 8]}}
     assert "logit.rho=2" in out and out.strip().splitlines()[-1].endswith(",last")
     assert main(["table", "nosuchstudy"]) == 2
     assert "there is no study" in capsys.readouterr().err
+
+
+def test_a_configuration_that_switches_the_logit_method_drops_the_base_methods_own_fields():
+    """KD's soft_loss / rho_squared in the base must not follow a DKD configuration, by variant or by grid."""
+    base = {"name": "m", "dataset": {"name": "digits"}, "student": "mlp_64",
+            "teacher": {"source": "checkpoint", "model": "mlp_64", "checkpoint": "t.pt"},
+            "logit": {"rho": 4, "alpha": 0.1, "beta": 0.9, "soft_loss": "kl", "rho_squared": True}}
+    by_variant = StudySpec(seeds=[0], variants={"KD": {}, "DKD": {"logit": {"method": "dkd"}}})
+    by_grid = StudySpec(seeds=[0], grid={"logit.method": ["kd", "dkd"]})
+    for study in (by_variant, by_grid):
+        specs = {p.config.label: p.spec for p in expand_study(base, study)}
+        dkd = next(s for label, s in specs.items() if "dkd" in label.lower())
+        assert dkd.logit.method == "dkd" and dkd.logit.rho == 4  # a shared field keeps the base's value
+        assert not hasattr(dkd.logit, "soft_loss")

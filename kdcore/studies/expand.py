@@ -65,6 +65,27 @@ def _apply(data: dict[str, Any], overrides: dict[str, Any]) -> None:
             set_field(data, key, value)
 
 
+def _keep_method_fields(block: Any, base_block: Any) -> None:
+    """A configuration that switches a block's method (logit: kd -> dkd) keeps only the fields the new
+    method has: the base method's own parameters (KD's soft_loss) would be unknown to it."""
+    if not (isinstance(block, dict) and isinstance(base_block, dict)):
+        return
+    from kdcore.methods import get_method
+    from kdcore.spec import RunSpec
+
+    method = block.get("method")
+    base_method = base_block.get("method") or RunSpec().logit.method
+    if method is None or method == base_method:
+        return
+
+    try:
+        fields = get_method(str(method)).params.model_fields
+    except Exception:  # an unknown method is reported by the spec's own validation
+        return
+    for key in [k for k in block if k not in fields and base_block.get(k) == block[k]]:
+        del block[key]
+
+
 def _label(values: dict[str, Any]) -> str:
     parts = [str(v) if axis == "variant" else f"{axis}={v}" for axis, v in values.items()]
     return ", ".join(parts) or "base"
@@ -100,6 +121,7 @@ def expand_study(base: dict[str, Any], study: StudySpec) -> list[PlannedRun]:
         label = BASELINE_LABEL if is_baseline else _label(values)
         data = copy.deepcopy(base)
         _apply(data, overrides)
+        _keep_method_fields(data.get("logit"), base.get("logit"))
         try:
             first = RunSpec.from_dict({**data, "seed": study.seeds[0]})
         except SpecError as err:
