@@ -5,7 +5,8 @@
 For each shipped KD example (examples/digits_kd.yaml, examples/fmnist_kd.yaml, on the CPU, with the shipped
 teacher of its dataset from kdcore/assets standing in for the one the example trains first) a child process
 builds the spec and runs `kdcore.train.train` until `on_start` (models, data, teacher passes done: the next
-thing is the first step), then exits. Baseline: a child that only imports torch. Children alternate, and the
+thing is the first step), then exits. Baselines: a child that only imports torch, and one that also takes one torch.optim step (any PyTorch training
+loop's first optimiser use imports torch._dynamo). Children alternate, and the
 figure is the best of --repeats for wall time and for CPU time (user + system of the child): on a shared
 machine load only ever adds. Also prints which heavy modules the run imported.
 """
@@ -31,6 +32,11 @@ threads = int(sys.argv[3])
 import torch
 torch.set_num_threads(threads)
 if sys.argv[1] == "torch":
+    os._exit(0)
+if sys.argv[1] == "optim":  # what any torch.optim loop pays: its first use imports torch._dynamo
+    p = torch.nn.Parameter(torch.zeros(1))
+    p.grad = torch.zeros(1)
+    torch.optim.SGD([p], lr=0.1).step()
     os._exit(0)
 from kdcore.spec import load_spec
 from kdcore.train import NullCallbacks, train
@@ -67,11 +73,11 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     examples = {"digits": "examples/digits_kd.yaml", "fashion-mnist": "examples/fmnist_kd.yaml"}
-    best: dict[str, list[float]] = {k: [1e9, 1e9] for k in ["torch", *examples]}
+    best: dict[str, list[float]] = {k: [1e9, 1e9] for k in ["torch", "optim", *examples]}
     imported: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for name, target in [("torch", "torch"), *examples.items()]:
+            for name, target in [("torch", "torch"), ("optim", "optim"), *examples.items()]:
                 teacher = str(teacher_path(name)) if name in examples else ""
                 wall, cpu, out = child(target, str(Path(tmp) / f"{name}{r}"), args.threads, teacher)
                 best[name] = [min(best[name][0], wall), min(best[name][1], cpu)]
@@ -80,6 +86,9 @@ def main() -> int:
     base_wall, base_cpu = best["torch"]
     print(f"start-up to the first step, best of {args.repeats}, {args.threads} thread(s), python {sys.version.split()[0]}")
     print(f"  import torch alone: wall {base_wall:.2f} s, cpu {base_cpu:.2f} s")
+    optim_wall, optim_cpu = best["optim"]
+    print(f"  import torch + one torch.optim step (imports torch._dynamo): wall {optim_wall:.2f} s, "
+          f"cpu {optim_cpu:.2f} s (+{optim_cpu - base_cpu:.2f} s)")
     for name in examples:
         wall, cpu = best[name]
         print(f"  {name:13s} KD: wall {wall:.2f} s (+{wall - base_wall:.2f} s over torch), "
