@@ -66,7 +66,7 @@ def main() -> int:
     evaluate = t._evaluate
     t._evaluate = lambda *a, **k: {}  # time the epoch's steps alone
     for r in range(args.repeats):
-        keep("train", timed(lambda: t._epoch(1 + r, 0)))
+        keep("train", timed(lambda r=r: t._epoch(1 + r, 0)))
         keep("old", timed(old_eval))
         keep("val", timed(lambda: split_now(d.val.x)))
         keep("test", timed(lambda: split_now(d.test.x)))
@@ -82,7 +82,7 @@ def main() -> int:
           f"{(best['val'][0] + best['test'][0]) / best['old'][0]:.2f}x of before")
     for label, images in ((f"{args.train_size:,} images", min(args.train_size, len(t.transfer))), ("full", FULL_TRAIN)):
         steps = per_image * images
-        share = lambda e: e / (steps + e)  # noqa: E731
+        share = lambda e, steps=steps: e / (steps + e)  # noqa: E731
         print(f"  share of an epoch ({label}): before {share(best['old'][0]):.0%}; now, val+test "
               f"{share(best['val'][0] + best['test'][0]):.0%}, val only {share(best['val'][0]):.0%}")
     return 0

@@ -5,8 +5,9 @@
 For each shipped KD example (examples/digits_kd.yaml, examples/fmnist_kd.yaml, on the CPU, with the shipped
 teacher of its dataset from kdcore/assets standing in for the one the example trains first) a child process
 builds the spec and runs `kdcore.train.train` until `on_start` (models, data, teacher passes done: the next
-thing is the first step), then exits. Baselines: a child that only imports torch, and one that also takes one torch.optim step (any PyTorch training
-loop's first optimiser use imports torch._dynamo). Children alternate, and the
+thing is the first step), then exits. Baselines: a child that only imports torch, and one that also takes
+one torch.optim step (any PyTorch training loop's first optimiser use imports torch._dynamo). Children
+alternate, and the
 figure is the best of --repeats for wall time and for CPU time (user + system of the child): on a shared
 machine load only ever adds. Also prints which heavy modules the run imported.
 """

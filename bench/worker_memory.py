@@ -54,7 +54,7 @@ def main() -> int:
             rows = [("idle, before any run", memory_mb(worker.pid))]
             for i in range(args.runs):
                 run_id = store.submit({**data, "name": f"digits kd {i}"})
-                wait_until(lambda: store.get(run_id).status in (RunStatus.COMPLETED, RunStatus.FAILED), 600,
+                wait_until(lambda run_id=run_id: store.get(run_id).status in (RunStatus.COMPLETED, RunStatus.FAILED), 600,
                            "the run to finish")
                 assert store.get(run_id).status is RunStatus.COMPLETED, store.get(run_id).error
                 time.sleep(2.0)  # idle again
