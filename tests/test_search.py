@@ -61,7 +61,9 @@ def test_six_trials_with_pruning_run_once_each_on_two_workers(db_url, kd_home):
         assert len(claims) <= 1 and run.attempts <= 1, "a trial's run was executed more than once"
         assert run.spec.optimizer.lr == pytest.approx(t.params["optimizer.lr"])
         if t.state is optuna.trial.TrialState.PRUNED:
-            assert run.status is RunStatus.CANCELLED and max(t.intermediate_values) < run.spec.epochs
+            # cancelled when the decision reached it in time; on a fast machine a short run may finish first
+            assert run.status in (RunStatus.CANCELLED, RunStatus.COMPLETED)
+            assert max(t.intermediate_values) < run.spec.epochs
         else:
             assert run.status is RunStatus.COMPLETED and len(claims) == 1
             summary = summarize_points(store.metrics(run.id, names=SELECTION_METRICS, kind="epoch"))
