@@ -118,9 +118,10 @@ def test_two_workers_execute_six_runs_each_exactly_once_and_a_kd_run_waits_for_i
 
 def test_a_run_whose_worker_is_killed_resumes_on_another_worker_from_its_checkpoint(db_url, kd_home, workers):
     store = RunStore(db_url)
-    # Batches of 1 make an epoch last long enough (~1300 steps, seconds even on an idle core) to be killed
-    # in the middle of one.
-    run_id = store.submit(tiny(name="long", epochs=4, batch_size=1, checkpoint_every_s=0))
+    # Batches of 1 through a wide MLP make an epoch last seconds even on an idle core, long enough to be
+    # killed in the middle of one.
+    run_id = store.submit(tiny(name="long", epochs=6, batch_size=1, student="mlp_1024_1024", optimizer={"lr": 0.005},
+                               checkpoint_every_s=0))
     procs = {}
     for _ in range(2):
         proc = workers(db_url, stale_after_s=3)
