@@ -276,6 +276,7 @@ def test_a_bound_worker_trains_on_its_own_device_whatever_the_spec_wished():
 
     spec = RunSpec(device="cuda:1")
     worker = Worker.__new__(Worker)  # only the placement rule, no store or process
+    worker._held = []  # holding no share of a device pool
     for bound, expected in (("cuda:3", "cuda"), ("cpu", "cpu"), ("auto", "cuda:1")):
         worker.config = type("C", (), {"device": bound})()
         assert worker._placed(spec).device == expected

@@ -120,8 +120,9 @@ def test_a_rank_killed_mid_epoch_ends_the_attempt_and_the_run_resumes_from_its_c
     import signal
 
     store = RunStore(sqlite_url)
-    # two samples per rank and step: an epoch lasts long enough to be killed in the middle of one
-    run_id = store.submit(tiny(name="killed rank", devices=2, batch_size=4, epochs=3, checkpoint_every_s=0))
+    # two samples per rank and step through a wide MLP: an epoch lasts long enough to be killed in the middle
+    run_id = store.submit(tiny(name="killed rank", devices=2, batch_size=4, epochs=3, checkpoint_every_s=0,
+                               student="mlp_1024_1024", optimizer={"lr": 0.005}))
     worker = start_worker(kd_home, sqlite_url, "--device", "cpu", "--devices", "2", "--exit-when-idle")
     try:
         checkpoint = run_dir(run_id) / "checkpoint.pt"
