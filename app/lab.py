@@ -17,6 +17,7 @@ TEACHER_COLOR = "#636EFA"
 STUDENT_COLOR = "#EF553B"
 TRUE_COLOR = "#00A676"
 GREY = "#9AA0A6"
+MARKER_COLOR = "#E8710A"  # the current ρ on charts against ρ: an orange that reads on a light and a dark page
 HEIGHT = 330
 # Light (nothing) to dark blue (much), given as stops: a named scale may be re-themed in the browser.
 HEAT_SCALE = [[0.0, "#f7fbff"], [0.25, "#c6dbef"], [0.5, "#6baed6"], [0.75, "#2171b5"], [1.0, "#08306b"]]
@@ -58,15 +59,21 @@ def _empty(message: str, title: str | None = None) -> go.Figure:
 
 
 def _vline(layout: dict[str, Any], x: float | None, label: str, *, log_x: bool = False) -> None:
-    """A dotted vertical line at x (data units) across the plot, labelled at the top. On a log axis a
+    """A dashed vertical line at x (data units) across the plot, labelled at its foot. On a log axis a
     shape takes data units but an annotation takes log10 of them (plotly's convention)."""
     if x is None:
         return
     layout["shapes"].append({"type": "line", "x0": x, "x1": x, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
-                             "line": {"dash": "dot", "color": "gray", "width": 2}})
+                             "line": {"dash": "dash", "color": MARKER_COLOR, "width": 2}})
     at = float(np.log10(x)) if log_x else x
-    layout["annotations"].append({"text": label, "x": at, "xref": "x", "y": 0, "yref": "paper", "showarrow": False,
-                                  "xanchor": "left", "yanchor": "bottom", "xshift": 4, "font": {"color": "gray"}})
+    layout["annotations"].append({"text": label, "x": at, "xref": "x", "y": 0, "yref": "paper",
+                                  "showarrow": False, "xanchor": "left", "yanchor": "bottom", "xshift": 4,
+                                  "font": {"color": MARKER_COLOR, "size": 14, "weight": "bold"}})
+
+
+def rho_label(rho: float | None) -> str:
+    """The marker's label on a chart against ρ: "ρ = 4" (the slider's value, as the slider writes it)."""
+    return f"ρ = {rho:g}" if rho is not None else ""
 
 
 def _hline(layout: dict[str, Any], y: float, label: str, *, where: str = "bottom right") -> None:
@@ -183,7 +190,7 @@ def entropy_figure(sample_curve: pd.DataFrame, test_curve: pd.DataFrame, num_cla
     layout = _layout(title=title, x_title="temperature ρ (log scale)", y_title=y_title, xaxis=RHO_TICKS,
                      yaxis={"range": [0 if value == "entropy" else 1, ceiling * 1.08]})
     _hline(layout, ceiling, ceiling_label)
-    _vline(layout, rho, f"ρ = {rho:g}" if rho is not None else "", log_x=True)
+    _vline(layout, rho, rho_label(rho), log_x=True)
     return _figure(data, layout)
 
 
@@ -257,13 +264,13 @@ def gradient_figure(curve: pd.DataFrame, rho: float | None = None) -> go.Figure:
     layout = _layout(title="How hard each term pulls on the student's logits", x_title="temperature ρ (log scale)",
                      y_title="gradient size (log scale)", xaxis=RHO_TICKS,
                      yaxis={"type": "log", "exponentformat": "power"})
-    _vline(layout, rho, f"ρ = {rho:g}" if rho is not None else "", log_x=True)
+    _vline(layout, rho, rho_label(rho), log_x=True)
     return _figure(data, layout)
 
 
 # ---- experiments ---------------------------------------------------------------------------------
-def sweep_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Figure:
-    """Student test accuracy and teacher–student agreement against ρ (log axis)."""
+def sweep_figure(frame: pd.DataFrame, teacher_acc: float | None = None, rho: float | None = None) -> go.Figure:
+    """Student test accuracy and teacher–student agreement against ρ (log axis), a marker at `rho`."""
     title = "Temperature sweep"
     done = frame.dropna(subset=["test_acc"]) if len(frame) else frame
     if len(done) == 0:
@@ -284,6 +291,7 @@ def sweep_figure(frame: pd.DataFrame, teacher_acc: float | None = None) -> go.Fi
                      yaxis={"tickformat": ".1%"})
     if teacher_acc is not None:
         _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}")
+    _vline(layout, rho, rho_label(rho), log_x=True)
     return _figure(data, layout)
 
 

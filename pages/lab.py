@@ -36,10 +36,22 @@ if st.session_state.get(sample_key) not in picks:
 drawn_sample = st.session_state[sample_key]  # the sample the entropy curves (section 3) are drawn for
 
 
-@st.fragment
+# The parts of the page that follow ρ, each a fragment: a slider move reruns these and nothing else.
+FOLLOW_RHO = ("lab_explorer", "lab_curves", "lab_experiments")
+
+
+def current_rho() -> float:
+    return float(st.session_state.get("lab_rho", 1.0))
+
+
+def _rho_moved() -> None:
+    st.rerun(list(FOLLOW_RHO))
+
+
+@st.fragment(key="lab_explorer")
 def explorer() -> None:
-    """Everything that follows ρ: a slider move reruns only this part (two charts and a few lines), so the
-    answer comes back fast; the curves against ρ below do not change with it."""
+    """The teacher's answer and the class similarities at ρ: a slider move reruns the fragments that
+    follow ρ (this one, the curves against ρ and the experiments' sweep chart), not the whole page."""
     st.header("1 · One image, the teacher's answer")
     left, right = st.columns([1, 2], gap="large")
     with left:
@@ -51,7 +63,7 @@ def explorer() -> None:
         st.image(lab_state.sample_png(dataset, index), caption=f"True class: {true_name}", width=224)
     with right:
         rho = st.select_slider("Temperature ρ (log scale)", options=list(softlabels.RHO_STEPS), value=1.0,
-                               key="lab_rho", format_func=lambda r: f"{r:g}")
+                               key="lab_rho", format_func=lambda r: f"{r:g}", on_change=_rho_moved)
         z = bundle.teacher_logits[index]
         frame = softlabels.distribution_frame(z, names, rho)
         log_scale = st.toggle("Log scale (see the dark knowledge at ρ = 1)", key="lab_log_scale",
@@ -78,20 +90,28 @@ def explorer() -> None:
 
 explorer()
 
-st.header("3 · How spread out is the answer?")
-sample_curve = lab_state.sample_entropy_curve(dataset, drawn_sample)
-test_curve = lab_state.test_entropy_curve(dataset)
-c1, c2 = st.columns(2)
-c1.plotly_chart(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, value="entropy"),
-                key="lab_entropy_chart")
-c2.plotly_chart(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, value="effective_classes"),
-                key="lab_effective_chart")
-st.markdown(lab_text.ENTROPY)
 
-st.header("4 · Why the soft term is multiplied by ρ²")
-c1, c2 = st.columns([3, 2], gap="large")
-c1.plotly_chart(lab.gradient_figure(lab_state.gradient_curve(dataset)), key="lab_gradient_chart")
-c2.markdown(lab_text.WHY_RHO2)
+@st.fragment(key="lab_curves")
+def curves_against_rho() -> None:
+    """Sections 3 and 4: curves over every ρ, with a marker at the slider's ρ."""
+    rho = current_rho()
+    st.header("3 · How spread out is the answer?")
+    sample_curve = lab_state.sample_entropy_curve(dataset, drawn_sample)
+    test_curve = lab_state.test_entropy_curve(dataset)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, rho, value="entropy"),
+                    key="lab_entropy_chart")
+    c2.plotly_chart(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, rho,
+                                       value="effective_classes"), key="lab_effective_chart")
+    st.markdown(lab_text.ENTROPY)
+
+    st.header("4 · Why the soft term is multiplied by ρ²")
+    c1, c2 = st.columns([3, 2], gap="large")
+    c1.plotly_chart(lab.gradient_figure(lab_state.gradient_curve(dataset), rho), key="lab_gradient_chart")
+    c2.markdown(lab_text.WHY_RHO2)
+
+
+curves_against_rho()
 
 # ---- experiments ----------------------------------------------------------------------------------
 st.header("5 · Experiments")
@@ -132,10 +152,11 @@ def group_panel(text: str, button: str, key: str, submit, queued: str, experimen
 
 
 def sweep_panel() -> bool:
+    rho = current_rho()
     return group_panel(lab_text.SWEEP, "Run the temperature sweep", "sweep", ex.submit_rho_sweep,
                        f"Queued {len(ex.RHO_SWEEP) * len(ex.LAB_SEEDS)} students: ρ = 1 to 32, "
-                       f"{len(ex.LAB_SEEDS)} seeds each.", "rho-sweep", ex.rho_sweep_frame, lab.sweep_figure,
-                       verdict=ex.rho_verdict)
+                       f"{len(ex.LAB_SEEDS)} seeds each.", "rho-sweep", ex.rho_sweep_frame,
+                       lambda frame, teacher_acc: lab.sweep_figure(frame, teacher_acc, rho), verdict=ex.rho_verdict)
 
 
 def alpha_panel() -> bool:
@@ -217,4 +238,4 @@ def experiments_panel() -> None:
         st.rerun()  # start or stop polling: the fragment's refresh rate is set on a full run
 
 
-st.fragment(run_every=3.0 if st.session_state.get("lab_polling") else None)(experiments_panel)()
+st.fragment(run_every=3.0 if st.session_state.get("lab_polling") else None, key="lab_experiments")(experiments_panel)()

@@ -232,3 +232,16 @@ def test_teacher_answer_on_a_log_scale_shows_the_small_probabilities(digits):
     assert np.allclose(tops, np.maximum(probs, 1e-8))
     assert all(t.endswith("%") for t in fig.data[0].text)  # even tiny ones written, not hidden
     assert lab.distribution_figure(frame, 1.0, digits.class_names[0]).layout.yaxis.type != "log"
+
+
+def test_sweep_figure_marks_the_current_rho():
+    frame = pd.DataFrame({"rho": [1.0, 4.0, 16.0], "test_acc": [0.85, 0.86, 0.84], "agreement": [0.9, 0.92, 0.9]})
+    fig = lab.sweep_figure(frame, 0.9, 8.0)
+    assert [s.x0 for s in fig.layout.shapes if s.xref == "x"] == [8.0]
+    marker = [a for a in fig.layout.annotations if a.text == "ρ = 8"]
+    assert len(marker) == 1 and marker[0].x == pytest.approx(np.log10(8))
+    assert not [a for a in lab.sweep_figure(frame, 0.9).layout.annotations if a.text.startswith("ρ =")]
+    go_fig = fig.to_dict()
+    import plotly.graph_objects as go
+
+    go.Figure(go_fig)  # a valid figure, marker font included

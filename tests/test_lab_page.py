@@ -123,3 +123,20 @@ def test_presentation_mode_hides_the_sidebar_and_enlarges_text(lab_page):
     at.toggle(key="lab_presentation").set_value(True).run()
     assert [h for h in at.get("html") if h.proto.body == lab.PRESENTATION_CSS]
     assert "stSidebar" in lab.PRESENTATION_CSS and "font-size: 20px" in lab.PRESENTATION_CSS
+
+
+def rho_markers(figure: dict) -> list[tuple[float, str]]:
+    """The vertical ρ markers of a chart: (x of the line, its label)."""
+    lines = [s["x0"] for s in figure["layout"].get("shapes", []) if s.get("x0") == s.get("x1") and s["xref"] == "x"]
+    labels = [a["text"] for a in figure["layout"].get("annotations", []) if a["text"].startswith("ρ = ")]
+    return list(zip(lines, labels))
+
+
+def test_every_chart_against_rho_marks_the_slider_value(lab_page):
+    at = lab_page
+    for key in ("lab_entropy_chart", "lab_effective_chart", "lab_gradient_chart"):
+        assert rho_markers(chart(at, key)) == [(1.0, "ρ = 1")], key
+    at.select_slider(key="lab_rho").set_value(2.5).run()
+    assert not at.exception
+    for key in ("lab_entropy_chart", "lab_effective_chart", "lab_gradient_chart"):
+        assert rho_markers(chart(at, key)) == [(2.5, "ρ = 2.5")], key
