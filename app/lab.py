@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from kdcore.lab.softlabels import soften
+
 TEACHER_COLOR = "#636EFA"
 STUDENT_COLOR = "#EF553B"
 TRUE_COLOR = "#00A676"
@@ -136,28 +138,107 @@ def with_article(noun: str) -> str:
 
 
 # ---- the teacher's answer at ρ -------------------------------------------------------------------
+LOG_FLOOR = 1e-8  # the bottom of the log-probability axis: one in a hundred million
+
+
+def _answer_text(probs: Sequence[float], log_scale: bool) -> list[str]:
+    if log_scale:
+        return [_pct(p) for p in probs]
+    return [f"{p:.0%}" if p >= 0.005 else ("<1%" if p >= 0.0005 else "") for p in probs]
+
+
+def _answer_bars(probs: Sequence[float], log_scale: bool) -> dict[str, Any]:
+    """The parts of an answer's bar trace that change with ρ: heights and labels. On the log axis bars
+    rise from 10⁻⁸, the bottom of the axis."""
+    probs = [float(p) for p in probs]
+    if log_scale:
+        return {"y": [max(p, LOG_FLOOR) - LOG_FLOOR for p in probs], "base": LOG_FLOOR,
+                "text": _answer_text(probs, True)}
+    return {"y": probs, "text": _answer_text(probs, False)}
+
+
+def _answer_trace(classes: list[str], probs: Sequence[float], true_class: str, log_scale: bool,
+                  **extra: Any) -> dict[str, Any]:
+    colors = [TRUE_COLOR if c == true_class else TEACHER_COLOR for c in classes]
+    # constraintext none: a narrow bar's label keeps its size ("100%" stays readable beside "5%").
+    return {"type": "bar", "x": classes, "marker": {"color": colors}, "textposition": "outside",
+            "constraintext": "none", "cliponaxis": False, "name": "teacher", "customdata": [float(p) for p in probs],
+            "hovertemplate": "%{x}: %{customdata:.4f}<extra></extra>", **_answer_bars(probs, log_scale), **extra}
+
+
+def _answer_yaxis(log_scale: bool) -> dict[str, Any]:
+    """The probability axis, fixed whatever ρ: linear 0–100 %, or log from 10⁻⁸ to 1."""
+    if log_scale:
+        return {"type": "log", "range": [-8, 0.3], "dtick": 2, "exponentformat": "power", "automargin": True,
+                "title": {"text": "probability (log scale)"}}
+    return {"range": [0, 1.12], "tickformat": ".0%"}
+
+
 def distribution_figure(frame: pd.DataFrame, rho: float, true_class: str, *, log_scale: bool = False) -> go.Figure:
     """The teacher's soft labels of one sample (frame columns class, teacher): the true class in green,
     the others in blue, each bar labelled with its probability. With `log_scale` the y axis is the log of
     the probability, down to 10⁻⁸: at ρ = 1 the dark knowledge is there, in probabilities too small to see
     on a linear axis."""
     classes = [str(c) for c in frame["class"]]
-    probs = [float(p) for p in frame["teacher"]]
-    colors = [TRUE_COLOR if c == true_class else TEACHER_COLOR for c in classes]
-    text = ([_pct(p) for p in probs] if log_scale
-            else [f"{p:.0%}" if p >= 0.005 else ("<1%" if p >= 0.0005 else "") for p in probs])
-    data = [{"type": "bar", "x": classes, "y": probs, "marker": {"color": colors}, "text": text,
-             "textposition": "outside", "cliponaxis": False, "name": "teacher",
-             "hovertemplate": "%{x}: %{y:.4f}<extra></extra>"}]
+    data = [_answer_trace(classes, frame["teacher"], true_class, log_scale)]
     layout = _layout(title=f"What the teacher answers at ρ = {rho:g} (green: the true class)", y_title="probability",
                      height=360, legend=False, xaxis={"type": "category", "tickangle": _tickangle(classes)},
-                     yaxis={"type": "log", "range": [-8, 0.3], "dtick": 2, "exponentformat": "power", "automargin": True,
-                            "title": {"text": "probability (log scale)"}} if log_scale
-                     else {"range": [0, 1.12], "tickformat": ".0%"})
-    if log_scale:
-        data[0]["base"] = 1e-8  # bars rise from 10⁻⁸, the bottom of the axis
-        data[0]["y"] = [max(p, 1e-8) - 1e-8 for p in probs]
+                     yaxis=_answer_yaxis(log_scale))
     return _figure(data, layout)
+
+
+def two_temperatures_figure(logits: np.ndarray, class_names: Sequence[str], rhos: tuple[float, float],
+                            true_class: str, *, log_scale: bool = False) -> go.Figure:
+    """One sample's answer at two temperatures side by side, on one shared probability axis (the right
+    panel's y axis is the left one's), so the softening from the first ρ to the second is seen, not read."""
+    classes = [str(c) for c in class_names]
+    z = np.asarray(logits, dtype=float)
+    data = [_answer_trace(classes, soften(z, rho), true_class, log_scale, xaxis=axis, yaxis="y",
+                          name=f"ρ = {rho:g}") for rho, axis in zip(rhos, ("x", "x2"))]
+    ticks = {"type": "category", "tickangle": _tickangle(classes)}
+    layout = _layout(title="The same image at two temperatures (green: the true class)", y_title="probability",
+                     height=380, legend=False, xaxis={**ticks, "domain": [0, 0.47]}, yaxis=_answer_yaxis(log_scale))
+    layout["xaxis2"] = {**ticks, "domain": [0.53, 1], "anchor": "y"}
+    layout["annotations"] = [{"text": f"ρ = {rho:g}", "x": x, "xref": "paper", "y": 1.0, "yref": "paper",
+                              "xanchor": "center", "yanchor": "bottom", "showarrow": False,
+                              "font": {"size": 16, "weight": "bold"}} for rho, x in zip(rhos, (0.235, 0.765))]
+    return _figure(data, layout)
+
+
+def rho_animation_figure(logits: np.ndarray, class_names: Sequence[str], true_class: str,
+                         rhos: Sequence[float], *, log_scale: bool = False, frame_ms: int = 500) -> go.Figure:
+    """One sample's answer animated through `rhos` from the lowest to the highest: plotly's own frames,
+    a ρ slider under the chart and a Play / Pause button. It all runs in the browser, so playing it
+    costs the server nothing and leaves nothing running there."""
+    classes = [str(c) for c in class_names]
+    z = np.asarray(logits, dtype=float)
+    steps = sorted(float(r) for r in rhos)
+    names = [f"{r:g}" for r in steps]
+    answers = [soften(z, r) for r in steps]
+    frames = [{"name": name, "data": [{"type": "bar", **_answer_bars(p, log_scale), "customdata": [float(v) for v in p]}],
+               "traces": [0], "layout": {"title": {"text": f"What the teacher answers at ρ = {name}"}}}
+              for name, p in zip(names, answers)]
+    data = [_answer_trace(classes, answers[0], true_class, log_scale)]
+    # redraw: the bar labels and the title (ρ = …) change with every frame, not only the bar heights.
+    play = {"frame": {"duration": frame_ms, "redraw": True}, "transition": {"duration": frame_ms // 2},
+            "fromcurrent": True, "mode": "immediate"}
+    pause = {"frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}, "mode": "immediate"}
+    layout = _layout(title=f"What the teacher answers at ρ = {names[0]}", y_title="probability", height=440,
+                     legend=False, xaxis={"type": "category", "tickangle": _tickangle(classes)},
+                     yaxis=_answer_yaxis(log_scale))
+    layout["margin"]["b"] = 20
+    # Buttons at the left under the chart, the ρ slider to their right with its value at its right end.
+    layout["updatemenus"] = [{
+        "type": "buttons", "direction": "left", "showactive": False, "x": 0, "xanchor": "left", "y": -0.14,
+        "yanchor": "top", "pad": {"t": 30, "r": 0},
+        "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
+                    {"label": "❚❚ Pause", "method": "animate", "args": [[None], pause]}]}]
+    layout["sliders"] = [{
+        "active": 0, "x": 0.26, "len": 0.74, "xanchor": "left", "y": -0.14, "yanchor": "top", "pad": {"t": 30},
+        "currentvalue": {"prefix": "ρ = ", "xanchor": "right", "font": {"size": 16}},
+        "steps": [{"label": name, "method": "animate",
+                   "args": [[name], {**pause, "transition": {"duration": frame_ms // 2}}]} for name in names]}]
+    return go.Figure(data=data, layout=layout, frames=frames, _validate=False)
 
 
 def similar_classes_sentence(similar: pd.DataFrame, top_class: str, true_class: str, rho: float) -> str:

@@ -40,6 +40,10 @@ drawn_sample = st.session_state[sample_key]  # the sample the entropy curves (se
 FOLLOW_RHO = ("lab_explorer", "lab_curves", "lab_experiments")
 
 
+# How section 1 shows the answer: at the slider's ρ, at two ρ side by side, or played through every ρ.
+ANSWER_VIEWS = ("At ρ", "Two ρ side by side", "Play through ρ")
+
+
 def current_rho() -> float:
     return float(st.session_state.get("lab_rho", 1.0))
 
@@ -65,10 +69,27 @@ def explorer() -> None:
         rho = st.select_slider("Temperature ρ (log scale)", options=list(softlabels.RHO_STEPS), value=1.0,
                                key="lab_rho", format_func=lambda r: f"{r:g}", on_change=_rho_moved)
         z = bundle.teacher_logits[index]
-        frame = softlabels.distribution_frame(z, names, rho)
-        log_scale = st.toggle("Log scale (see the dark knowledge at ρ = 1)", key="lab_log_scale",
-                              help="The probabilities on a logarithmic axis, down to one in a hundred million.")
-        st.plotly_chart(lab.distribution_figure(frame, rho, true_name, log_scale=log_scale), key="lab_answer_chart")
+        c_view, c_log = st.columns([3, 2], vertical_alignment="bottom")
+        view = c_view.segmented_control("Show", ANSWER_VIEWS, default=ANSWER_VIEWS[0], key="lab_answer_view",
+                                        help="The answer at the slider's ρ; at two temperatures side by side "
+                                             "on one axis; or animated from the lowest ρ to the highest.")
+        log_scale = c_log.toggle("Log scale", key="lab_log_scale",
+                                 help="The probabilities on a logarithmic axis, down to one in a hundred million: "
+                                      "see the dark knowledge at ρ = 1, before any softening.")
+        if view == ANSWER_VIEWS[1]:
+            left_rho = st.select_slider("Left chart at ρ", options=list(softlabels.RHO_STEPS), value=1.0,
+                                        key="lab_rho_left", format_func=lambda r: f"{r:g}")
+            st.plotly_chart(lab.two_temperatures_figure(z, names, (left_rho, rho), true_name, log_scale=log_scale),
+                            key="lab_two_rho_chart")
+        elif view == ANSWER_VIEWS[2]:
+            st.plotly_chart(lab.rho_animation_figure(z, names, true_name, softlabels.RHO_STEPS, log_scale=log_scale),
+                            key="lab_play_chart")
+            st.caption("Press ▶ Play: ρ rises from 0.5 to 50 and the answer softens, in your browser "
+                       "(the page is free meanwhile); drag the ρ under the chart to go back.")
+        else:
+            frame = softlabels.distribution_frame(z, names, rho)
+            st.plotly_chart(lab.distribution_figure(frame, rho, true_name, log_scale=log_scale),
+                            key="lab_answer_chart")
         similar = softlabels.similar_classes(z, names, rho, top=3)
         st.markdown(lab.similar_classes_sentence(similar, names[int(np.argmax(z))], true_name, rho))
         here = float(softlabels.effective_classes(softlabels.soften(z, rho)))

@@ -245,3 +245,47 @@ def test_sweep_figure_marks_the_current_rho():
     import plotly.graph_objects as go
 
     go.Figure(go_fig)  # a valid figure, marker font included
+
+
+@pytest.mark.parametrize("log_scale", [False, True])
+def test_two_temperatures_share_one_probability_axis(digits, log_scale):
+    import plotly.graph_objects as go
+
+    z, true_name = digits.teacher_logits[0], digits.class_names[digits.labels[0]]
+    fig = lab.two_temperatures_figure(z, digits.class_names, (1.0, 8.0), true_name, log_scale=log_scale)
+    go.Figure(fig.to_dict())  # valid plotly
+    left, right = fig.data
+    assert (left.xaxis, left.yaxis, right.xaxis, right.yaxis) == ("x", "y", "x2", "y")  # one y axis for both
+    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]  # side by side, not overlapping
+    heights = [np.asarray(t.y, dtype=float) + (t.base or 0) for t in (left, right)]
+    for rho, h in zip((1.0, 8.0), heights):
+        assert np.allclose(h, np.maximum(softlabels.soften(z, rho), 1e-8 if log_scale else 0), atol=1e-7)
+    top = int(np.argmax(z))
+    assert heights[1][top] < heights[0][top]  # softening: the top class loses probability at ρ = 8 ...
+    assert np.sort(heights[1])[-2] > np.sort(heights[0])[-2]  # ... and the runner-up gains
+    assert [a.text for a in fig.layout.annotations] == ["ρ = 1", "ρ = 8"]
+    assert fig.layout.yaxis.type == ("log" if log_scale else None)
+
+
+def test_play_through_rho_animates_from_low_to_high(digits):
+    import plotly.graph_objects as go
+
+    z, true_name = digits.teacher_logits[0], digits.class_names[digits.labels[0]]
+    fig = lab.rho_animation_figure(z, digits.class_names, true_name, list(reversed(softlabels.RHO_STEPS)))
+    go.Figure(fig.to_dict())  # frames, slider and buttons all valid plotly
+    names = [f.name for f in fig.frames]
+    assert [float(n) for n in names] == sorted(softlabels.RHO_STEPS)  # low to high whatever the order given
+    for frame in (fig.frames[0], fig.frames[-1]):
+        assert np.allclose(frame.data[0].y, softlabels.soften(z, float(frame.name)))
+        assert frame.layout.title.text.endswith(f"ρ = {frame.name}")
+    assert np.allclose(fig.data[0].y, softlabels.soften(z, min(softlabels.RHO_STEPS)))  # starts at the lowest ρ
+    assert [s.label for s in fig.layout.sliders[0].steps] == names and fig.layout.sliders[0].active == 0
+    play, pause = fig.layout.updatemenus[0].buttons
+    assert play.method == "animate" and play.args[0] is None and play.args[1]["fromcurrent"] is True
+    assert list(pause.args[0]) == [None]
+    assert list(fig.layout.yaxis.range) == [0, 1.12]  # one axis for every frame: the bars move, not the scale
+    spread = [float(np.max(f.data[0].y)) for f in fig.frames]
+    assert spread[0] > spread[-1]  # the top class's share falls as ρ rises
+    logged = lab.rho_animation_figure(z, digits.class_names, true_name, softlabels.RHO_STEPS, log_scale=True)
+    go.Figure(logged.to_dict())
+    assert logged.layout.yaxis.type == "log" and all(f.data[0].base == 1e-8 for f in logged.frames)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from app import lab
 from kdcore.jobs import RunStatus, RunStore
 from kdcore.jobs.worker import Worker, WorkerConfig
-from kdcore.lab import assets
+from kdcore.lab import assets, softlabels
 from kdcore.lab import experiments as ex
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
@@ -140,3 +140,25 @@ def test_every_chart_against_rho_marks_the_slider_value(lab_page):
     assert not at.exception
     for key in ("lab_entropy_chart", "lab_effective_chart", "lab_gradient_chart"):
         assert rho_markers(chart(at, key)) == [(2.5, "ρ = 2.5")], key
+
+
+def test_two_rho_side_by_side_and_play_through_rho(lab_page):
+    at = lab_page
+    at.select_slider(key="lab_rho").set_value(8.0).run()
+    at.button_group(key="lab_answer_view").set_value("Two ρ side by side").run()
+    assert not at.exception
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("-lab_answer_chart")]
+    two = chart(at, "lab_two_rho_chart")
+    assert [a["text"] for a in two["layout"]["annotations"]] == ["ρ = 1", "ρ = 8"]  # ρ = 1 beside the slider's ρ
+    assert [(t["xaxis"], t["yaxis"]) for t in two["data"]] == [("x", "y"), ("x2", "y")]  # one probability axis
+    at.select_slider(key="lab_rho_left").set_value(2.0).run()
+    assert [a["text"] for a in chart(at, "lab_two_rho_chart")["layout"]["annotations"]] == ["ρ = 2", "ρ = 8"]
+    at.toggle(key="lab_log_scale").set_value(True).run()
+    assert chart(at, "lab_two_rho_chart")["layout"]["yaxis"]["type"] == "log"
+
+    at.button_group(key="lab_answer_view").set_value("Play through ρ").run()
+    assert not at.exception
+    play = chart(at, "lab_play_chart")
+    assert len(play["frames"]) == len(softlabels.RHO_STEPS) and play["frames"][0]["name"] == "0.5"
+    assert play["layout"]["updatemenus"][0]["buttons"][0]["method"] == "animate"
+    assert "Play" in " ".join(c.value for c in at.caption)
