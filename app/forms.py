@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
+from app.form_errors import validate_all
 from kdcore.errors import KDError
-from kdcore.spec import RunSpec, SpecError, expand_sweep
+from kdcore.spec import RunSpec, SpecError
 
 GENERAL = "general"  # problems no single widget owns: shown beside the Launch button
 PENDING_TEACHER = "new-teacher"  # stands in for the id of a teacher run not submitted yet
@@ -72,7 +73,8 @@ FIELD_WIDGETS: dict[str, str] = {
     "depends_on": "teacher_run",
 }
 # Whole-spec rules name no field; these words tell which widget can fix them.
-_ROOT_RULES = (("hint_stage_epochs", "hint_stage_epochs"), ("hint pairs need a teacher", "teacher_source"))
+_ROOT_RULES = (("hint_stage_epochs", "hint_stage_epochs"), ("need a teacher", "teacher_source"),
+               ("must be a multiple of devices", "batch_size"))
 
 
 def hint_key(i: int, part: str) -> str:
@@ -212,6 +214,11 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
+def plain_sentence(text: str) -> str:
+    """A message from kdcore as a sentence beside a widget: capitalised, ended, no code quotes."""
+    return _sentence(text.replace("`", ""))
+
+
 def map_problems(problems: list[str], values: Mapping[str, Any] | None = None,
                  rename: Mapping[str, str] | None = None) -> dict[str, list[str]]:
     """SpecError problems -> {widget key: [sentences]}. `rename` redirects widgets (teacher spec errors)."""
@@ -229,12 +236,6 @@ def map_problems(problems: list[str], values: Mapping[str, Any] | None = None,
         if sentence not in out[widget]:
             out[widget].append(sentence)
     return out
-
-
-def _merge(into: dict[str, list[str]], more: Mapping[str, list[str]]) -> None:
-    for key, msgs in more.items():
-        bucket = into.setdefault(key, [])
-        bucket += [m for m in msgs if m not in bucket]
 
 
 # ----------------------------------------------------------------------------------------- parsing
@@ -409,70 +410,189 @@ def default_deep_check(spec: RunSpec, teacher_model: str | None) -> list[str]:
     return check_spec(spec, teacher_model=teacher_model)
 
 
+# Widgets that choose the teacher: when the form has said what is missing there, the spec's own
+# sentence about the teacher ("a run teacher needs run_id") would only repeat it.
+TEACHER_WIDGETS = ("teacher_source", "teacher_run", "teacher_more_runs", "teacher_checkpoint_path",
+                   "teacher_upload_model", "teacher_tv_model", "teacher_tv_weights")
+# A bad teacher is set aside for this one while the rest of the form is checked.
+_STAND_IN = {"teacher": {"source": "run", "run_id": PENDING_TEACHER}}
+
+
+def _spec_problems(data: Mapping[str, Any], values: Mapping[str, Any], problems: dict[str, list[str]],
+                   own: Mapping[str, list[str]], rename: Mapping[str, str] | None = None
+                   ) -> tuple[RunSpec | None, RunSpec | None]:
+    """Validate `data` in one pass (form_errors.validate_all) and add each problem under its widget,
+    unless the form's own check (`own`) already explains that widget or the teacher."""
+    spec, stand_in, found = validate_all(data, placeholders=_STAND_IN)
+    teacher_explained = any(w in own for w in TEACHER_WIDGETS)
+    for path, message, n in found:
+        if teacher_explained and (path == "teacher" or path.startswith("teacher.")):
+            continue
+        widget = _widget_of(path, message, values)
+        if rename and widget in rename:
+            widget = rename[widget]
+        if widget in own or (n > 0 and widget in problems):
+            continue  # said already, or a consequence of a value set aside
+        if path in ("", "spec"):
+            message = in_words(message)
+        bucket = problems.setdefault(widget, [])
+        if message not in bucket:
+            bucket.append(message)
+    return spec, stand_in
+
+
+# Field names that rules across fields speak of, in the words of the form's labels.
+FIELD_WORDS = {"hint_stage_epochs": "the hint-only epochs", "batch_size": "the batch size",
+               "grad_accumulation": "accumulation steps", "devices": "devices per node", "epochs": "the epochs",
+               "hint pairs": "Hint pairs"}
+
+
+def in_words(message: str) -> str:
+    """A rule's sentence with the spec's field names in the form's words."""
+    names = "|".join(re.escape(n) for n in FIELD_WORDS)
+    message = re.sub(rf"\b({names})\b", lambda m: FIELD_WORDS[m.group(1).lower()], message, flags=re.IGNORECASE)
+    return _sentence(message)
+
+
+def _widget_of(path: str, message: str, values: Mapping[str, Any]) -> str:
+    if path in ("", "spec"):
+        low = message.lower()
+        return next((w for word, w in _ROOT_RULES if word in low), GENERAL)
+    return widget_for(path, values)
+
+
+def _add(problems: dict[str, list[str]], more: Mapping[str, list[str]], *, skip_flagged: bool = False) -> None:
+    """Add problems; with skip_flagged, a widget that has problems already gets none of these."""
+    for key, msgs in more.items():
+        if skip_flagged and problems.get(key):
+            continue
+        bucket = problems.setdefault(key, [])
+        bucket += [m for m in msgs if m not in bucket]
+
+
 def check_form(values: Mapping[str, Any], *, teacher_run: TeacherRun | None = None,
                deep_check: DeepCheck | None = default_deep_check,
                dataset_classes: int | None = None) -> FormCheck:
-    """Validate the form: field rules (pydantic), then the deep checks, all mapped to widgets."""
+    """Validate the form in one pass: the form's own checks, every field rule of the spec (bad values
+    set aside so the rules across fields still speak), the sweep's values and the deep checks, all
+    mapped to widgets. Nothing waits for another problem to be fixed first."""
     v = {**form_defaults(), **values}
     result = FormCheck()
-    problems: dict[str, list[str]] = {}
-    data = spec_dict(v, problems)
+    own: dict[str, list[str]] = {}  # the form's own sentences: they speak first for their widget
+    data = spec_dict(v, own)
     source = v["teacher_source"]
 
-    try:
-        spec = RunSpec.from_dict(data)
-    except SpecError as err:
-        _merge(problems, map_problems(err.problems, v))
-        spec = None
-
-    teacher_spec = None
-    if source == "zoo":
-        try:
-            teacher_spec = RunSpec.from_dict(teacher_spec_dict(v, data))
-        except SpecError as err:
-            _merge(problems, map_problems(err.problems, v, rename={"student": "teacher_zoo_model",
-                                                                   "epochs": "teacher_epochs"}))
     if v["dataset"] == "imagefolder" and not (v.get("data_path") or "").strip():
-        problems.setdefault("data_path", []).append("Name the image folder (one subfolder per class).")
+        own.setdefault("data_path", []).append("Name the image folder (one subfolder per class).")
     if source == "run":
-        _merge(problems, _teacher_run_problems(v, teacher_run))
+        _add(own, _teacher_run_problems(v, teacher_run))
     if source == "upload" and not (v.get("teacher_checkpoint_path") or "").strip():
-        problems.setdefault("teacher_checkpoint_path", []).append("Upload the teacher's checkpoint (.pt).")
+        own.setdefault("teacher_checkpoint_path", []).append("Upload the teacher's checkpoint (.pt).")
     if source == "torchvision" and dataset_classes not in (None, 1000):
-        problems.setdefault("teacher_tv_model", []).append(_sentence(
+        own.setdefault("teacher_tv_model", []).append(_sentence(
             f"torchvision weights predict the 1000 ImageNet classes but this dataset has {dataset_classes}; "
             "use them with a 1000-class image folder, or pick another teacher"))
 
+    problems: dict[str, list[str]] = {k: list(m) for k, m in own.items()}
+    spec, stand_in = _spec_problems(data, v, problems, own)
+
+    teacher_spec = None
+    if source == "zoo":
+        teacher_spec, _ = _spec_problems(teacher_spec_dict(v, data), v, problems, own,
+                                         rename={"student": "teacher_zoo_model", "epochs": "teacher_epochs"})
+
     sweep = None
     if v.get("sweep_on"):
-        sweep_field, raw = v.get("sweep_field"), parse_sweep_values(v.get("sweep_values", ""))
-        if len(raw) < 2:
-            problems.setdefault("sweep_values", []).append("Give at least two values, separated by commas.")
-        elif spec is not None:
-            try:
-                expand_sweep({**spec.to_dict(), "sweep": {"field": sweep_field, "values": raw}})
-                sweep = (sweep_field, raw)
-            except SpecError as err:
-                msgs = [_sentence(split_problem(p)[1] if p.startswith("sweep.") else p) for p in err.problems]
-                problems.setdefault("sweep_values", []).extend(msgs)
+        field_name = v.get("sweep_field")
+        raw = parse_sweep_values(v.get("sweep_values", ""))
+        base = stand_in.to_dict() if stand_in is not None else data
+        sweep_problems = sweep_value_problems(field_name, raw, base)
+        if sweep_problems:
+            problems.setdefault("sweep_values", []).extend(sweep_problems)
+        else:
+            sweep = (field_name, raw)
 
-    if spec is not None and deep_check is not None and not problems:
+    if stand_in is not None and deep_check is not None:
         teacher_model = {"zoo": v["teacher_zoo_model"], "run": teacher_run.model if teacher_run else None}.get(source)
         try:
-            deep = list(deep_check(spec, teacher_model))
+            deep = list(deep_check(stand_in, teacher_model))
             if teacher_spec is not None:  # the teacher run's own "student" is the teacher model
                 for problem in deep_check(teacher_spec, None):
                     path, message = split_problem(problem)
                     deep.append(f"teacher.model: {message}" if path == "student" else problem)
         except KDError as err:
             deep = [str(err)]
-        _merge(problems, map_problems(deep, v))
+        # a widget already explained keeps that one sentence (a stand-in value may have caused this one)
+        _add(problems, map_problems(deep, v), skip_flagged=True)
 
     result.problems = problems
-    result.spec = spec
+    result.spec = spec if not problems else None
     result.teacher_spec = teacher_spec
     result.sweep = sweep
     return result
+
+
+def sweep_value_problems(field_name: str, raw: list, base: Mapping[str, Any]) -> list[str]:
+    """Every problem of a sweep's values at once: too few, repeated, or a value the field refuses (each
+    value checked on its own against the rest of the form)."""
+    if len(raw) < 2:
+        return ["Give at least two values, separated by commas."]
+    problems = []
+    seen: list[Any] = []
+    for value in raw:
+        if any(value == s and type(value) is type(s) or (_is_number(value) and _is_number(s) and value == s)
+               for s in seen):
+            msg = f"{_shown(value)} is given twice: each value makes one run, so give each once."
+            if msg not in problems:
+                problems.append(msg)
+        seen.append(value)
+    for value in dict.fromkeys(map(_hashable, raw)):
+        variant = copy.deepcopy(dict(base))
+        variant.pop("name", None)
+        _set_field(variant, field_name, _unhashable(value))
+        _, _, found = validate_all(variant)
+        for _path, message, n in found:
+            if n:
+                continue
+            shown = _shown(_unhashable(value))
+            message = re.sub(r" \(it is [^)]*\)", "", message)
+            problems.append(message if message.startswith(shown) else
+                            f"Value {shown}: {message[0].lower()}{message[1:]}")
+    if field_name == "student":
+        from kdcore.models import list_models
+
+        known = {m.name for m in list_models()}
+        problems += [f"Value {_shown(m)}: there is no such model in the zoo." for m in dict.fromkeys(raw)
+                     if isinstance(m, str) and m not in known]
+    return problems
+
+
+def _set_field(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[last] = value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _hashable(value: Any) -> Any:
+    return (type(value).__name__, value) if isinstance(value, bool) else value
+
+
+def _unhashable(value: Any) -> Any:
+    return value[1] if isinstance(value, tuple) else value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f"'{value if len(value) <= 40 else value[:39] + '…'}'"
+    return f"{value:g}" if _is_number(value) else str(value)
 
 
 def _teacher_run_problems(v: Mapping[str, Any], teacher_run: TeacherRun | None) -> dict[str, list[str]]:

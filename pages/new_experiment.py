@@ -81,11 +81,17 @@ with st.spinner("Checking the experiment…"):
                              dataset_classes=info.num_classes or None)
 problems = check.problems
 if dataset_problem:
-    problems.setdefault("data_path", []).insert(0, dataset_problem)
+    problems["data_path"] = [dataset_problem]  # the folder itself says what is wrong
+
+
+noted: list[str] = []  # widgets whose notes are on screen, in order: the banner counts exactly these
 
 
 def here(key: str) -> None:
-    widgets.problems_here(problems, key)
+    """The problems of one widget, right under it (once)."""
+    if key not in noted:
+        noted.append(key)
+        widgets.problems_here(problems, key)
 
 
 def method_card(name: str) -> None:
@@ -135,6 +141,7 @@ def model_picker(label: str, options: list[str], key: str) -> None:
 st.title("New experiment")
 st.caption("Choose a dataset, a teacher and a student, how the student should learn from the teacher, "
            "and launch. Anything that cannot run is explained under its field before you launch.")
+top_banner = st.empty()  # the count of problems, filled once every field has been drawn
 
 st.header("1 · Dataset", divider="gray")
 c1, c2 = st.columns([1, 2])
@@ -235,9 +242,11 @@ teacher_stats = state.model_stats(teacher_name, num_classes, input_shape) if tea
 
 st.header("3 · Student", divider="gray")
 c1, c2 = st.columns([1, 2])
+student_stats = state.model_stats(S["student"], num_classes, input_shape)
+if isinstance(student_stats, str) and not problems.get("student"):
+    problems["student"] = [student_stats]  # the model cannot run on this input: a problem like any other
 with c1:
     model_picker("Student model", zoo, "student")
-student_stats = state.model_stats(S["student"], num_classes, input_shape)
 with c2:
     if isinstance(student_stats, tuple):
         m1, m2, m3 = st.columns(3)
@@ -249,7 +258,7 @@ with c2:
         else:
             m3.metric("Compression", "—", help="Known once the teacher's architecture is known.")
     else:
-        st.markdown(f":red[:material/error: {student_stats}]")
+        st.caption("Parameters and FLOPs are shown once the student can run on this input.")
 if isinstance(teacher_stats, tuple) and isinstance(student_stats, tuple):
     st.caption(f"Teacher {teacher_name}: {catalog.format_count(teacher_stats[0])} parameters, "
                f"{catalog.format_count(teacher_stats[1])} FLOPs — the student has "
@@ -290,7 +299,7 @@ if has_teacher:
     if teacher_name is None:
         st.info("Hint pairs need the teacher's architecture: pick a teacher run, a zoo model or the checkpoint's model.")
     elif isinstance(t_layers, str) or isinstance(s_layers, str):
-        st.markdown(f":red[:material/error: {t_layers if isinstance(t_layers, str) else s_layers}]")
+        st.caption(f"The layers cannot be listed: {t_layers if isinstance(t_layers, str) else s_layers}")
     else:
         t_opts = list(t_layers["path"])
         s_opts = list(s_layers["path"])
@@ -327,16 +336,21 @@ if has_teacher:
                     st.number_input("Weight", min_value=0.0, key=k("weight"), persist_state=KEEP,
                                     placeholder=f"preset: {preset.weight:g}", format="%g")
                     st.caption(f"{preset.description} ({preset.reference})")
-                for part in ("teacher", "student", "mode", "phi_t", "phi_s", "distance", "weight"):
-                    here(k(part))
+                confirmed = None
                 if S[k("teacher")] and S[k("student")] and not any(problems.get(k(p)) for p in forms.HINT_DEFAULTS):
                     custom = S[k("mode")] == forms.CUSTOM
                     ok, reason = _pair_check(teacher_name, S[k("teacher")], S["student"], S[k("student")],
                                              num_classes, input_shape, None if custom else S[k("mode")],
                                              S[k("phi_t")] if custom else None, S[k("phi_s")] if custom else None,
                                              S[k("distance")] if custom else None)
-                    st.markdown(f":green[:material/check_circle: {reason}]" if ok
-                                else f":red[:material/error: {reason}]")
+                    if ok:
+                        confirmed = reason
+                    else:  # a pair that cannot be distilled is a problem like any other: counted, blocks Launch
+                        problems[k("student")] = [forms.plain_sentence(reason)]
+                for part in ("teacher", "student", "mode", "phi_t", "phi_s", "distance", "weight"):
+                    here(k(part))
+                if confirmed:
+                    st.markdown(f":green[:material/check_circle: {confirmed}]")
 
         st.button("Add a hint pair", icon=":material/add:", on_click=forms.add_hint_pair, args=(S,), key="add_hint")
         here("hint_count")
@@ -463,10 +477,14 @@ if S["sweep_on"]:
 
 st.divider()
 here(forms.GENERAL)
-n_problems = check.count() + (1 if dataset_problem else 0)
+for key in [k for k in problems if k not in noted]:  # a widget not on screen: its notes go here
+    here(key)
+n_problems = sum(len(problems.get(k, [])) for k in noted)
 if n_problems:
-    st.warning(f"{n_problems} problem{'s' if n_problems > 1 else ''} to fix before launching: "
-               "see the red notes above.")
+    banner = (f"{n_problems} problem{'s' if n_problems > 1 else ''} to fix before launching: "
+              "each is explained in red beside its field.")
+    top_banner.warning(banner, icon=":material/error:")
+    st.warning(banner, icon=":material/error:")
 else:
     runs = len(check.sweep[1]) if check.sweep else 1
     what = f"{runs} runs" if runs > 1 else "1 run"

@@ -29,7 +29,7 @@ def test_each_field_problem_lands_under_its_widget():
                              deep_check=no_deep)
     assert not check.ok and check.spec is None
     assert set(check.problems) == {"kd.rho", "epochs", "lr", "label_fraction"}
-    assert check.problems["kd.rho"][0].startswith("Input should be greater than 0")
+    assert check.problems["kd.rho"] == ["Must be greater than 0 (it is -1)."]  # plain words, no pydantic text
     assert all(m.endswith(".") for msgs in check.problems.values() for m in msgs)
 
 
@@ -100,9 +100,55 @@ def test_sweep_values_are_parsed_and_checked():
     assert ok.ok and ok.sweep == ("logit.rho", [1, 2, 4])
     bad = forms.check_form({"sweep_on": True, "sweep_field": "logit.rho", "sweep_values": "1, -2",
                             "teacher_source": "zoo"}, deep_check=no_deep)
-    assert "sweep_values" in bad.problems and "greater than 0" in bad.problems["sweep_values"][0]
+    assert bad.problems["sweep_values"] == ["Value -2: must be greater than 0."]
     one = forms.check_form({"sweep_on": True, "sweep_values": "4"}, deep_check=no_deep)
     assert "at least two values" in one.problems["sweep_values"][0]
+
+
+def test_every_problem_is_reported_in_one_pass_in_plain_words():
+    """Bad sweep values, field values and form-level problems all at once, none in pydantic's words."""
+    check = forms.check_form({"teacher_source": "run", "lr": 0.0, "kd.rho": "abc", "epochs": 2.5,
+                              "sweep_on": True, "sweep_field": "logit.alpha", "sweep_values": "0.5, x, -1, 0.5"},
+                             deep_check=no_deep)
+    assert check.problems == {
+        "teacher_run": ["Pick the run whose model is the teacher (runs appear here once submitted)."],
+        "lr": ["Must be greater than 0 (it is 0)."],
+        "kd.rho": ["'abc' is not a number."],
+        "epochs": ["Give a whole number (2.5 is not)."],
+        "sweep_values": ["0.5 is given twice: each value makes one run, so give each once.",
+                         "'x' is not a number.", "Value -1: must be at least 0."],
+    }
+    text = " ".join(m for msgs in check.problems.values() for m in msgs)
+    assert "Input should" not in text and "run_id" not in text and "`" not in text
+
+
+def test_a_rule_across_fields_is_reported_beside_a_bad_value():
+    """pydantic checks whole-spec rules only once every field parses; the form does not wait."""
+    check = forms.check_form({"teacher_source": "zoo", "lr": -1.0, "hint_count": 1, "hint_0_teacher": "stage1",
+                              "hint_0_student": "fc1", "hint_stage_epochs": 10, "epochs": 10}, deep_check=no_deep)
+    assert check.problems["lr"] == ["Must be greater than 0 (it is -1)."]
+    assert check.problems["hint_stage_epochs"] == ["The hint-only epochs must be fewer than the epochs."]
+
+
+def test_deep_checks_run_beside_field_problems():
+    seen = []
+
+    def deep(spec, teacher_model):
+        seen.append(spec)
+        return ["student: no such model"] if spec.teacher is not None else []
+
+    check = forms.check_form({"teacher_source": "zoo", "lr": 0.0}, deep_check=deep)
+    assert check.problems == {"lr": ["Must be greater than 0 (it is 0)."], "student": ["No such model."]}
+    assert check.spec is None and seen  # the deep check saw the form with the bad value set aside
+
+
+def test_duplicate_sweep_values_are_refused_even_when_written_differently():
+    check = forms.check_form({"sweep_on": True, "sweep_field": "batch_size", "sweep_values": "64, 64.0, 128"},
+                             deep_check=no_deep)
+    assert check.problems == {"sweep_values": ["64 is given twice: each value makes one run, so give each once."]}
+    assert forms.check_form({"sweep_on": True, "sweep_field": "student", "sweep_values": "mlp_64, nope"},
+                            deep_check=no_deep).problems == {
+        "sweep_values": ["Value 'nope': there is no such model in the zoo."]}
 
 
 def test_milestones_that_do_not_parse_are_explained():

@@ -43,6 +43,7 @@ def test_invalid_values_are_explained_beside_their_widgets_and_block_launch(kd_h
     assert any("greater than 0" in n for n in notes)  # the learning rate
     assert at.button(key="launch").disabled
     assert "2 problems to fix before launching" in at.warning[0].value
+    assert len(notes) == 2  # the banner counts the notes on screen
     assert RunStore().list_runs() == []
 
 
@@ -108,3 +109,41 @@ def test_a_broken_upload_is_explained_not_a_traceback(kd_home, tmp_path):
     at.run()
     no_exception(at)
     assert any("not a loadable weights-only checkpoint" in n for n in red_notes(at))
+
+
+def banner_count(at) -> int:
+    (count,) = {int(w.value.split(" problem")[0]) for w in at.warning if " to fix before launching" in w.value}
+    return count
+
+
+def test_every_problem_shows_at_once_beside_its_widget_and_the_banner_counts_them(kd_home):
+    """A bad sweep value is not held back until the rest is fixed; each note is plain words, the banner's
+    count is the number of notes, Launch stays off."""
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("upload").run()  # nothing uploaded: the form says so, once
+    at.number_input(key="lr").set_value(0.0).run()
+    at.selectbox(key="schedule").set_value("step").run()
+    at.text_input(key="milestones").set_value("5, later").run()
+    at.toggle(key="sweep_on").set_value(True).run()
+    at.selectbox(key="sweep_field").set_value("logit.rho").run()
+    at.text_input(key="sweep_values").set_value("4, 4, warm").run()
+    no_exception(at)
+    notes = red_notes(at)
+    assert any("Upload the teacher's checkpoint" in n for n in notes)
+    assert any("Must be greater than 0 (it is 0)." in n for n in notes)
+    assert any("'later' is not a number" in n for n in notes)
+    assert any("4 is given twice" in n for n in notes) and any("'warm' is not a number." in n for n in notes)
+    assert not any("Input should" in n or "needs checkpoint" in n or "`" in n for n in notes), notes
+    assert banner_count(at) == len(notes) == 5
+    assert at.button(key="launch").disabled
+    # fixing them one by one lowers the count in step, and the last fix enables Launch
+    at.text_input(key="sweep_values").set_value("2, 4").run()
+    assert banner_count(at) == len(red_notes(at)) == 3
+    at.number_input(key="lr").set_value(0.05).run()
+    at.text_input(key="milestones").set_value("5").run()
+    at.radio(key="teacher_source").set_value("zoo").run()
+    no_exception(at)
+    assert not red_notes(at) and not at.button(key="launch").disabled
+    at.button(key="launch").click().run()
+    students = [r for r in RunStore().list_runs() if r.spec.teacher is not None]
+    assert sorted(r.spec.logit.rho for r in students) == [2, 4]
