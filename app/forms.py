@@ -68,6 +68,8 @@ FIELD_WIDGETS: dict[str, str] = {
     "schedule": "schedule", "schedule.name": "schedule", "schedule.warmup_epochs": "warmup_epochs",
     "schedule.milestones": "milestones", "schedule.gamma": "gamma",
     "epochs": "epochs", "batch_size": "batch_size", "eval_batch_size": "batch_size", "device": "device",
+    "devices": "devices", "nodes": "nodes", "grad_accumulation": "grad_accumulation",
+    "sync_batchnorm": "sync_batchnorm",
     "precision": "precision", "seed": "seed",
     "sweep": "sweep_values", "sweep.field": "sweep_field", "sweep.values": "sweep_values",
     "depends_on": "teacher_run",
@@ -296,6 +298,8 @@ def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None =
                     "augment": {"default": None, "on": True, "off": False}.get(v["augment"])},
         "student": v["student"],
         "epochs": v["epochs"], "batch_size": v["batch_size"], "device": v["device"],
+        "devices": v["devices"], "nodes": v["nodes"], "grad_accumulation": v["grad_accumulation"],
+        "sync_batchnorm": v["sync_batchnorm"],
         "precision": v["precision"], "seed": v["seed"],
         "tags": parse_tags(v["tags"]),
         "optimizer": {"name": v["optimizer"], "lr": v["lr"], "weight_decay": v["weight_decay"]},
@@ -757,6 +761,8 @@ def values_from_spec(spec: RunSpec) -> dict[str, Any]:
         val_fraction=spec.dataset.val_fraction,
         augment={None: "default", True: "on", False: "off"}[spec.dataset.augment],
         student=spec.student, epochs=spec.epochs, batch_size=spec.batch_size, device=spec.device,
+        devices=spec.devices, nodes=spec.nodes, grad_accumulation=spec.grad_accumulation,
+        sync_batchnorm=spec.sync_batchnorm,
         precision=spec.precision, seed=spec.seed,
         optimizer=spec.optimizer.name, lr=spec.optimizer.lr, momentum=spec.optimizer.momentum,
         weight_decay=spec.optimizer.weight_decay, nesterov=spec.optimizer.nesterov,
@@ -796,6 +802,38 @@ def values_from_spec(spec: RunSpec) -> dict[str, Any]:
         v[hint_key(i, "distance")] = h.distance or HINT_DEFAULTS["distance"]
         v[hint_key(i, "weight")] = h.weight
     return v
+
+
+# ------------------------------------------------------------------------------------ devices
+def batch_sentence(batch_size: int, devices: int, nodes: int, grad_accumulation: int) -> str:
+    """How the global batch is shared: the spec's batch_size is the global batch, each device takes
+    batch_size / (devices × nodes × accumulation) per forward pass."""
+    share = devices * nodes * grad_accumulation
+    if share <= 0 or batch_size % share:
+        return f"The batch size {batch_size} must divide evenly over {share} micro-batches."
+    parts = [f"{batch_size // share} per device", f"{devices} device{'s' if devices > 1 else ''}",
+             f"{nodes} machine{'s' if nodes > 1 else ''}",
+             f"{grad_accumulation} accumulation step{'s' if grad_accumulation > 1 else ''}"]
+    return f"Global batch {batch_size} = " + " × ".join(parts) + " (each optimiser step sees all of it)."
+
+
+def device_capacity_note(devices: int, nodes: int, worker_devices: Mapping[str, int]) -> str | None:
+    """A plain sentence when the registered workers (name -> devices it owns) cannot take this run,
+    None when one can. The run is queued either way: it waits for a worker that fits."""
+    wanted = f"{devices} device{'s' if devices > 1 else ''}"
+    if nodes > 1:
+        fitting = sum(1 for n in worker_devices.values() if n >= devices)
+        return (f"This run spans {nodes} machines with {wanted} each; {fitting} registered worker"
+                f"{' has' if fitting == 1 else 's have'} that many, and workers do not yet join a run over "
+                "several machines from the queue: it stays queued. Start it with `python -m kdcore train "
+                f"SPEC --nodes {nodes}` on each machine (see the README).")
+    if not worker_devices:
+        return f"No worker is running: the run waits in the queue for a worker with {wanted}."
+    name, most = max(worker_devices.items(), key=lambda kv: kv[1])
+    if devices > most:
+        return (f"This run asks for {wanted} but the largest registered worker ({name}) owns {most}: it waits "
+                f"in the queue until a worker with {devices} starts (`python -m kdcore worker --devices {devices}`).")
+    return None
 
 
 # ------------------------------------------------------------------------------------ uploads

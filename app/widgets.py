@@ -62,16 +62,22 @@ def run_caption(record: Any) -> str:
     return " · ".join(parts)
 
 
-def worker_lines(workers: list[Any], devices_of: dict[str, int]) -> list[str]:
-    """One line per worker: its device kind, busy and free devices, and what it trains. The slots of a worker
-    that owns several devices (ids `<worker>-s0`, `-s1`, …, one per device) are one worker; a run holds as
-    many devices as its spec asks (`devices_of`: run id -> devices)."""
+def worker_groups(workers: list[Any]) -> dict[str, list[Any]]:
+    """Worker name -> its slots: a worker that owns several devices registers one slot per device
+    (ids `<worker>-s0`, `-s1`, …), so the number of slots is the number of devices it offers."""
     groups: dict[str, list[Any]] = {}
     for w in workers:
         base, _, slot = w.id.rpartition("-s")
         groups.setdefault(base if base and slot.isdigit() else w.id, []).append(w)
+    return groups
+
+
+def worker_lines(workers: list[Any], devices_of: dict[str, int]) -> list[str]:
+    """One line per worker: its device kind, busy and free devices, and what it trains. The slots of a worker
+    that owns several devices (ids `<worker>-s0`, `-s1`, …, one per device) are one worker; a run holds as
+    many devices as its spec asks (`devices_of`: run id -> devices)."""
     lines = []
-    for name, slots in groups.items():
+    for name, slots in worker_groups(workers).items():
         runs = sorted({w.current_run for w in slots if w.current_run})
         busy = min(len(slots), sum(devices_of.get(r, 1) for r in runs))
         doing = ", ".join(f"training `{r}`" + (f" on {devices_of[r]} devices" if devices_of.get(r, 1) > 1 else "")

@@ -416,7 +416,8 @@ with c1:
     st.number_input("Epochs", 1, 10_000, key="epochs", persist_state=KEEP)
     here("epochs")
 with c2:
-    st.number_input("Batch size", 1, 65_536, key="batch_size", persist_state=KEEP)
+    st.number_input("Batch size (global)", 1, 65_536, key="batch_size", persist_state=KEEP,
+                    help="Samples per optimiser step, over every device and accumulation step together.")
     here("batch_size")
 with c3:
     st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device", persist_state=KEEP,
@@ -425,6 +426,35 @@ with c3:
 with c4:
     st.number_input("Seed", 0, 2**31 - 1, key="seed", persist_state=KEEP)
     here("seed")
+spread = any(S[k] != v for k, v in {"devices": 1, "nodes": 1, "grad_accumulation": 1}.items())
+with st.expander("Devices: GPUs per run, machines, gradient accumulation", expanded=spread):
+    c1, c2, c3, c4 = st.columns(4)
+    with c1:
+        st.number_input("Devices per machine (GPUs per run)", 1, 1024, key="devices", persist_state=KEEP,
+                        help=RunSpec.model_fields["devices"].description)
+        here("devices")
+    with c2:
+        st.number_input("Machines (nodes)", 1, 1024, key="nodes", persist_state=KEEP,
+                        help=RunSpec.model_fields["nodes"].description)
+        here("nodes")
+    with c3:
+        st.number_input("Gradient accumulation steps", 1, 4096, key="grad_accumulation", persist_state=KEEP,
+                        help=RunSpec.model_fields["grad_accumulation"].description)
+        here("grad_accumulation")
+    with c4:
+        st.toggle("Sync BatchNorm", key="sync_batchnorm", persist_state=KEEP,
+                  help=RunSpec.model_fields["sync_batchnorm"].description)
+        here("sync_batchnorm")
+    st.caption(forms.batch_sentence(S["batch_size"], S["devices"], S["nodes"], S["grad_accumulation"]))
+    try:
+        worker_devices = {name: len(slots) for name, slots in
+                          widgets.worker_groups(store.workers(alive_only=True)).items()}
+    except KDError:
+        worker_devices = None
+    if worker_devices is not None and S["devices"] * S["nodes"] > 1:
+        note = forms.device_capacity_note(S["devices"], S["nodes"], worker_devices)
+        if note:
+            st.markdown(f":orange[:material/warning: {note}]")
 c1, c2, c3, c4 = st.columns(4)
 with c1:
     st.selectbox("Optimiser", ["sgd", "adamw"], key="optimizer", persist_state=KEEP,

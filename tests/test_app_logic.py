@@ -602,3 +602,17 @@ def test_wall_time_axis_starts_each_run_at_zero():
                           "wall_time": [100.0, 103.0, 500.0, 510.0]})
     data = tables.overlay_data(frame, "loss/total", tables.WALL_TIME)
     assert data[tables.WALL_TIME].tolist() == [0.0, 3.0, 0.0, 10.0]
+
+
+def test_device_fields_round_trip_and_the_batch_and_capacity_sentences():
+    spec = RunSpec.from_dict({"devices": 4, "nodes": 2, "grad_accumulation": 2, "sync_batchnorm": True,
+                              "batch_size": 256})
+    check = forms.check_form(forms.values_from_spec(spec), deep_check=no_deep)
+    assert check.ok and check.spec.to_dict() == spec.to_dict()
+    assert forms.form_defaults()["devices"] == RunSpec().devices  # one set of defaults: the spec's
+    assert forms.batch_sentence(256, 4, 2, 2) == ("Global batch 256 = 16 per device × 4 devices × 2 machines × "
+                                                  "2 accumulation steps (each optimiser step sees all of it).")
+    assert forms.device_capacity_note(2, 1, {"a": 1, "b": 2}) is None
+    assert "largest registered worker (b) owns 2" in forms.device_capacity_note(4, 1, {"a": 1, "b": 2})
+    assert "No worker is running" in forms.device_capacity_note(2, 1, {})
+    assert "1 registered worker has that many" in forms.device_capacity_note(2, 2, {"a": 1, "b": 2})

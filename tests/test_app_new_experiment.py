@@ -147,3 +147,34 @@ def test_every_problem_shows_at_once_beside_its_widget_and_the_banner_counts_the
     at.button(key="launch").click().run()
     students = [r for r in RunStore().list_runs() if r.spec.teacher is not None]
     assert sorted(r.spec.logit.rho for r in students) == [2, 4]
+
+
+def test_the_device_section_writes_the_spec_shows_the_global_batch_and_what_workers_offer(kd_home):
+    store = RunStore()
+    store.register_worker("box-s0", host="box", pid=1, device="cpu")  # one worker owning two devices
+    store.register_worker("box-s1", host="box", pid=1, device="cpu")
+    at = app("new_experiment.py")
+    at.number_input(key="devices").set_value(3).run()
+    at.number_input(key="batch_size").set_value(100).run()
+    no_exception(at)
+    # 100 does not split over 3 devices: one plain note under the batch size, counted in the banner
+    assert red_notes(at) == [":red[:material/error: The batch size 100 (the global batch) must be a multiple of "
+                             "devices per node × nodes × accumulation steps = 3.]"]
+    assert banner_count(at) == 1 and at.button(key="launch").disabled
+    assert any("largest registered worker (box) owns 2" in m.value for m in at.markdown)
+    at.number_input(key="devices").set_value(2).run()
+    at.number_input(key="grad_accumulation").set_value(2).run()
+    at.number_input(key="batch_size").set_value(128).run()
+    at.toggle(key="sync_batchnorm").set_value(True).run()
+    no_exception(at)
+    assert not red_notes(at)
+    assert "Global batch 128 = 32 per device × 2 devices × 1 machine × 2 accumulation steps" in texts(at)
+    assert not any("registered worker" in m.value for m in at.markdown)  # the worker owns 2: it fits
+    at.number_input(key="nodes").set_value(2).run()
+    assert any("spans 2 machines" in m.value and "stays queued" in m.value for m in at.markdown)
+    at.number_input(key="nodes").set_value(1).run()
+    at.button(key="launch").click().run()
+    no_exception(at)
+    (run,) = store.list_runs()
+    assert (run.spec.devices, run.spec.nodes, run.spec.grad_accumulation, run.spec.sync_batchnorm,
+            run.spec.batch_size, run.spec.device_batch_size) == (2, 1, 2, True, 128, 32)
