@@ -17,6 +17,8 @@ ACTIONS = {
     "delete": lambda store, run_id: store.delete(run_id),
     "rename": lambda store, run_id: store.rename(run_id, "taken over"),
     "tag": lambda store, run_id: store.set_tags(run_id, ["taken-over"]),
+    "add tag": lambda store, run_id: store.add_tags(run_id, ["taken-over"]),
+    "annotate": lambda store, run_id: store.set_notes(run_id, "taken over"),
 }
 
 
@@ -29,7 +31,7 @@ def store(request, kd_home, monkeypatch) -> RunStore:
 
 def snapshot(store: RunStore, run_id: str) -> tuple:
     record = store.get(run_id)
-    return record.name, record.status, record.tags, record.cancel_requested, len(store.events(run_id))
+    return record.name, record.status, record.tags, record.notes, record.cancel_requested, len(store.events(run_id))
 
 
 @pytest.mark.parametrize("action", list(ACTIONS))
@@ -52,7 +54,8 @@ def test_the_owner_and_an_admin_may_do_every_action(store, action):
             continue
         record = store.get(run_id)
         assert {"cancel": record.status is RunStatus.CANCELLED, "rename": record.name == "taken over",
-                "tag": record.tags == ["taken-over"]}[action]
+                "tag": record.tags == ["taken-over"], "add tag": record.tags == ["taken-over"],
+                "annotate": record.notes == "taken over"}[action]
 
 
 def test_a_run_without_an_owner_is_an_admins_only(store):

@@ -502,6 +502,48 @@ def test_tags_rename_and_duplicate(store):
     assert copy_id != run_id and store.get(copy_id).tags == ["b", "c"]
 
 
+def test_tags_added_to_a_run_keep_its_own(store):
+    run_id = store.submit(tiny(tags=["b", "a"]))
+    store.add_tags(run_id, ["c", "a", " "])
+    assert store.get(run_id).tags == ["a", "b", "c"]
+    with pytest.raises(KDError, match="NUL"):
+        store.add_tags(run_id, ["d", "e\x00"])
+    assert store.get(run_id).tags == ["a", "b", "c"]
+
+
+def test_notes_are_stored_replaced_cleared_and_held_to_a_limit(store):
+    run_id = store.submit(tiny(name="noted"))
+    assert store.get(run_id).notes == ""
+    store.set_notes(run_id, "  ρ = 4 looked *better*;\nrerun with 3 seeds.  ")
+    assert store.get(run_id).notes == "ρ = 4 looked *better*;\nrerun with 3 seeds."
+    assert [r.notes for r in store.list_runs()] == ["ρ = 4 looked *better*;\nrerun with 3 seeds."]
+    with pytest.raises(KDError, match="at most 20,000 characters"):
+        store.set_notes(run_id, "x" * 20_001)
+    with pytest.raises(KDError, match="NUL"):
+        store.set_notes(run_id, "a\x00b")
+    assert store.get(run_id).notes.startswith("ρ = 4")
+    store.set_notes(run_id, "")
+    assert store.get(run_id).notes == ""
+    with pytest.raises(RunNotFoundError):
+        store.set_notes("ffffffff", "lost")
+
+
+def test_a_store_from_before_notes_is_migrated_and_keeps_its_runs(store):
+    run_id = store.submit(tiny(name="old run", tags=["kept"]))
+    with store.engine.begin() as conn:  # the store as schema 1 left it: no notes column
+        conn.execute(text("ALTER TABLE kd_runs DROP COLUMN notes"))
+        conn.execute(update(t.meta_table).where(t.meta_table.c.key == "schema_version").values(value="1"))
+    dispose_engines()
+    reopened = RunStore(store.url)
+    record = reopened.get(run_id)
+    assert (record.name, record.tags, record.notes) == ("old run", ["kept"], "")
+    reopened.set_notes(run_id, "written after the upgrade")
+    assert reopened.get(run_id).notes == "written after the upgrade"
+    with reopened.engine.connect() as conn:
+        version = conn.execute(select(t.meta_table.c.value).where(t.meta_table.c.key == "schema_version")).scalar()
+    assert int(version) == t.SCHEMA_VERSION == 2
+
+
 def test_artifacts_are_registered_or_found_and_must_exist(store, kd_home):
     store.submit(tiny(), check=False)
     run = claim(store)

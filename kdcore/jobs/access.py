@@ -1,4 +1,4 @@
-"""Who may change a run: the one rule every mutating store action (cancel, delete, rename, tags) applies.
+"""Who may change a run: the one rule every mutating store action (cancel, delete, rename, tags, notes) applies.
 
 A store used with no actor is the machine's own (the CLI, a worker, a notebook: whoever can reach the
 database can change every row anyway). A store bound to an actor (`RunStore.as_actor`) — what the dashboard
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from kdcore.errors import KDError
 
-ACTIONS = ("cancel", "delete", "rename", "tag")
+ACTIONS = ("cancel", "delete", "rename", "tag", "annotate")  # annotate: write the run's notes
 
 
 @dataclass(frozen=True)

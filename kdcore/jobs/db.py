@@ -131,8 +131,12 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def _add_run_notes(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE kd_runs ADD COLUMN notes TEXT")
+
+
 # Steps that bring an older schema up to date: MIGRATIONS[v] turns version v into v + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_run_notes}
 
 _SCHEMA_LOCK_ID = 4_242_001  # PostgreSQL advisory lock: two processes creating the schema at once take turns
 

@@ -51,6 +51,7 @@ class RunRecord:
     step: int = 0
     cancel_requested: bool = False
     info: dict = field(default_factory=dict)  # the trainer's start report (params, FLOPs, steps_per_epoch, ...)
+    notes: str = ""  # the user's free text about the run
 
     @property
     def duration_s(self) -> float | None:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: kd_runs.notes
 
 metadata = MetaData()
 
@@ -85,6 +85,7 @@ runs = Table(
     Column("info", JSON),  # what the trainer reported on start: device, parameters, FLOPs, steps per epoch, ...
     Column("epoch", Integer, nullable=False, default=0),
     Column("step", Integer, nullable=False, default=0),
+    Column("notes", Text),  # the user's free text about the run (added in schema 2)
     Index("ix_kd_runs_queue", "status", "created_at"),
 )
 

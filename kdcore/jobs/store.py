@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 5.0  # how often a worker says it is alive
 STALE_AFTER_S = 60.0  # a running run whose heartbeat is older than this is taken over by another worker
 MAX_ATTEMPTS = 3  # claims of one run (first run + resumes after a dead worker) before it is failed
+MAX_NOTES_CHARS = 20_000  # a run's notes: a page of text, not a file
 ARTIFACT_FILES = {"checkpoint": "checkpoint.pt", "metrics_csv": "metrics.csv", "spec_yaml": "spec.yaml",
                   "probes": "probes.pt"}
 
@@ -281,6 +282,26 @@ class RunStore:
             conn.execute(delete(t.run_tags).where(t.run_tags.c.run_id == run_id))
             if clean:
                 conn.execute(insert(t.run_tags), [{"run_id": run_id, "tag": tag} for tag in clean])
+
+    def add_tags(self, run_id: str, tags: Sequence[str]) -> None:
+        """Add tags to a run, keeping those it has (tagging several runs at once)."""
+        clean = _clean_tags(tags)
+        with write_tx(self.engine) as conn:
+            run_id = self._authorized(conn, run_id, "tag")
+            have = set(self._tags_of(conn, [run_id]).get(run_id, []))
+            new = [tag for tag in clean if tag not in have]
+            if new:
+                conn.execute(insert(t.run_tags), [{"run_id": run_id, "tag": tag} for tag in new])
+
+    def set_notes(self, run_id: str, notes: str) -> None:
+        """Replace the run's free-text notes (Markdown; empty clears them)."""
+        notes = (notes or "").strip()
+        if len(notes) > MAX_NOTES_CHARS:
+            raise KDError(f"notes can have at most {MAX_NOTES_CHARS:,} characters, not {len(notes):,}")
+        notes = checked_text(notes, "notes", t.runs.c.notes)
+        with write_tx(self.engine) as conn:
+            run_id = self._authorized(conn, run_id, "annotate")
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(notes=notes or None))
 
     def rename(self, run_id: str, name: str) -> None:
         name = (name or "").strip()
@@ -740,7 +761,7 @@ class RunStore:
             started_at=row["started_at"], finished_at=row["finished_at"], heartbeat_at=row["heartbeat_at"],
             final={k: float("nan") if v is None else float(v) for k, v in (row["final"] or {}).items()},
             epoch=int(row["epoch"]), step=int(row["step"]),
-            cancel_requested=bool(row["cancel_requested"]), info=dict(row["info"] or {}),
+            cancel_requested=bool(row["cancel_requested"]), info=dict(row["info"] or {}), notes=row["notes"] or "",
         )
 
 
