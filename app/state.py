@@ -124,25 +124,23 @@ def probes_for(store: RunStore, run_id: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
-def _selected_accuracy(url: str, run_id: str, finished_key: str) -> float | None:
+def _summary(url: str, run_id: str, finished_key: str):
     from kdcore.summary import SELECTION_METRICS, summarize_points
 
-    summary = summarize_points(store_for(url).metrics(run_id, names=SELECTION_METRICS, kind="epoch"))
-    return summary.test_acc if summary is not None and summary.test_acc == summary.test_acc else None
+    return summarize_points(store_for(url).metrics(run_id, names=SELECTION_METRICS, kind="epoch"))
+
+
+def run_summaries(store: RunStore, records: list[Any]) -> dict[str, Any]:
+    """Each run's kdcore.summary RunSummary (the epoch validation selected), None before its first epoch.
+    Finished runs are read once, running ones once per epoch."""
+    return {r.id: _summary(store.url, r.id, r.finished_at.isoformat() if r.finished_at else f"live-{r.epoch}")
+            if r.final else None for r in records}
 
 
 def selected_accuracies(store: RunStore, records: list[Any]) -> dict[str, float]:
-    """Test accuracy at the epoch validation selected, per run (kdcore.summary). Finished runs are cached
-    for good, running ones per poll."""
-    out = {}
-    for r in records:
-        if not r.final:
-            continue
-        key = r.finished_at.isoformat() if r.finished_at else f"live-{r.epoch}"
-        acc = _selected_accuracy(store.url, r.id, key)
-        if acc is not None:
-            out[r.id] = acc
-    return out
+    """Test accuracy at the epoch validation selected, per run (kdcore.summary)."""
+    return {run_id: s.test_acc for run_id, s in run_summaries(store, records).items()
+            if s is not None and s.test_acc == s.test_acc}
 
 
 def metrics_version(record: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.figures import PALETTE, _layout, empty_figure, metric_label
-from app.tables import differing_fields, flatten
-from kdcore.studies import StudySpec, StudyTable
+from app.tables import EPOCH_METRICS, NO_TEACHER, differing_fields, field_label, flatten, method_text
+from kdcore.studies import RunResult, StudySpec, StudyTable, build_table, run_result
 from kdcore.studies.expand import study_runs_tags
 
 SUMMARY_METRICS = {"test_acc": "test accuracy", "val_acc": "validation accuracy", "agreement": "agreement",
@@ -77,25 +77,31 @@ def epoch_curves(store: Any, table: StudyTable, metric: str = "val/acc") -> pd.D
     return pd.DataFrame(rows, columns=["configuration", "seed", "epoch", "value"])
 
 
-def band_figure(curves: pd.DataFrame, metric: str) -> go.Figure:
-    """Mean over seeds per configuration and epoch, with a ±1 std band (std over the seeds at that epoch)."""
+def band_figure(curves: pd.DataFrame, metric: str, *, x: str = "epoch", title: str | None = None,
+                height: int | None = None) -> go.Figure:
+    """Mean over seeds per configuration and `x` value (the epoch, or the step for a step metric), with a
+    ±1 std band (std over the runs at that point)."""
     if curves.empty:
-        return empty_figure("No epoch has finished yet.", title=metric_label(metric))
+        return empty_figure("No epoch has finished yet." if x == "epoch" else "No point logged yet.",
+                            title=metric_label(metric))
     fig = go.Figure()
     for i, (label, part) in enumerate(curves.groupby("configuration", sort=False)):
         color = PALETTE[i % len(PALETTE)]
-        stats = part.groupby("epoch")["value"].agg(["mean", "std", "count"]).reset_index()
+        stats = part.groupby(x)["value"].agg(["mean", "std", "count"]).reset_index()
         std = stats["std"].fillna(0.0)
-        x = stats["epoch"].tolist()
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=(stats["mean"] + std).tolist() + (stats["mean"] - std).tolist()[::-1],
+        xs = stats[x].tolist()
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=(stats["mean"] + std).tolist() + (stats["mean"] - std).tolist()[::-1],
                                  fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
                                  showlegend=False, legendgroup=label))
-        fig.add_trace(go.Scatter(x=x, y=stats["mean"], mode="lines+markers", name=f"{label} (n={int(stats['count'].max())})",
+        fig.add_trace(go.Scatter(x=xs, y=stats["mean"], mode="lines+markers" if len(xs) <= 60 else "lines",
+                                 name=f"{label} (n={int(stats['count'].max())})",
                                  line=dict(color=color), legendgroup=label,
                                  customdata=np.stack([std, stats["count"]], axis=1),
                                  hovertemplate="%{y:.4f} ± %{customdata[0]:.4f} (n=%{customdata[1]})"))
-    _layout(fig, title=f"{metric_label(metric)}: mean ± std over seeds", x_title="epoch", y_title=metric_label(metric))
-    fig.update_xaxes(dtick=1 if curves["epoch"].max() <= 20 else None)
+    _layout(fig, title=title or f"{metric_label(metric)}: mean ± std over seeds", x_title=x,
+            y_title=metric_label(metric), **({"height": height} if height else {}))
+    if x == "epoch":
+        fig.update_xaxes(dtick=1 if curves["epoch"].max() <= 20 else None)
     return fig
 
 
@@ -246,3 +252,115 @@ def best_summary(table: StudyTable) -> str | None:
 
 def seeds_of(table: StudyTable) -> Sequence[int]:
     return sorted({r.seed for r in table.results})
+
+
+# ---- grouping any runs (Runs and Compare): the study table and band figure over the groups -----------------
+
+NO_GROUP = "none"
+TAG = "tag"
+# Groups read from a run rather than one spec field: how the Runs table shows them.
+def method_name(record: Any) -> str:
+    """The run's method without its settings ("FitNets + KD", not "FitNets + KD ρ=4"): settings group apart."""
+    from kdcore.methods import get_method
+
+    spec = record.spec
+    if spec.teacher is None:
+        return method_text(record)
+    presets = sorted({h.preset or "custom hint" for h in spec.hints})
+    return " + ".join(presets + [get_method(p.method).short for p in [*spec.losses, spec.logit]])
+
+
+DERIVED_GROUPS = {"method": method_name, "student": lambda r: r.spec.student,
+                  "teacher": lambda r: r.teacher_label or "no teacher", "dataset": lambda r: r.spec.dataset.name}
+NO_TEACHER_GROUP = "no teacher"
+_TEACHER_FIELDS = ("logit.", "teacher.", "hints.", "losses.")  # settings of distillation itself
+_COVERED = {"student", "dataset.name", "teacher.source", "teacher.run_id", "teacher.model", "logit.method"}
+
+
+def group_keys(records: Sequence[Any]) -> list[str]:
+    """What the runs can be grouped by: the method, student, teacher, dataset, a tag, then every spec field
+    (dotted) whose value differs between `records` (the seed, name and tags excepted)."""
+    fields = differing_fields([r.spec.to_dict() for r in records], ignore=_NOT_SWEPT) if len(records) > 1 else []
+    return [NO_GROUP, *DERIVED_GROUPS, TAG, *[f for f in fields if f not in _COVERED]]
+
+
+def group_key_label(key: str) -> str:
+    return {NO_GROUP: "no grouping", TAG: "tag (a run with several is in each)"}.get(key, field_label(key))
+
+
+def group_values(record: Any, key: str) -> list[str]:
+    """The group(s) a run falls in under `key`: one value, except for tags (one group per tag)."""
+    if key == TAG:
+        return list(record.tags) or ["(no tag)"]
+    if key in DERIVED_GROUPS:
+        return [str(DERIVED_GROUPS[key](record))]
+    if record.spec.teacher is None and key.startswith(_TEACHER_FIELDS):
+        return [NO_TEACHER_GROUP]  # a run without a teacher has no ρ to speak of: its default would mislead
+    value = flatten(record.spec.to_dict()).get(key)
+    return [_value_text(value)]
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _order(value: str) -> tuple:
+    """Groups in a readable order: runs without a teacher first, then numbers ascending, then text."""
+    if value in (NO_TEACHER_GROUP, NO_TEACHER):
+        return (0, 0.0, "")
+    try:
+        return (1, float(value), "")
+    except ValueError:
+        return (2, 0.0, value.casefold())
+
+
+def group_label(key: str, value: str) -> str:
+    return value if key in (TAG, "method") or value == NO_TEACHER_GROUP else f"{field_label(key)} = {value}"
+
+
+def grouped_results(records: Sequence[Any], summaries: Mapping[str, Any], key: str) -> list[RunResult]:
+    """Each run as a member of its group(s) under `key`, with its summary (`summaries`: run id -> RunSummary
+    or None). A group counts as the scratch baseline only when every run in it learned without a teacher."""
+    members = sorted(((value, r) for r in records for value in group_values(r, key)), key=lambda m: _order(m[0]))
+    results = [run_result(r, summaries.get(r.id), key=value, label=group_label(key, value)) for value, r in members]
+    scratch = {}
+    for res in results:
+        scratch[res.config_key] = scratch.get(res.config_key, True) and res.is_baseline
+    return [replace(res, is_baseline=scratch[res.config_key]) for res in results]
+
+
+def grouped_table(records: Sequence[Any], summaries: Mapping[str, Any], key: str,
+                  selection: str = "best-val") -> StudyTable:
+    """The study table over arbitrary runs grouped by `key`: one row per group, mean ± std over its runs
+    (seeds) at the epoch validation selected, the best group on validation, Δ against a scratch group."""
+    return build_table("runs", grouped_results(records, summaries, key), selection, name=group_key_label(key))
+
+
+def grouped_frame(table: StudyTable, key: str) -> pd.DataFrame:
+    """The grouped table for a page: the study table's cells, its first column named after the grouping."""
+    return table_frame(table).rename(columns={"configuration": field_label(key) if key != TAG else "tag"})
+
+
+def group_curves(records: Sequence[Any], frames: Mapping[str, pd.DataFrame], key: str, metric: str,
+                 x: str = "epoch") -> pd.DataFrame:
+    """Long table configuration, seed, `x`, value of one metric for every run in `frames` (run id -> its
+    metric frame), each run under its group label(s): what `band_figure` averages."""
+    parts = []
+    for r in records:
+        frame = frames.get(r.id)
+        if frame is None or not len(frame):
+            continue
+        points = frame[frame["name"] == metric]
+        if not len(points):
+            continue
+        if x == "epoch" and metric not in EPOCH_METRICS:  # a step metric per epoch: its epoch mean
+            points = points.groupby("epoch", as_index=False)["value"].mean()
+        for value in group_values(r, key):
+            parts.append((value, pd.DataFrame({"configuration": group_label(key, value), "seed": r.spec.seed,
+                                               x: points[x].to_numpy(), "value": points["value"].to_numpy()})))
+    if not parts:
+        return pd.DataFrame(columns=["configuration", "seed", x, "value"])
+    parts.sort(key=lambda part: _order(part[0]))  # the groups in the grouped table's order
+    return pd.concat([frame for _, frame in parts], ignore_index=True)

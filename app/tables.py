@@ -11,7 +11,18 @@ STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 # Test accuracy at the epoch validation selected (kdcore.summary), and at the last epoch: never the best test.
 SELECTED_ACC, LAST_ACC = "test acc (best val)", "test acc (last)"
 RUN_COLUMNS = ["status", "name", SELECTED_ACC, LAST_ACC, "agreement", "method", "ρ / α / β",
-               "teacher → student", "dataset", "duration", "tags", "id", "created"]
+               "teacher → student", "dataset", "duration", "tags", "notes", "id", "created"]
+
+
+def notes_preview(notes: str, max_len: int = 60) -> str:
+    """A run's notes in one table cell: the first non-empty line, shortened, "…" when more follows."""
+    lines = [line.strip() for line in (notes or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0]
+    if len(first) > max_len:
+        return first[:max_len - 1].rstrip() + "…"
+    return first + (" …" if len(lines) > 1 else "")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -81,6 +92,7 @@ def runs_frame(records: Sequence[Any], selected: Mapping[str, float] | None = No
             "duration": format_duration(r.duration_s),
             "created": r.created_at,
             "tags": ", ".join(r.tags),
+            "notes": notes_preview(getattr(r, "notes", "")),
         })
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
@@ -107,7 +119,8 @@ def filter_runs(frame: pd.DataFrame, *, statuses: Iterable[str] = (), datasets: 
         out = out[out["dataset"].isin(datasets)]
     if text.strip():
         needle = text.strip().lower()
-        hay = (out["name"] + " " + out["id"] + " " + out["teacher → student"] + " " + out["method"]).str.lower()
+        hay = (out["name"] + " " + out["id"] + " " + out["teacher → student"] + " " + out["method"] + " "
+               + out["notes"]).str.lower()
         out = out[hay.str.contains(needle, regex=False)]
     if tags:
         wanted = set(tags)

@@ -1,4 +1,4 @@
-"""One run: live curves of every logged metric, the log tail, downloads and the actions
+"""One run: live curves of every logged metric, the log tail, downloads, its notes and the actions
 (rename, tags, cancel, duplicate, delete). Opened from the Runs table as /run?run=<id>."""
 from __future__ import annotations
 
@@ -51,6 +51,21 @@ def run_actions(record) -> None:
             navigation.go("runs")
 
 
+def run_notes(record) -> None:
+    """The run's free-text notes (Markdown), editable by whoever may change the run."""
+    denied = auth.denial(user, record.owner, "annotate")
+    with st.expander("Notes", expanded=bool(record.notes), icon=":material/edit_note:"):
+        if record.notes:
+            st.markdown(record.notes)
+        text = st.text_area("Notes (Markdown)", value=record.notes, key=f"notes_{record.id}", height=120,
+                            disabled=bool(denied), help=denied or "What you tried, what you saw, what to do next.",
+                            placeholder="What you tried, what you saw, what to do next.")
+        if st.button("Save notes", key=f"notes_save_{record.id}", disabled=bool(denied) or text == record.notes,
+                     icon=":material/save:") and widgets.attempt(
+                lambda: auth.as_owner(store, user).set_notes(record.id, text)):
+            st.rerun()
+
+
 def show_run(run_id: str) -> None:
     if st.button("All runs", icon=":material/arrow_back:", key="back_to_runs"):
         navigation.go("runs")
@@ -65,6 +80,7 @@ def show_run(run_id: str) -> None:
     if record.tags:
         st.caption("tags: " + ", ".join(record.tags))
     run_actions(record)
+    run_notes(record)
     if record.error:
         st.error(record.error)
 

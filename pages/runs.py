@@ -1,13 +1,63 @@
-"""Runs: the table of every run: filter, sort, and open one (its view is pages/run.py)."""
+"""Runs: the table of every run: filter, sort, group (seeds averaged), select several to cancel, delete, tag or
+compare them, and open one (its view is pages/run.py)."""
 from __future__ import annotations
 
 import streamlit as st
 
-from app import auth, navigation, state, tables, widgets
+from app import auth, bulk, figures, forms, navigation, state, studies, tables, widgets
 
 store = state.get_store()
 user = auth.require_login()  # the gate again: this page never shows to a visitor who is not signed in
 S = st.session_state
+GROUP_METRICS = ("val/acc", "test/acc", "fidelity/agreement", "train/loss")
+
+
+def grouped_view(records: list, key: str) -> None:
+    """The shown runs grouped by `key`: the study table (mean ± std over each group's runs) and a curve with
+    a ± std band per group."""
+    table = studies.grouped_table(records, state.run_summaries(store, records), key)
+    st.dataframe(studies.grouped_frame(table, key), hide_index=True, key="runs_grouped_table", placeholder="—")
+    st.caption("Each group's runs (seeds) at the epoch with the best validation accuracy: mean ± std; n = finished "
+               "runs / runs. ★ = best group on validation accuracy" + ("; Δ = paired difference in test accuracy "
+                                                                       "to the runs without a teacher, by seed."
+                                                                       if table.baseline else "."))
+    metric = st.selectbox("Curve", GROUP_METRICS, format_func=figures.metric_label, key="runs_group_metric")
+    frames = {r.id: state.metrics_frame(store, r) for r in records}
+    curves = studies.group_curves(records, frames, key, metric)
+    st.plotly_chart(studies.band_figure(curves, metric, title=f"{figures.metric_label(metric)} by "
+                                                              f"{studies.group_key_label(key).split(' (')[0]}: "
+                                                              "mean ± std"), key="runs_group_curves")
+
+
+def bulk_bar(chosen: list) -> None:
+    """Actions on the selected runs; each goes through the store as the signed-in user."""
+    mine = auth.as_owner(store, user)
+    bar = st.container(horizontal=True, vertical_alignment="center")
+    bar.markdown(f"**{len(chosen)} selected**")
+    if len(chosen) == 1 and bar.button("Open", icon=":material/open_in_new:", key="runs_bulk_open"):
+        navigation.open_run(chosen[0].id)
+    if bar.button("Compare", icon=":material/compare_arrows:", key="runs_bulk_compare"):
+        S["compare_runs"] = [r.id for r in chosen]
+        navigation.go("compare", runs=",".join(r.id for r in chosen))
+    with bar.popover("Tag", icon=":material/sell:"):
+        text = st.text_input("Tags to add (comma-separated)", key="runs_bulk_tags")
+        if st.button("Add tags", key="runs_bulk_tag_go"):
+            act(mine, "tag", chosen, tags=forms.parse_tags(text))
+    if bar.button("Cancel", icon=":material/stop_circle:", key="runs_bulk_cancel",
+                  help="Queued runs stop at once; running ones after their current step; finished ones are left."):
+        act(mine, "cancel", chosen)
+    with bar.popover("Delete", icon=":material/delete:"):
+        st.markdown(f"Delete {len(chosen)} run{'s' if len(chosen) != 1 else ''}, their metrics and files? "
+                    "This cannot be undone.")
+        if st.button("Delete for good", type="primary", key="runs_bulk_delete_go"):
+            act(mine, "delete", chosen)
+
+
+def act(mine, action: str, chosen: list, **kwargs) -> None:
+    ok = widgets.attempt(lambda: S.__setitem__("runs_bulk_done", bulk.apply(mine, action, chosen, **kwargs)))
+    if ok:
+        S["runs_table_gen"] = S.get("runs_table_gen", 0) + 1  # the changed runs are no longer selected
+        st.rerun()
 
 
 def show_table() -> None:
@@ -26,23 +76,40 @@ def show_table() -> None:
                               persist_state="session")
     datasets = c2.multiselect("Dataset", sorted(frame["dataset"].unique()), key="runs_dataset", placeholder="all",
                               persist_state="session")
-    text = c3.text_input("Search", key="runs_search", placeholder="name, id, model or method", persist_state="session")
+    text = c3.text_input("Search", key="runs_search", placeholder="name, id, model, method or notes",
+                         persist_state="session")
     all_tags = sorted({t for r in records for t in r.tags})
     tags = c4.multiselect("Tags", all_tags, key="runs_tags", placeholder="any", persist_state="session")
     sort = c5.selectbox("Sort", list(tables.SORTS), key="runs_sort", persist_state="session")
     view = tables.filter_runs(frame, statuses=statuses, datasets=datasets, text=text, tags=tags, sort=sort)
+    by_id = {r.id: r for r in records}
+    keys = studies.group_keys([by_id[i] for i in view["id"]])
+    widgets.keep_valid("runs_group", keys)
+    group = st.selectbox("Group by", keys, format_func=studies.group_key_label, key="runs_group",
+                         help="Runs with the same value (seeds of one setting, say) become one row: mean ± std.")
+    if group != studies.NO_GROUP:
+        grouped_view([by_id[i] for i in view["id"]], group)
     live = any(not r.is_terminal for r in records)
+    if S.get("runs_bulk_done"):
+        st.success(S.pop("runs_bulk_done"))
 
     def table() -> None:
         # Re-read while runs are active so statuses and accuracies move without a click.
-        current = view
+        current, known = view, by_id
         if live:
             fresh = store.list_runs(owner=owner, limit=500)
+            known = {r.id: r for r in fresh}
             current = tables.filter_runs(tables.runs_frame(fresh, state.selected_accuracies(store, fresh)),
                                          statuses=statuses, datasets=datasets, text=text, tags=tags, sort=sort)
-        st.caption(f"{len(current)} of {len(frame)} runs · select a row to open it")
+        shown = list(current["id"])
+        if S.get("runs_shown_ids") not in (None, shown):
+            # The rows moved (a new run, another order): a selection by position would now point at other
+            # runs, so it is cleared rather than kept.
+            S["runs_table_gen"] = S.get("runs_table_gen", 0) + 1
+        S["runs_shown_ids"] = shown
+        st.caption(f"{len(current)} of {len(frame)} runs · tick rows to act on several")
         event = st.dataframe(
-            current.drop(columns=["created"]), hide_index=True, on_select="rerun", selection_mode="single-row",
+            current.drop(columns=["created"]), hide_index=True, on_select="rerun", selection_mode="multi-row",
             key=f"runs_table_{S.get('runs_table_gen', 0)}", placeholder="—",
             column_config={
                 "status": st.column_config.TextColumn(width="small"),
@@ -52,13 +119,14 @@ def show_table() -> None:
                     format="percent", width="small",
                     help="Test accuracy at the epoch with the best validation accuracy (never chosen on test)."),
                 "agreement": st.column_config.NumberColumn(format="percent", width="small"),
+                "notes": st.column_config.TextColumn(width="medium", help="The first line of the run's notes."),
                 "id": st.column_config.TextColumn("id", width="small"),
             },
         )
         rows = event.selection.rows if event is not None else []
-        if rows:
-            S["runs_table_gen"] = S.get("runs_table_gen", 0) + 1  # back on this page: no stale selection
-            navigation.open_run(current.iloc[rows[0]]["id"])
+        chosen = [known[shown[i]] for i in rows if i < len(shown) and shown[i] in known]
+        if chosen:
+            bulk_bar(chosen)
 
     st.fragment(run_every=state.LIVE_REFRESH_S * 2 if live else None)(table)()
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")

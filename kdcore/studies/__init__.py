@@ -8,11 +8,19 @@ configuration with mean ± std over seeds at the epoch validation selected (kdco
 from kdcore.studies.expand import Configuration, PlannedRun, config_key, expand_study, submit_study
 from kdcore.studies.spec import ParamSpace, SearchSpec, StudySpec, parse_study_yaml, split_study
 from kdcore.studies.stats import MeanStd, PairedDifference, mean_std, paired_difference
-from kdcore.studies.table import ConfigRow, RunResult, StudyTable, build_table, collect_results, study_table
+from kdcore.studies.table import (
+    ConfigRow,
+    RunResult,
+    StudyTable,
+    build_table,
+    collect_results,
+    run_result,
+    study_table,
+)
 
 __all__ = [
     "StudySpec", "SearchSpec", "ParamSpace", "parse_study_yaml", "split_study",
     "Configuration", "PlannedRun", "config_key", "expand_study", "submit_study",
     "MeanStd", "PairedDifference", "mean_std", "paired_difference",
-    "RunResult", "ConfigRow", "StudyTable", "build_table", "collect_results", "study_table",
+    "RunResult", "ConfigRow", "StudyTable", "build_table", "collect_results", "run_result", "study_table",
 ]

@@ -150,17 +150,22 @@ def collect_results(store: Any, study_id: str, selection: str = "best-val") -> l
     records = store.list_runs(sweep_id=study_id, limit=MAX_RUNS + 1)
     if not records:
         raise KDError(f"there is no study {study_id!r} in the store (python -m kdcore studies lists them)")
-    results = []
-    for r in reversed(records):
-        name, label = study_runs_tags(r.tags)
-        points = store.metrics(r.id, names=SELECTION_METRICS, kind="epoch")
-        seconds = r.duration_s if r.status.value == "completed" and r.duration_s is not None else math.nan
-        results.append(RunResult(
-            run_id=r.id, name=r.name, status=r.status.value, seed=r.spec.seed, config_key=config_key(r.spec),
-            label=label or r.spec.method_label, is_baseline=r.spec.teacher is None,
-            summary=summarize_points(points, selection), params=float((r.info or {}).get("student_params", math.nan)),
-            seconds=seconds, spec=r.spec.to_dict()))
-    return results
+    return [run_result(r, summarize_points(store.metrics(r.id, names=SELECTION_METRICS, kind="epoch"), selection))
+            for r in reversed(records)]
+
+
+def run_result(record: Any, summary: RunSummary | None, *, key: str | None = None,
+               label: str | None = None) -> RunResult:
+    """One run (a store record) with its summary as a table row's member. `key` and `label` put it in a group
+    of the caller's choosing (a dashboard's "group by"); by default its configuration in a study."""
+    r = record
+    seconds = r.duration_s if r.status.value == "completed" and r.duration_s is not None else math.nan
+    return RunResult(
+        run_id=r.id, name=r.name, status=r.status.value, seed=r.spec.seed,
+        config_key=key if key is not None else config_key(r.spec),
+        label=label if label is not None else (study_runs_tags(r.tags)[1] or r.spec.method_label),
+        is_baseline=r.spec.teacher is None, summary=summary,
+        params=float((r.info or {}).get("student_params", math.nan)), seconds=seconds, spec=r.spec.to_dict())
 
 
 def build_table(study_id: str, results: Sequence[RunResult], selection: str = "best-val",
