@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, help="devices this worker owns: it takes runs asking for up to this many "
                    "(on a CPU, processes; default 1, or the number of --gpus)")
     p.add_argument("--gpus", help="GPU ids this worker owns, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES for its runs)")
+    p.add_argument("--rdzv-host", help="runs over several machines: the address other machines reach this one at, "
+                   "where it hosts the rendezvous of a run it starts as node 0 (default: its host name)")
+    p.add_argument("--rdzv-port", type=int, help="runs over several machines: the first rendezvous port, one per "
+                   "device from there (default: any free port)")
     p.add_argument("--rank-of", help=argparse.SUPPRESS)  # one rank of a multi-device run, started by a worker
 
 
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     worker_id = args.worker_id or new_worker_id()
     options = {k: getattr(args, k) for k in ("device", "db", "poll", "heartbeat", "stale_after", "max_attempts",
-                                             "exit_when_idle", "max_runs", "quiet", "devices")}
+                                             "exit_when_idle", "max_runs", "quiet", "devices", "rdzv_host",
+                                             "rdzv_port")}
     if (args.devices or 1) > 1:  # one slot per device, sharing the devices: a run takes as many as it asks
         from kdcore.jobs.devices import DevicePool
 
@@ -106,6 +111,7 @@ def run_slot(worker_id: str, options: dict, pool=None) -> int:
         max_attempts=options["max_attempts"] or store_module.MAX_ATTEMPTS,
         exit_when_idle=options["exit_when_idle"], max_runs=options["max_runs"],
         devices=options.get("devices") or 1, db_url=options["db"],
+        rendezvous_host=options.get("rdzv_host"), rendezvous_port=options.get("rdzv_port"),
     )
     worker = Worker(RunStore(options["db"]), config, worker_id=worker_id, pool=pool)
     worker.install_signal_handlers()

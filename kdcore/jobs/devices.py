@@ -23,6 +23,10 @@ class DevicePool:
     def free(self) -> int:
         return sum(1 for b in self._busy if not b)
 
+    def first_free(self) -> int:
+        """The position `take` hands out first (under `claiming`)."""
+        return next((i for i, b in enumerate(self._busy) if not b), 0)
+
     def take(self, n: int) -> list[int]:
         """Mark n free devices busy (under `claiming`); their positions among the worker's devices."""
         picked = [i for i, b in enumerate(self._busy) if not b][:n]

@@ -52,6 +52,10 @@ class RunRecord:
     cancel_requested: bool = False
     info: dict = field(default_factory=dict)  # the trainer's start report (params, FLOPs, steps_per_epoch, ...)
     notes: str = ""  # the user's free text about the run
+    # Set on a claim of a run over several machines: the node this worker holds, and the c10d rendezvous
+    # endpoint (host:port) where the nodes meet.
+    node_rank: int = 0
+    rendezvous: str | None = None
 
     @property
     def duration_s(self) -> float | None:

@@ -106,6 +106,24 @@ run_dependencies = Table(
     Column("depends_on", String(16), primary_key=True, index=True),
 )
 
+# The nodes of a run over several machines (spec `nodes` > 1), one row per node and attempt: the worker that
+# holds the node. The worker that claims the run holds node 0 and hosts the c10d rendezvous at `endpoint`
+# (host:port); the workers of other machines claim the other nodes and join it there. The primary key and the
+# (run, attempt, worker) key make each claim one conditional INSERT: two workers never hold one node.
+run_nodes = Table(
+    "kd_run_nodes",
+    metadata,
+    Column("run_id", String(16), ForeignKey("kd_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("node_rank", Integer, primary_key=True),
+    Column("worker_id", String(64), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("endpoint", String(262)),  # node 0's row: the rendezvous every node joins
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    UniqueConstraint("run_id", "attempt", "worker_id", name="uq_kd_run_nodes_worker"),
+)
+
 metrics = Table(
     "kd_metrics",
     metadata,

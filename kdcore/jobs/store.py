@@ -11,6 +11,7 @@ import logging
 import secrets
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -268,7 +269,7 @@ class RunStore:
                 select(t.runs.c.status).where(t.runs.c.id == run_id).with_for_update()).scalar_one()
             if status == RunStatus.RUNNING.value:
                 raise RunStateError(f"run {run_id} is running; cancel it before deleting it")
-            for table in (t.metrics, t.events, t.artifacts, t.run_tags, t.run_dependencies):
+            for table in (t.metrics, t.events, t.artifacts, t.run_tags, t.run_dependencies, t.run_nodes):
                 conn.execute(delete(table).where(table.c.run_id == run_id))
             conn.execute(delete(t.runs).where(t.runs.c.id == run_id))
         log.info("run %s deleted by %s", run_id, by)
@@ -382,27 +383,45 @@ class RunStore:
             conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
                          .values(stopped_at=database_now(conn), current_run=None))
 
-    def heartbeat(self, worker_id: str, run_id: str | None = None, attempt: int | None = None) -> bool:
+    def heartbeat(self, worker_id: str, run_id: str | None = None, attempt: int | None = None,
+                  node_rank: int = 0) -> bool:
         """The worker (and the run it executes) are alive. Returns False when the worker no longer owns
-        the run (another worker took it over, or it was deleted): the caller must stop working on it."""
+        the run (another worker took it over, or it was deleted): the caller must stop working on it.
+        A worker holding node k > 0 of a run over several machines heartbeats its node instead."""
         with write_tx(self.engine) as conn:
             now = database_now(conn)
             conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
                          .values(heartbeat_at=now, current_run=run_id))
             if run_id is None:
                 return True
+            if node_rank:
+                n = t.run_nodes.c
+                done = conn.execute(update(t.run_nodes).where(n.run_id == run_id, n.attempt == attempt,
+                                                              n.node_rank == node_rank, n.worker_id == worker_id)
+                                    .values(heartbeat_at=now))
+                return done.rowcount == 1 and self._current_attempt(conn, run_id, attempt)
             done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt))
                                 .values(heartbeat_at=now))
             return done.rowcount == 1
 
-    def claim_next(self, worker_id: str, *, device: str, max_devices: int | None = None) -> RunRecord | None:
+    def claim_next(self, worker_id: str, *, device: str, max_devices: int | None = None,
+                   endpoint: str | None = None, host: str | None = None) -> RunRecord | None:
         """Atomically take the oldest runnable run (queued, not waiting for an unfinished run) and mark it
         running for this worker; None if there is none. Two workers can never claim the same run: the
         UPDATE only succeeds while the row is still queued (and on PostgreSQL rows another worker is
         claiming are skipped with FOR UPDATE SKIP LOCKED rather than waited for). With `max_devices`, only
-        runs asking for at most that many devices on one node (the spec's `devices`, `nodes` 1) are taken."""
+        runs asking for at most that many devices on one node (the spec's `devices`, `nodes` 1) are taken.
+
+        With `endpoint` too (a host:port where this worker can host a c10d rendezvous) runs over several
+        machines (`nodes` > 1) are taken as well: first a free node of such a run already started (its other
+        nodes wait for it), else a queued one as its node 0, whose rendezvous is then `endpoint`. The record
+        says which node this worker holds (`node_rank`) and where the nodes meet (`rendezvous`)."""
         worker_id = checked_text(worker_id, "a worker id", t.runs.c.worker_id)
         device = checked_text(device, "a worker's device", t.runs.c.device)
+        multi_node = endpoint is not None and max_devices is not None
+        if multi_node:
+            endpoint = checked_text(endpoint, "a rendezvous endpoint", t.run_nodes.c.endpoint)
+            host = checked_text((host or endpoint.rsplit(":", 1)[0])[:200], "a worker's host name", t.run_nodes.c.host)
         r = t.runs.c
         query = (select(r.id, r.spec).where(r.status == RunStatus.QUEUED.value, ~_waiting(r))
                  .order_by(r.created_at, r.id).limit(5 if max_devices is None else 50))
@@ -410,8 +429,12 @@ class RunStore:
             query = query.with_for_update(skip_locked=True, of=t.runs)
         with write_tx(self.engine) as conn:
             now = database_now(conn)
+            if multi_node:
+                joined = self._join_node(conn, worker_id, host, max_devices, now)
+                if joined is not None:
+                    return joined
             for run_id, spec in conn.execute(query).all():
-                if max_devices is not None and not _fits(spec, max_devices):
+                if max_devices is not None and not _fits(spec, max_devices, multi_node=multi_node):
                     continue
                 done = conn.execute(
                     update(t.runs).where(r.id == run_id, r.status == RunStatus.QUEUED.value).values(
@@ -421,23 +444,120 @@ class RunStore:
                 if done.rowcount != 1:
                     continue
                 attempts = conn.execute(select(r.attempts).where(r.id == run_id)).scalar_one()
-                self._event(conn, run_id, f"claimed by worker {worker_id} on {device} (attempt {attempts})", now=now)
+                nodes = _nodes(spec)
+                where = ""
+                if nodes > 1:  # node 0; the nodes of earlier attempts are void
+                    conn.execute(delete(t.run_nodes).where(t.run_nodes.c.run_id == run_id))
+                    conn.execute(insert(t.run_nodes).values(
+                        run_id=run_id, attempt=attempts, node_rank=0, worker_id=worker_id, host=host,
+                        endpoint=endpoint, claimed_at=now, heartbeat_at=now))
+                    where = f" as node 0 of {nodes} (rendezvous at {endpoint})"
+                self._event(conn, run_id, f"claimed by worker {worker_id} on {device}{where} (attempt {attempts})",
+                            now=now)
                 conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
                              .values(current_run=run_id, heartbeat_at=now))
                 row = conn.execute(select(t.runs).where(r.id == run_id)).mappings().one()
                 tags = self._tags_of(conn, [run_id])
-                return self._record(row, tags.get(run_id, []))
+                record = self._record(row, tags.get(run_id, []))
+                return replace(record, rendezvous=endpoint) if nodes > 1 else record
         return None
 
-    def should_stop(self, run_id: str, worker_id: str, attempt: int) -> tuple[bool, bool]:
-        """(cancel requested, still owned) for the run a worker executes."""
+    def _join_node(self, conn: Connection, worker_id: str, host: str, max_devices: int,
+                   now: datetime) -> RunRecord | None:
+        """Take a free node (1…nodes-1) of a running, not cancelled run over several machines that fits
+        `max_devices` and holds no node of this worker. Each attempt is one INSERT that does nothing when
+        another worker took that node (or this worker holds one) first."""
+        r, n = t.runs.c, t.run_nodes.c
+        started = exists().where(n.run_id == r.id, n.attempt == r.attempts, n.node_rank == 0)
+        query = (select(r.id, r.spec, r.attempts)
+                 .where(r.status == RunStatus.RUNNING.value, r.cancel_requested == False, started)  # noqa: E712
+                 .order_by(r.started_at, r.id).limit(50))
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True, of=t.runs)
+        for run_id, spec, attempt in conn.execute(query).all():
+            nodes = _nodes(spec)
+            if nodes < 2 or not _fits(spec, max_devices, multi_node=True):
+                continue
+            held = conn.execute(select(n.node_rank, n.worker_id, n.endpoint)
+                                .where(n.run_id == run_id, n.attempt == attempt)).all()
+            if any(w == worker_id for _k, w, _e in held):
+                continue
+            endpoint = next((e for k, _w, e in held if k == 0), None)
+            for rank in sorted(set(range(1, nodes)) - {k for k, _w, _e in held}):
+                done = conn.execute(_insert_ignore(self.engine.dialect.name, t.run_nodes).values(
+                    run_id=run_id, attempt=attempt, node_rank=rank, worker_id=worker_id, host=host,
+                    endpoint=None, claimed_at=now, heartbeat_at=now))
+                if done.rowcount != 1:
+                    continue
+                self._event(conn, run_id, f"node {rank} of {nodes} claimed by worker {worker_id} on {host} "
+                                          f"(attempt {attempt})", now=now)
+                conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
+                             .values(current_run=run_id, heartbeat_at=now))
+                row = conn.execute(select(t.runs).where(r.id == run_id)).mappings().one()
+                record = self._record(row, self._tags_of(conn, [run_id]).get(run_id, []))
+                return replace(record, node_rank=rank, rendezvous=endpoint)
+        return None
+
+    def run_nodes(self, run_id: str) -> list[dict[str, Any]]:
+        """The nodes of a run over several machines in its current attempt: node_rank, worker_id, host,
+        endpoint (node 0's), heartbeat_at."""
+        n = t.run_nodes.c
+        with read_tx(self.engine) as conn:
+            attempt = conn.execute(select(t.runs.c.attempts).where(t.runs.c.id == run_id)).scalar_one_or_none()
+            rows = conn.execute(select(n.node_rank, n.worker_id, n.host, n.endpoint, n.heartbeat_at)
+                                .where(n.run_id == run_id, n.attempt == attempt).order_by(n.node_rank)).mappings()
+            return [dict(row) for row in rows]
+
+    def release_node(self, run_id: str, worker_id: str, attempt: int, node_rank: int, reason: str, *,
+                     count_attempt: bool, max_attempts: int = MAX_ATTEMPTS) -> bool:
+        """A node k > 0 of a run over several machines ended before the run (its ranks died, its worker is
+        stopping): the whole run goes back to the queue, to resume from its last checkpoint, or fails after
+        `max_attempts` counted attempts. False, changing nothing, when the node is no longer this worker's
+        in the run's current attempt (the run ended, or was requeued already)."""
+        r, n = t.runs.c, t.run_nodes.c
+        with write_tx(self.engine) as conn:
+            held = conn.execute(select(n.worker_id).where(n.run_id == run_id, n.attempt == attempt,
+                                                          n.node_rank == node_rank)).scalar_one_or_none()
+            if held != worker_id or not self._current_attempt(conn, run_id, attempt, lock=True):
+                return False
+            now = database_now(conn)
+            current = and_(r.id == run_id, r.status == RunStatus.RUNNING.value, r.attempts == attempt)
+            if count_attempt and attempt >= max_attempts:
+                error = f"node {node_rank} of the run failed on each of {attempt} attempts: {reason}"
+                conn.execute(update(t.runs).where(current).values(status=RunStatus.FAILED.value, error=error,
+                                                                  finished_at=now))
+                self._event(conn, run_id, f"failed: {error}", level="error", now=now)
+            else:
+                conn.execute(update(t.runs).where(current).values(
+                    status=RunStatus.QUEUED.value, worker_id=None,
+                    attempts=r.attempts if count_attempt else r.attempts - 1))
+                self._event(conn, run_id, f"released by worker {worker_id} (node {node_rank}): {reason}; the run "
+                                          "resumes from its last checkpoint", level="warning", now=now)
+            conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(current_run=None))
+        self.resolve_dependencies()
+        return True
+
+    def _current_attempt(self, conn: Connection, run_id: str, attempt: int | None, *, lock: bool = False) -> bool:
+        """The run is running in this attempt."""
         r = t.runs.c
+        query = select(r.status, r.attempts).where(r.id == run_id)
+        row = conn.execute(query.with_for_update() if lock and self.is_postgres else query).first()
+        return row is not None and row.status == RunStatus.RUNNING.value and row.attempts == attempt
+
+    def should_stop(self, run_id: str, worker_id: str, attempt: int, node_rank: int = 0) -> tuple[bool, bool]:
+        """(cancel requested, still owned) for the run a worker executes (for node k > 0 of a run over
+        several machines: the worker still holds that node of the run's current attempt)."""
+        r, n = t.runs.c, t.run_nodes.c
         with read_tx(self.engine) as conn:
             row = conn.execute(select(r.cancel_requested, r.worker_id, r.attempts, r.status)
                                .where(r.id == run_id)).first()
+            holder = None if not node_rank else conn.execute(
+                select(n.worker_id).where(n.run_id == run_id, n.attempt == attempt, n.node_rank == node_rank)
+            ).scalar_one_or_none()
         if row is None:
             return True, False
-        owned = row.worker_id == worker_id and row.attempts == attempt and row.status == RunStatus.RUNNING.value
+        who = holder if node_rank else row.worker_id
+        owned = who == worker_id and row.attempts == attempt and row.status == RunStatus.RUNNING.value
         return bool(row.cancel_requested), owned
 
     def record_progress(self, run_id: str, worker_id: str, attempt: int, *,
@@ -524,12 +644,19 @@ class RunStore:
         with write_tx(self.engine) as conn:
             # The database's clock, not this process's: a worker whose clock is off never misjudges another.
             now = database_now(conn)
-            stale = and_(r.status == RunStatus.RUNNING.value, r.heartbeat_at < now - timedelta(seconds=stale_after_s))
-            query = select(r.id, r.attempts, r.cancel_requested, r.worker_id).where(stale)
+            cutoff = now - timedelta(seconds=stale_after_s)
+            # a run over several machines also when the worker of one of its other nodes went silent
+            n = t.run_nodes.c
+            silent_node = (select(n.worker_id).where(n.run_id == r.id, n.attempt == r.attempts, n.node_rank > 0,
+                                                     n.heartbeat_at < cutoff).limit(1).scalar_subquery())
+            stale = and_(r.status == RunStatus.RUNNING.value, or_(r.heartbeat_at < cutoff, silent_node.is_not(None)))
+            query = select(r.id, r.attempts, r.cancel_requested, r.worker_id, (r.heartbeat_at < cutoff).label("run_stale"),
+                           silent_node.label("silent_node")).where(stale)
             if self.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            for run_id, attempts, cancel, worker in conn.execute(query).all():
-                lost = f"worker {worker} stopped heartbeating (no sign of life for over {stale_after_s:g} s)"
+                query = query.with_for_update(skip_locked=True, of=t.runs)
+            for run_id, attempts, cancel, worker, run_stale, silent in conn.execute(query).all():
+                lost = (f"worker {worker if run_stale else silent} stopped heartbeating (no sign of life for over "
+                        f"{stale_after_s:g} s)")
                 if cancel:
                     values = {"status": RunStatus.CANCELLED.value, "finished_at": now}
                     message, level = f"{lost}; the run was being cancelled, so it is now cancelled", "warning"
@@ -858,10 +985,29 @@ def _current_user() -> str:
         return "unknown"
 
 
-def _fits(spec: Any, max_devices: int) -> bool:
-    """Whether a stored spec's run fits on one worker with `max_devices` free devices."""
+def _fits(spec: Any, max_devices: int, *, multi_node: bool = False) -> bool:
+    """Whether a stored spec's run (or, with `multi_node`, one node of it) fits on one worker with
+    `max_devices` free devices."""
     spec = spec if isinstance(spec, dict) else {}
     try:
-        return int(spec.get("nodes") or 1) == 1 and int(spec.get("devices") or 1) <= max_devices
+        return (multi_node or _nodes(spec) == 1) and int(spec.get("devices") or 1) <= max_devices
     except (TypeError, ValueError):
         return True
+
+
+def _nodes(spec: Any) -> int:
+    try:
+        return int((spec if isinstance(spec, dict) else {}).get("nodes") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _insert_ignore(dialect: str, table):
+    """INSERT that does nothing when a unique key already holds the row (rowcount 0): an atomic claim."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        raise KDError(f"runs over several machines need SQLite or PostgreSQL, not {dialect}")
+    return dialect_insert(table).on_conflict_do_nothing()

@@ -51,8 +51,9 @@ class StoreCallbacks(NullCallbacks):
 
     def __init__(self, store: RunStore, run_id: str, worker_id: str, attempt: int, *,
                  flush_interval_s: float = FLUSH_INTERVAL_S, stop_check_interval_s: float = STOP_CHECK_INTERVAL_S,
-                 device_label: str | None = None, clock: Callable[[], float] = time.monotonic):
+                 device_label: str | None = None, clock: Callable[[], float] = time.monotonic, node_rank: int = 0):
         self.store, self.run_id, self.worker_id, self.attempt = store, run_id, worker_id, attempt
+        self.node_rank = node_rank  # k > 0: this worker holds node k of a run over several machines
         self.flush_interval_s, self.stop_check_interval_s = flush_interval_s, stop_check_interval_s
         self.device_label = device_label
         self.clock = clock
@@ -120,7 +121,7 @@ class StoreCallbacks(NullCallbacks):
         if now - self._last_stop_check >= self.stop_check_interval_s:
             self._last_stop_check = now
             try:
-                cancel, owned = self.store.should_stop(self.run_id, self.worker_id, self.attempt)
+                cancel, owned = self.store.should_stop(self.run_id, self.worker_id, self.attempt, self.node_rank)
             except SQLAlchemyError as err:  # a database hiccup must not kill the run; ask again later
                 log.warning("run %s: could not read the cancel flag (%s)", self.run_id, err.__class__.__name__)
                 return False
@@ -186,6 +187,11 @@ class WorkerConfig:
     max_runs: int | None = None  # stop after executing this many runs
     devices: int = 1  # devices this worker owns (GPUs, or CPU processes): it claims runs asking for no more
     db_url: str | None = None  # where the ranks of a multi-device run find the store
+    # Runs over several machines: the address the other machines reach this one at (default: its host name)
+    # and the first port of the c10d rendezvous it hosts for a run it claims as node 0 (one port per device
+    # from there; default: any free port)
+    rendezvous_host: str | None = None
+    rendezvous_port: int | None = None
 
 
 class Worker:
@@ -262,16 +268,34 @@ class Worker:
                 log.warning("run %s: its worker stopped heartbeating; reclaimed", run_id)
             self.store.resolve_dependencies()
             if self.pool is None:
-                return self.store.claim_next(self.id, device=self.device_label, max_devices=self.config.devices)
+                return self.store.claim_next(self.id, device=self.device_label, max_devices=self.config.devices,
+                                             endpoint=self._rendezvous_endpoint(0), host=self.rendezvous_host)
             with self.pool.claiming():
                 free = self.pool.free()
-                record = self.store.claim_next(self.id, device=self.device_label, max_devices=free) if free else None
+                record = self.store.claim_next(
+                    self.id, device=self.device_label, max_devices=free, host=self.rendezvous_host,
+                    endpoint=self._rendezvous_endpoint(self.pool.first_free())) if free else None
                 if record is not None:
                     self._held = self.pool.take(record.spec.devices)
                 return record
         except SQLAlchemyError as err:
             log.warning("the store is unavailable (%s); retrying", err.__class__.__name__)
             return None
+
+    @property
+    def rendezvous_host(self) -> str:
+        return self.config.rendezvous_host or self.host
+
+    def _rendezvous_endpoint(self, device_index: int) -> str:
+        """Where this worker would host the c10d rendezvous of a run over several machines it claims as
+        node 0: a port per device from --rdzv-port (runs on disjoint devices never share one), else a free one."""
+        if self.config.rendezvous_port:
+            port = self.config.rendezvous_port + device_index
+        else:
+            with socket.socket() as s:
+                s.bind(("", 0))
+                port = s.getsockname()[1]
+        return f"{self.rendezvous_host}:{port}"
 
     def _queue_is_empty(self) -> bool:
         try:
@@ -286,7 +310,7 @@ class Worker:
                 current = self._current
             run_id, attempt, cb = current if current is not None else (None, None, None)
             try:
-                owned = self.store.heartbeat(self.id, run_id, attempt)
+                owned = self.store.heartbeat(self.id, run_id, attempt, cb.node_rank if cb is not None else 0)
             except SQLAlchemyError as err:
                 log.warning("heartbeat failed (%s)", err.__class__.__name__)
                 continue
@@ -302,15 +326,16 @@ class Worker:
 
         run_id, attempt = record.id, record.attempts
         out_dir = run_dir(run_id)
-        cb = StoreCallbacks(self.store, run_id, self.id, attempt,
+        cb = StoreCallbacks(self.store, run_id, self.id, attempt, node_rank=record.node_rank,
                             device_label=None if self.config.device == "auto" else self.device_label)
         if self._stop.is_set():
             cb.shutdown.set()
         with self._current_lock:
             self._current = (run_id, attempt, cb)
-        log.info("run %s (%s): attempt %d started", run_id, record.name, attempt)
+        log.info("run %s (%s): attempt %d started%s", run_id, record.name, attempt,
+                 f" as node {record.node_rank} of {record.spec.nodes}" if record.spec.nodes > 1 else "")
         try:
-            if attempt > 1 and not (out_dir / CHECKPOINT_NAME).is_file():
+            if attempt > 1 and record.node_rank == 0 and not (out_dir / CHECKPOINT_NAME).is_file():
                 cb.drop_points_after(0, 0, "the previous attempt left no checkpoint: starting over, "
                                            "its points dropped")
             if record.spec.world_size > 1:
@@ -338,13 +363,22 @@ class Worker:
         the store as this worker (`python -m kdcore worker --rank-of RUN`). This process keeps heartbeating,
         watches for a cancel or a shutdown and then stops every rank (SIGTERM through the launcher, which
         forwards it; SIGKILL to the launcher's process group after a grace period). A rank that dies ends
-        the attempt: the run goes back to the queue and resumes from its last checkpoint."""
+        the attempt: the run goes back to the queue and resumes from its last checkpoint.
+
+        A run over several machines: this worker's launcher is one node of it and meets the others at the
+        rendezvous the store handed out (hosted by node 0's launcher). The global rank 0 may land on any node;
+        it reports to the store as the run's owner, the worker holding node 0."""
         from kdcore.train.distributed import launcher_command
 
         spec = record.spec
-        script = ["worker", "--rank-of", record.id, "--worker-id", self.id, "--device", self.config.device,
-                  "--quiet", *(["--db", self.config.db_url] if self.config.db_url else [])]
-        cmd = launcher_command(script, devices=spec.devices, run_id=record.id)
+        script = ["worker", "--rank-of", record.id, "--worker-id", record.worker_id or self.id,
+                  "--device", self.config.device, "--quiet",
+                  *(["--db", self.config.db_url] if self.config.db_url else [])]
+        if spec.nodes > 1:
+            cmd = launcher_command(script, devices=spec.devices, nodes=spec.nodes, endpoint=record.rendezvous,
+                                   run_id=f"{record.id}-{cb.attempt}", node_rank=record.node_rank)
+        else:
+            cmd = launcher_command(script, devices=spec.devices, run_id=record.id)
         proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, env=self._device_env())
         stopping_since = None
         while proc.poll() is None:
@@ -361,7 +395,9 @@ class Worker:
             return None
         status = self.store.get(record.id).status
         if status is not RunStatus.RUNNING:  # rank 0 recorded the end (completed, failed, cancelled)
-            return status
+            return status if status.is_terminal else None  # (or another node requeued the run)
+        if record.node_rank:
+            return self._end_node(record, cb, code)
         if cb.cancel_requested:
             self.store.finish_run(record.id, self.id, cb.attempt, RunStatus.CANCELLED,
                                   message="cancelled: every rank stopped; the last checkpoint is kept",
@@ -379,6 +415,20 @@ class Worker:
             return RunStatus.FAILED
         self.store.release_run(record.id, self.id, cb.attempt, f"a rank ended with exit code {code}; the run "
                                "resumes from its last checkpoint", count_attempt=True)
+        return None
+
+    def _end_node(self, record: RunRecord, cb: StoreCallbacks, code: int) -> None:
+        """This worker's node k > 0 of a run over several machines ended while the run goes on: fine when its
+        ranks completed (rank 0 records the end) or the run is being cancelled (node 0's worker records it);
+        otherwise the whole run goes back to the queue to resume from its last checkpoint."""
+        if code == 0 or cb.cancel_requested:
+            return None
+        if cb.shutdown.is_set():
+            reason, counted = "the worker is shutting down", False
+        else:
+            reason, counted = f"its ranks ended with exit code {code}", True
+        self.store.release_node(record.id, self.id, cb.attempt, record.node_rank, reason, count_attempt=counted,
+                                max_attempts=self.config.max_attempts)
         return None
 
     def execute_rank(self, record: RunRecord) -> int:

@@ -113,10 +113,12 @@ def launched() -> bool:
 
 
 def launcher_command(script_args: list[str], *, devices: int, nodes: int = 1, endpoint: str | None = None,
-                     run_id: str = "kdcore") -> list[str]:
+                     run_id: str = "kdcore", node_rank: int | None = None) -> list[str]:
     """`python -m torch.distributed.run ... -m kdcore ARGS`: PyTorch's elastic launcher starts `devices`
     ranks here; with several nodes the launchers of all machines meet through c10d rendezvous at `endpoint`
-    (host:port, the same on every machine). One node without an endpoint rendezvous on a free local port."""
+    (host:port, the same on every machine). One node without an endpoint rendezvous on a free local port.
+    With `node_rank` (a worker's node of a queued run) node 0's launcher hosts the rendezvous store and the
+    others only connect to it, waiting a few minutes for it to come up."""
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(devices),
@@ -127,6 +129,8 @@ def launcher_command(script_args: list[str], *, devices: int, nodes: int = 1, en
         cmd.append("--standalone")
     else:
         cmd += ["--nnodes", str(nodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", run_id]
+        if node_rank is not None:
+            cmd += ["--node-rank", str(node_rank), "--rdzv-conf", f"is_host={int(node_rank == 0)},read_timeout=300"]
     return cmd + ["-m", "kdcore", *script_args]
 
 

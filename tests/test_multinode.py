@@ -1,0 +1,136 @@
+"""Runs over several machines from the queue: the store hands out a c10d rendezvous endpoint and node slots,
+claimed atomically on SQLite and PostgreSQL; workers on loopback (gloo, CPU) complete one `nodes: 2` run."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_worker_devices import run_processes
+
+from kdcore.jobs import RunStatus, RunStore
+from kdcore.jobs.testing import database_url, start_worker, stop_process, wait_until
+from kdcore.spec import RunSpec
+
+RUN_TIMEOUT_S = 300
+
+
+def tiny(**fields) -> RunSpec:
+    return RunSpec(**{"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 2, "batch_size": 64,
+                      "probe_size": 8, "device": "cpu", **fields})
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, kd_home) -> str:
+    with database_url(request.param, kd_home) as url:
+        yield url
+
+
+def workers(store: RunStore, *ids: str) -> None:
+    for worker_id in ids:
+        store.register_worker(worker_id, host="h", pid=1, device="cpu")
+
+
+def test_node_slots_are_claimed_once_each_and_carry_the_rendezvous(store_url):
+    store = RunStore(store_url)
+    run_id = store.submit(tiny(name="two nodes", nodes=2), check=False)
+    single = store.submit(tiny(name="one node"), check=False)
+    workers(store, "a", "b", "c")
+    # without an endpoint a worker takes no run over several machines (it takes the single-node one)
+    assert store.claim_next("a", device="cpu", max_devices=1).id == single
+    store.finish_run(single, "a", 1, RunStatus.COMPLETED)
+    first = store.claim_next("a", device="cpu", max_devices=1, endpoint="10.0.0.1:29400", host="10.0.0.1")
+    assert (first.id, first.node_rank, first.rendezvous, first.worker_id) == (run_id, 0, "10.0.0.1:29400", "a")
+    # the run's owner cannot hold a second node; a worker with too few devices takes none
+    assert store.claim_next("a", device="cpu", max_devices=1, endpoint="10.0.0.1:29401") is None
+    assert store.claim_next("b", device="cpu", max_devices=0, endpoint="10.0.0.2:29400") is None
+    second = store.claim_next("b", device="cpu", max_devices=1, endpoint="10.0.0.2:29400", host="10.0.0.2")
+    assert (second.id, second.node_rank, second.rendezvous) == (run_id, 1, "10.0.0.1:29400")
+    assert second.worker_id == "a" and second.attempts == first.attempts == 1  # ranks report as the owner
+    assert store.claim_next("c", device="cpu", max_devices=1, endpoint="10.0.0.3:29400") is None  # both held
+    nodes = store.run_nodes(run_id)
+    assert [(n["node_rank"], n["worker_id"], n["host"]) for n in nodes] == [(0, "a", "10.0.0.1"), (1, "b", "10.0.0.2")]
+    assert store.heartbeat("b", run_id, 1, node_rank=1) and not store.heartbeat("c", run_id, 1, node_rank=1)
+    assert store.should_stop(run_id, "b", 1, node_rank=1) == (False, True)
+    store.cancel(run_id, by="tester")  # every node's worker reads it
+    assert store.should_stop(run_id, "b", 1, node_rank=1) == (True, True)
+    assert store.should_stop(run_id, "a", 1) == (True, True)
+
+
+def test_a_dead_node_requeues_the_run_to_resume_and_a_new_attempt_voids_the_old_nodes(store_url):
+    store = RunStore(store_url)
+    run_id = store.submit(tiny(name="two nodes", nodes=2), check=False)
+    workers(store, "a", "b", "c")
+    store.claim_next("a", device="cpu", max_devices=1, endpoint="h1:1")
+    store.claim_next("b", device="cpu", max_devices=1, endpoint="h2:1")
+    time.sleep(1.5)
+    assert store.heartbeat("a", run_id, 1)  # the owner lives; node 1's worker went silent
+    assert store.reap_stale(stale_after_s=1.0) == [run_id]
+    run = store.get(run_id)
+    assert run.status is RunStatus.QUEUED and run.attempts == 1  # the attempt counts: it fails after max attempts
+    assert any("worker b stopped heartbeating" in e.message for e in store.events(run_id))
+    assert store.should_stop(run_id, "b", 1, node_rank=1)[1] is False  # node 1's worker stops its ranks
+    again = store.claim_next("c", device="cpu", max_devices=1, endpoint="h3:1")
+    assert (again.attempts, again.node_rank, again.rendezvous) == (2, 0, "h3:1")
+    assert [n["worker_id"] for n in store.run_nodes(run_id)] == ["c"]
+    # a node whose ranks died puts the run back (counted); a late second report changes nothing
+    store.claim_next("b", device="cpu", max_devices=1, endpoint="h2:1")
+    assert store.release_node(run_id, "b", 2, 1, "its ranks ended with exit code 1", count_attempt=True)
+    assert not store.release_node(run_id, "b", 2, 1, "again", count_attempt=True)
+    assert store.get(run_id).status is RunStatus.QUEUED
+    store.claim_next("a", device="cpu", max_devices=1, endpoint="h1:1")
+    store.claim_next("b", device="cpu", max_devices=1, endpoint="h2:1")
+    assert store.release_node(run_id, "b", 3, 1, "exit code 1", count_attempt=True, max_attempts=3)
+    run = store.get(run_id)
+    assert run.status is RunStatus.FAILED and "node 1" in run.error
+
+
+def test_many_workers_racing_for_nodes_hold_each_node_once(store_url):
+    """Claims from threads with their own connections: every node of every run is held by exactly one worker."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = RunStore(store_url)
+    runs = [store.submit(tiny(name=f"r{i}", nodes=3, batch_size=60), check=False) for i in range(3)]
+    ids = [f"w{i}" for i in range(12)]
+    workers(store, *ids)
+
+    def claim(worker_id):
+        record = RunStore(store_url).claim_next(worker_id, device="cpu", max_devices=1, endpoint=f"{worker_id}:1")
+        return None if record is None else (record.id, record.node_rank, worker_id)
+
+    with ThreadPoolExecutor(6) as pool:
+        claims = [c for c in pool.map(claim, ids) if c is not None]
+    # PostgreSQL skips a row another claim holds locked: a worker that found none free then asks again
+    claims += [c for w in ids if w not in {c[2] for c in claims} and (c := claim(w)) is not None]
+    assert len(claims) == 9 and len({(r, k) for r, k, _ in claims}) == 9
+    for run_id in runs:
+        held = store.run_nodes(run_id)
+        assert [n["node_rank"] for n in held] == [0, 1, 2] and len({n["worker_id"] for n in held}) == 3
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_complete_one_two_node_run_from_the_queue(store_url, kd_home):
+    store = RunStore(store_url)
+    run_id = store.submit(tiny(name="two nodes", nodes=2))
+    procs = [start_worker(kd_home, store_url, "--device", "cpu", "--rdzv-host", "127.0.0.1", "--exit-when-idle",
+                          "--worker-id", f"node-{i}", log_name=f"worker{i}.out") for i in range(2)]
+
+    def logs():
+        return "\n".join((kd_home / f"worker{i}.out").read_text()[-3000:] for i in range(2))
+
+    try:
+        run = wait_until(lambda: (r := store.get(run_id)).status.is_terminal and r, RUN_TIMEOUT_S,
+                         "the two-node run to end", on_timeout=logs)
+        assert run.status is RunStatus.COMPLETED, run.error
+        assert run.info["world_size"] == 2 and run.info["nodes"] == 2
+        assert run.final["test/acc"] > 0.3
+        assert [p.epoch for p in store.metrics(run_id, names=["train/acc"], kind="epoch")] == [1, 2]  # one rank 0
+        held = store.run_nodes(run_id)
+        assert [n["node_rank"] for n in held] == [0, 1] and {n["worker_id"] for n in held} == {"node-0", "node-1"}
+        assert held[0]["endpoint"].startswith("127.0.0.1:")
+        for proc in procs:  # both exit once the queue is empty
+            assert proc.wait(timeout=120) == 0, logs()
+        wait_until(lambda: run_processes(run_id) == [], 30, "no process of the run left",
+                   on_timeout=lambda: f"left: {run_processes(run_id)}")
+    finally:
+        for proc in procs:
+            stop_process(proc)
