@@ -44,7 +44,10 @@ def _finished(out: Path, spec: RunSpec) -> float | None:
     if RunSpec.from_yaml((out / "spec.yaml").read_text()).to_dict() != spec.to_dict():
         return None
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    if not rows or int(rows[-1]["epoch"]) != spec.epochs or not rows[-1].get("test/acc"):
+    if rows and "name" in rows[0]:  # long format (kind, epoch, step, name, value)
+        last = [r for r in rows if r["name"] == "test/acc" and int(r["epoch"]) == spec.epochs]
+        return float(last[-1]["value"]) if last else None
+    if not rows or int(rows[-1]["epoch"]) != spec.epochs or not rows[-1].get("test/acc"):  # older wide format
         return None
     return float(rows[-1]["test/acc"])
 
@@ -90,14 +93,22 @@ def main() -> None:
     p.add_argument("--sizes", default="14,7", help="student input sizes of the resolution experiment")
     p.add_argument("--res-limit", type=int, default=300, help="resolution experiment: training samples")
     p.add_argument("--res-epochs", type=int, default=8, help="resolution experiment: epochs")
+    p.add_argument("--only", choices=("all", "teachers", "resolution"), default="all",
+                   help="run one experiment only (e.g. more seeds of the resolution experiment)")
     args = p.parse_args()
     out = Path(args.out)
     started = time.time()
+    if args.only != "resolution":
+        teachers_experiment(args, out)
+    if args.only != "teachers":
+        resolution_experiment(args, out)
+    print(f"\n(wall time {time.time() - started:.0f} s)")
+
+
+def teachers_experiment(args, out: Path) -> None:
     teachers = extra_teachers(out)
     single = [{"source": "checkpoint", "checkpoint": path} for _, path, _ in teachers]
     ensemble = {"members": single, "combine": "mean"}
-    # the teachers' own accuracy, measured by a distillation run's report
-    rows = []
     seeds = range(args.seeds)
     accs: dict[str, list[float]] = {"scratch": [], "ensemble": []}
     per_teacher: dict[int, list[float]] = {i: [] for i in range(len(single))}
@@ -116,16 +127,19 @@ def main() -> None:
         print(f"| from {label}{mark} | {summary(per_teacher[i])} |")
     print(f"| from the ensemble of the three (mean of probabilities) | {summary(accs['ensemble'])} |")
 
+
+def resolution_experiment(args, out: Path) -> None:
+    seeds = range(args.seeds)
+    packaged = {"source": "checkpoint", "checkpoint": PACKAGED}
     print(f"\n## resolution (teacher: packaged LeNet-5 at 28×28; {args.student} student, {args.res_limit} samples, "
           f"{args.res_epochs} epochs, {args.seeds} seeds)\n")
-    print("| student input | scratch % | distilled % | gain (points) |\n|---|---|---|---|")
+    print("| student input | scratch % | distilled % | gain (points) | gain per seed (points) |\n|---|---|---|---|---|")
     for size in [int(v) for v in args.sizes.split(",") if v]:
         scratch = [fit(student(args, s, None, size), out / f"res{size}_scratch_{s}") for s in seeds]
-        kd = [fit(student(args, s, single[0], size), out / f"res{size}_kd_{s}") for s in seeds]
+        kd = [fit(student(args, s, packaged, size), out / f"res{size}_kd_{s}") for s in seeds]
         gain = statistics.mean(kd) - statistics.mean(scratch)
-        print(f"| {size}×{size} | {summary(scratch)} | {summary(kd)} | {100 * gain:+.2f} |")
-        rows.append((size, scratch, kd))
-    print(f"\n(wall time {time.time() - started:.0f} s)")
+        per_seed = ", ".join(f"{100 * (k - c):+.1f}" for k, c in zip(kd, scratch))
+        print(f"| {size}×{size} | {summary(scratch)} | {summary(kd)} | {100 * gain:+.2f} | {per_seed} |")
 
 
 if __name__ == "__main__":

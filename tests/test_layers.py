@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kdcore.cli import main
-from kdcore.errors import IncompatibleLayersError, UnknownNameError
+from kdcore.errors import IncompatibleLayersError, KDError, UnknownNameError
 from kdcore.models import build_model
 from kdcore.models.layers import (
     FeatureHooks,
@@ -262,3 +262,65 @@ def test_stage_paths_pick_the_last_layer_of_each_width_and_pair_the_deepest():
         paired_stages(resnet, cnn, (1, 28, 28), ["layer2", "layer3"], ["stage2"])
     with pytest.raises(KDError, match=r"the teacher \(MLP\) has no stage with a feature map"):
         paired_stages(build_model("mlp_64", 10, 1, 8), cnn, (1, 8, 8))
+
+
+# ---- each model at its own input shape (a student may see a downscaled view) --------------------------
+
+def test_pair_layers_list_each_model_at_its_own_input_shape():
+    from kdcore.models.listing import input_shapes, pair_layers, student_input_shape
+
+    assert input_shapes((1, 28, 28), {"size": 7}) == {"teacher": (1, 28, 28), "student": (1, 7, 7)}
+    assert student_input_shape((3, 32, 32), {"grey": True, "crop": 24}) == (1, 24, 24)
+    assert student_input_shape((3, 32, 32)) == (3, 32, 32)
+    pair = pair_layers("cnn_small", "cnn_small", 10, (1, 28, 28), {"size": 7})
+    teacher = {info.path: info.shape for info in pair.teacher.layers}
+    student = {info.path: info.shape for info in pair.student.layers}
+    assert pair.teacher.input_shape == (1, 28, 28) and pair.student.input_shape == (1, 7, 7)
+    assert teacher["stage1.conv1"] == (32, 28, 28) and student["stage1.conv1"] == (32, 7, 7)
+    assert teacher["stage2"] == (64, 7, 7) and student["stage2"] == (64, 1, 1)
+    # on its 7×7 view the student's second stage is pooled to 1×1, so only its first one is a stage,
+    # and it is paired with the teacher's deepest
+    assert pair.teacher.stages == ["stage1", "stage2"] and pair.student.stages == ["stage1"]
+    assert pair.stage_pairs == [("stage2", "stage1")]
+    assert "stage2.conv1" in {info.path for info in pair.student.candidates}
+    same = pair_layers("cnn_small", "cnn_small", 10, (1, 28, 28))
+    assert same.stage_pairs == [("stage1", "stage1"), ("stage2", "stage2")]
+    assert pair_layers("lenet5", "mlp_64", 10, (1, 28, 28), {"size": 14}).stage_pairs == []
+    with pytest.raises(KDError, match="the student's view: size: .*greater than or equal to 1"):
+        pair_layers("lenet5", "mlp_64", 10, (1, 28, 28), {"size": 0})
+
+
+@pytest.mark.parametrize("method", ["vid", "fsp", "sp", "kdsvd", "reviewkd"])
+def test_multi_stage_methods_pair_the_students_stages_at_its_view(method):
+    from kdcore.methods import BuildContext, build_loss, parse_params
+
+    teacher, student = build_model("cnn_small", 10, 1, 28), build_model("cnn_small", 10, 1, 7)
+    ctx = BuildContext(student, teacher, (1, 28, 28), 10, 64, student_input_shape=(1, 7, 7))
+    params = parse_params({"method": method}, slot="losses", where="a test")
+    if method in ("fsp", "kdsvd"):  # they relate consecutive stages of equal width: the one pair is refused
+        with pytest.raises(KDError, match=r"at least 2|stage2 has 64 teacher and stage1 32 student"):
+            build_loss(params, ctx)
+        return
+    loss = build_loss(params, ctx)
+    pairs = [(t, s) for t, s in loss.pairs if t != "@embedding"]
+    assert [s for _, s in pairs] == ["stage1"]
+    assert all(ctx.shape(tap) for tap in loss.taps)
+
+
+def test_layers_command_lists_a_model_at_a_views_input_shape(capsys):
+    assert main(["layers", "cnn_small", "--dataset", "fashion-mnist", "--view", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "input 1x7x7 (a student's view '7' of the dataset's 1x28x28)" in out.splitlines()[0]
+    rows = {line.split()[0]: line for line in out.splitlines()[3:] if line.strip()}
+    assert "32x3x3" in rows["stage1"].split() and "stage 1 of 1" in rows["stage1"]
+    assert "64x1x1" in rows["stage2"].split() and "stage" not in rows["stage2"].split("64x1x1")[1]
+    assert main(["layers", "cnn_small", "--dataset", "fashion-mnist"]) == 0
+    out = capsys.readouterr().out
+    assert "input 1x28x28," in out and "stage 2 of 2" in out
+    assert main(["layers", "mlp_64", "--dataset", "fashion-mnist", "--view", "size=14,grey"]) == 0
+    out = capsys.readouterr().out
+    assert "input 1x14x14" in out and "12,608" in out  # fc1 reads the 196 pixels of the 14×14 view
+    for view, expected in (("14x12", "a view is square"), ("sise=3", "sise: is not a known field")):
+        assert main(["layers", "mlp_64", "--dataset", "fashion-mnist", "--view", view]) != 0
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err

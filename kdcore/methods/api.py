@@ -155,6 +155,29 @@ class BuildContext:
         return self.model(side).get_submodule(path)
 
 
+def stage_pairs(ctx: BuildContext, params: Any) -> list[tuple[str, str]]:
+    """(teacher, student) stage paths for a multi-stage method: the ones its parameters name
+    (``teacher_layers``, ``student_layers``), or each model's stages at the input shape it sees, the
+    deepest paired when the counts differ."""
+    from kdcore.models.layers import paired_stages
+
+    t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape_of("teacher"),
+                         params.teacher_layers, params.student_layers,
+                         student_input_shape=ctx.input_shape_of("student"))
+    return list(zip(t, s))
+
+
+def pair_taps(pairs: list[tuple[str, str]]) -> tuple[Tap, ...]:
+    """The taps reading each pair's teacher and student layer outputs."""
+    return tuple(Tap(side, path) for pair in pairs for side, path in zip(("teacher", "student"), pair))
+
+
+def paired_stage_taps(ctx: BuildContext, params: Any) -> tuple[list[tuple[str, str]], tuple[Tap, ...]]:
+    """`stage_pairs` and the taps that read them."""
+    pairs = stage_pairs(ctx, params)
+    return pairs, pair_taps(pairs)
+
+
 def _prod(shape: tuple[int, ...]) -> int:
     out = 1
     for d in shape:
@@ -210,4 +233,4 @@ def _type_name(annotation: Any) -> str:
 
 
 __all__ = ["EMBEDDING", "Batch", "BuildContext", "Family", "MethodLoss", "MethodParams", "Needs", "Tap",
-           "describe_params", "layer_field", "layers_field"]
+           "describe_params", "layer_field", "layers_field", "pair_taps", "paired_stage_taps", "stage_pairs"]

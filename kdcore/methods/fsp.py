@@ -30,6 +30,7 @@ from kdcore.methods.api import (
     Needs,
     Tap,
     layers_field,
+    paired_stage_taps,
 )
 from kdcore.methods.registry import register_method
 
@@ -92,12 +93,8 @@ class FSPParams(MethodParams):
 class FSP(MethodLoss):
     def __init__(self, p: FSPParams, ctx: BuildContext) -> None:
         super().__init__()
-        from kdcore.models.layers import paired_stages
-
         self.p = p
-        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
-        self.pairs = list(zip(t, s))
-        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        self.pairs, self.taps = paired_stage_taps(ctx, p)
         shapes = [(ctx.shape(Tap("teacher", t)), ctx.shape(Tap("student", s))) for t, s in self.pairs]
         if any(len(ts) != 3 or len(ss) != 3 for ts, ss in shapes):
             raise IncompatibleLayersError("FSP needs feature maps (C×H×W) on both sides; pick convolutional stages.")

@@ -36,6 +36,7 @@ from kdcore.methods.api import (
     Needs,
     Tap,
     layers_field,
+    paired_stage_taps,
 )
 from kdcore.methods.registry import register_method
 
@@ -125,12 +126,8 @@ class KDSVDParams(MethodParams):
 class KDSVD(MethodLoss):
     def __init__(self, p: KDSVDParams, ctx: BuildContext) -> None:
         super().__init__()
-        from kdcore.models.layers import paired_stages
-
         self.p = p
-        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
-        self.pairs = list(zip(t, s))
-        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        self.pairs, self.taps = paired_stage_taps(ctx, p)
         for t, s in self.pairs:
             ts, ss = ctx.shape(Tap("teacher", t)), ctx.shape(Tap("student", s))
             if len(ts) != 3 or len(ss) != 3:

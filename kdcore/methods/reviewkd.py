@@ -34,6 +34,8 @@ from kdcore.methods.api import (
     Needs,
     Tap,
     layers_field,
+    pair_taps,
+    stage_pairs,
 )
 from kdcore.methods.registry import register_method
 
@@ -150,16 +152,14 @@ def teacher_pre_relu(teacher: nn.Module, stage: str) -> str:
 class ReviewKD(MethodLoss):
     def __init__(self, p: ReviewKDParams, ctx: BuildContext) -> None:
         super().__init__()
-        from kdcore.models.layers import paired_stages
-
         self.p = p
-        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
+        t, s = (list(paths) for paths in zip(*stage_pairs(ctx, p)))
         if not p.teacher_layers:
             t = [teacher_pre_relu(ctx.model("teacher"), path) for path in t]
         if p.include_embedding:
             t, s = t + [EMBEDDING], s + [EMBEDDING]
         self.pairs = list(zip(t, s))
-        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        self.taps = pair_taps(self.pairs)
         channels = {side: [ctx.shape(Tap(side, path))[0] for path in paths] for side, paths in (("teacher", t), ("student", s))}
         self.loss = ReviewKDLoss(channels["student"], channels["teacher"])
 

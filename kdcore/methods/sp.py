@@ -23,8 +23,9 @@ from kdcore.methods.api import (
     MethodLoss,
     MethodParams,
     Needs,
-    Tap,
     layers_field,
+    pair_taps,
+    stage_pairs,
 )
 from kdcore.methods.registry import register_method
 
@@ -62,14 +63,11 @@ class SPParams(MethodParams):
 class SP(MethodLoss):
     def __init__(self, p: SPParams, ctx: BuildContext) -> None:
         super().__init__()
-        from kdcore.models.layers import paired_stages
-
         self.p = p
-        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
+        self.pairs = stage_pairs(ctx, p)
         if not (p.teacher_layers or p.student_layers):
-            t, s = t[-1:], s[-1:]  # the authors compare the last stage
-        self.pairs = list(zip(t, s))
-        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+            self.pairs = self.pairs[-1:]  # the authors compare the last stage
+        self.taps = pair_taps(self.pairs)
         self.loss = SPLoss()
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:

@@ -30,6 +30,7 @@ from kdcore.methods.api import (
     Needs,
     Tap,
     layers_field,
+    paired_stage_taps,
 )
 from kdcore.methods.registry import register_method
 
@@ -92,14 +93,10 @@ class VIDParams(MethodParams):
 class VID(MethodLoss):
     def __init__(self, p: VIDParams, ctx: BuildContext) -> None:
         super().__init__()
-        from kdcore.models.layers import paired_stages
-
         if p.init_pred_var <= p.eps:
             raise KDError(f"VID's initial variance ({p.init_pred_var}) must exceed eps ({p.eps}).")
         self.p = p
-        t, s = paired_stages(ctx.model("teacher"), ctx.student, ctx.input_shape, p.teacher_layers, p.student_layers)
-        self.pairs = list(zip(t, s))
-        self.taps = tuple(Tap(side, path) for pair in self.pairs for side, path in zip(("teacher", "student"), pair))
+        self.pairs, self.taps = paired_stage_taps(ctx, p)
         self.losses = nn.ModuleList(
             VIDLoss(ctx.shape(Tap("student", sp))[0], ctx.shape(Tap("teacher", tp))[0],
                     init_pred_var=p.init_pred_var, eps=p.eps) for tp, sp in self.pairs)

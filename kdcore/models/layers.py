@@ -274,12 +274,15 @@ def check_layer_pair(
     return check_pair(t_shape, s_shape, phi_t, phi_s, distance)
 
 
-def stage_paths(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
+def stage_paths(model: nn.Module, input_shape: tuple[int, int, int],
+                layers: Sequence[LayerInfo] | None = None) -> list[str]:
     """A model's stages, shallow to deep, for methods that read several (FSP, VID, ReviewKD, ...): among
     the top-level layers with a feature-map output (more than 1×1), the last of each run with the same
     channel count. A model whose top level holds one such run (a single `features` block) is read one
-    level down. `python -m kdcore layers MODEL` shows the candidates; a spec may name stages itself."""
-    layers = list_layers(model, input_shape)
+    level down. They depend on the input shape (a 7×7 view shrinks deep maps to 1×1), so pass the shape
+    the model itself sees; `layers` reuses a listing made at that shape. `python -m kdcore layers MODEL`
+    shows them; a spec may name stages itself."""
+    layers = list(layers) if layers is not None else list_layers(model, input_shape)
 
     def runs_below(prefix: str) -> list[str]:
         depth = prefix.count(".") + 1 if prefix else 0
@@ -304,16 +307,23 @@ def stage_paths(model: nn.Module, input_shape: tuple[int, int, int]) -> list[str
 
 
 def paired_stages(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, int, int],
-                  teacher_paths: Sequence[str] = (), student_paths: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-    """Teacher and student stage lists of equal length: the given ones, or each model's `stage_paths`;
-    when the counts differ the deepest ones are paired (as mdistiller aligns its stage lists)."""
+                  teacher_paths: Sequence[str] = (), student_paths: Sequence[str] = (), *,
+                  student_input_shape: tuple[int, int, int] | None = None) -> tuple[list[str], list[str]]:
+    """Teacher and student stage lists of equal length: the given ones, or each model's `stage_paths` at
+    its own input shape (`input_shape` for the teacher, `student_input_shape` for a student that sees
+    another view); when the counts differ the deepest ones are paired (as mdistiller aligns its lists)."""
     t = list(teacher_paths) or stage_paths(teacher, input_shape)
-    s = list(student_paths) or stage_paths(student, input_shape)
+    s = list(student_paths) or stage_paths(student, student_input_shape or input_shape)
     if (teacher_paths and student_paths) and len(t) != len(s):
         raise KDError(f"name as many teacher stages ({len(t)}) as student stages ({len(s)})")
     for side, model, found in (("teacher", teacher, t), ("student", student, s)):
         if not found:
             raise KDError(f"the {side} ({type(model).__name__}) has no stage with a feature map; pick a convolutional "
                           f"{side} or name its layers in the method's parameters")
-    n = min(len(t), len(s))
-    return t[len(t) - n:], s[len(s) - n:]
+    return align_stages(t, s)
+
+
+def align_stages(teacher_stages: Sequence[str], student_stages: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The deepest stages of each list, as many as the shorter has (as mdistiller aligns its stage lists)."""
+    n = min(len(teacher_stages), len(student_stages))
+    return list(teacher_stages[len(teacher_stages) - n:]), list(student_stages[len(student_stages) - n:])
