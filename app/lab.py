@@ -432,3 +432,47 @@ def omitted_summary(table: pd.DataFrame, omitted: int, others: Sequence[int] | N
         rest = rest[rest["index"].isin(list(others))]
     out = pd.concat([rows, rest, table[table["index"] < 0]])
     return out[["class", "samples", "before", "after"]].reset_index(drop=True)
+
+
+# ---- few labels, a teacher ------------------------------------------------------------------------
+FEW_LABEL_COLORS = {"from scratch": GREY, "with the teacher (KD)": TEACHER_COLOR}
+
+
+def few_label_figure(curves: pd.DataFrame, teacher_acc: float | None = None) -> go.Figure:
+    """Test accuracy against optimiser steps for each arm (columns arm, seed, step, test_acc): the mean
+    over seeds as a line, the lowest to highest seed as a shaded band, the teacher as a dashed line."""
+    data: list[dict[str, Any]] = []
+    seeds = int(curves["seed"].nunique()) if len(curves) else 0
+    for arm, rows in curves.groupby("arm", sort=False):
+        color = FEW_LABEL_COLORS.get(str(arm), STUDENT_COLOR)
+        stats = rows.groupby("step")["test_acc"].agg(["mean", "min", "max"]).reset_index()
+        x = stats["step"].to_numpy()
+        if seeds > 1:
+            data.append({"type": "scatter", "x": np.concatenate([x, x[::-1]]),
+                         "y": np.concatenate([stats["max"].to_numpy(), stats["min"].to_numpy()[::-1]]),
+                         "fill": "toself", "fillcolor": color, "opacity": 0.25, "line": {"width": 0},
+                         "hoverinfo": "skip", "showlegend": False, "name": f"{arm}, seed range"})
+        data.append({"type": "scatter", "x": x, "y": stats["mean"].to_numpy(), "mode": "lines", "name": str(arm),
+                     "line": {"color": color, "width": 3},
+                     "hovertemplate": "step %{x}: %{y:.1%}<extra>" + str(arm) + "</extra>"})
+    title = "Test accuracy while training" + (f" (mean of {seeds} seeds, band: lowest to highest)" if seeds > 1 else "")
+    layout = _layout(title=title, x_title="optimiser steps", y_title="test accuracy", height=380,
+                     yaxis={"range": [0, 1.05], "tickformat": ".0%"})
+    if teacher_acc is not None and np.isfinite(teacher_acc):
+        _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}")
+    return _figure(data, layout)
+
+
+def few_label_sentence(summary: pd.DataFrame, gains: np.ndarray, labelled: int) -> str:
+    """Plain words: both final accuracies (mean ± std over seeds) and on how many seeds the teacher helped."""
+    rows = summary.set_index("arm")
+    scratch, kd = rows.iloc[0], rows.iloc[1]
+
+    def acc(row: pd.Series) -> str:
+        spread = f" ± {row['std'] * 100:.1f}" if np.isfinite(row["std"]) else ""
+        return f"**{row['mean']:.1%}**{spread}"
+
+    better = int((np.asarray(gains) > 0).sum())
+    return (f"With {labelled} labelled digits the student from scratch gets {acc(scratch)} of the test digits right; "
+            f"with the teacher {acc(kd)}: **{(kd['mean'] - scratch['mean']) * 100:+.1f} points**, ahead on "
+            f"{better} of {len(gains)} seeds (each seed draws other labelled images).")

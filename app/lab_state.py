@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from kdcore.lab import assets, experiments, gradients, softlabels
+from kdcore.lab import assets, experiments, few_labels, gradients, softlabels
 
 
 @st.cache_resource(show_spinner=False)
@@ -80,3 +80,9 @@ def omitted_report(run_id: str, checkpoint: str, mtime: float, spec_json: dict[s
     teacher = b.teacher_logits if len(b.labels) == len(test_y) and np.array_equal(b.labels, test_y) else None
     return experiments.omitted_class_report(val_z, val_y, test_z, test_y, experiments.omitted_class_of(spec),
                                             b.class_names, dataset=spec.dataset.name, teacher_test_logits=teacher)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def few_label_result(fraction: float) -> few_labels.FewLabelResult:
+    """Both few-label students over the lab's seeds, trained once per fraction per process (seconds)."""
+    return few_labels.run(fraction)

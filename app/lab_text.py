@@ -71,6 +71,24 @@ differences with the error bars before drawing a conclusion.
 """
 
 
+FEW_LABELS = """
+**Few labels, a teacher.** Labels are expensive; images often are not. Suppose only a handful of the
+{total:,} training digits carry a label. A student trained **from scratch** can learn from those alone. A
+**distilled** student gets the same labelled digits *and* the teacher's soft labels on the other
+{unlabelled:,} images, whose labels it never sees. The teacher was trained on all the labels: distillation
+passes on what it learned without passing on the labels. Both students are the same small network
+({student}), trained with the same seeds, on the same labelled digits, for the same number of steps. This
+trains in a few seconds here, on the digits whichever dataset is chosen above.
+"""
+
+FEW_LABELS_AFTER = """
+**What to look for.** The grey curve (from scratch) stops rising early: a few labelled images are soon
+learned by heart, and nothing more is there to learn. The blue curve (with the teacher) keeps climbing
+towards the teacher's line, because every unlabelled image still says something: the teacher's soft label
+tells the student what the digit is *and* what it looks like. The fewer the labels, the larger the gap.
+"""
+
+
 # The examples in the text above, in each lab dataset's own classes.
 EXAMPLES = {
     "fashion-mnist": {"answer": "this is a shirt",

@@ -6,7 +6,7 @@ from app import auth, lab, lab_state, lab_text, state, widgets
 from kdcore.data import dataset_info
 from kdcore.errors import KDError
 from kdcore.lab import experiments as ex
-from kdcore.lab import softlabels
+from kdcore.lab import few_labels, softlabels
 from kdcore.lab.assets import LAB_DATASETS
 
 st.title("Dark-knowledge lab")
@@ -134,8 +134,54 @@ def curves_against_rho() -> None:
 
 curves_against_rho()
 
+
+
+@st.fragment(key="lab_few_labels")
+def few_label_demo() -> None:
+    """Section 5: two students trained here on a few labelled digits (seconds), shown side by side; a
+    result stays on screen (cached per fraction) until another number of labels is trained."""
+    st.header("5 · Few labels: where the teacher helps most")
+    total = few_labels.train_size()
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    fraction = c1.segmented_control(
+        "Labelled training digits", few_labels.LABEL_FRACTIONS, default=few_labels.DEFAULT_FRACTION,
+        key="lab_few_fraction", format_func=lambda f: f"{few_labels.labelled_count(f)} of {total:,}")
+    fraction = few_labels.DEFAULT_FRACTION if fraction is None else fraction
+    labelled = few_labels.labelled_count(fraction)
+    st.markdown(lab_text.FEW_LABELS.format(total=total, unlabelled=total - labelled,
+                                           student=few_labels.STUDENT))
+    trained = st.session_state.setdefault("lab_few_trained", [])
+    if c2.button("Train both students", key="lab_run_few", icon=":material/play_arrow:",
+                 help=f"{len(few_labels.SEEDS)} seeds each, a few seconds on this computer's CPU"):
+        trained.append(fraction)
+    if fraction not in trained:
+        st.caption(f"Not trained yet with {labelled} labels: press “Train both students”.")
+        return
+    with st.spinner(f"Training both students on {labelled} labelled digits, {len(few_labels.SEEDS)} seeds each…"):
+        try:
+            result = lab_state.few_label_result(fraction)
+        except KDError as err:
+            st.error(str(err))
+            return
+    summary = result.summary().set_index("arm")
+    scratch, kd = (summary.loc[arm] for arm in few_labels.ARMS)
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        m1, m2 = st.columns(2)
+        m1.metric(f"From scratch, {result.labelled} labels", f"{scratch['mean']:.1%}",
+                  help=f"test accuracy, mean of {int(scratch['n'])} seeds")
+        m2.metric("With the teacher (KD)", f"{kd['mean']:.1%}", delta=f"{(kd['mean'] - scratch['mean']) * 100:+.1f} points",
+                  help=f"test accuracy, mean of {int(kd['n'])} seeds; the same labels plus the teacher's soft "
+                       f"labels on {result.unlabelled:,} unlabelled digits")
+        st.markdown(lab.few_label_sentence(result.summary(), result.gains(), result.labelled))
+    right.plotly_chart(lab.few_label_figure(result.curves, result.teacher_test_acc), key="lab_few_chart")
+    st.markdown(lab_text.FEW_LABELS_AFTER)
+
+
+few_label_demo()
+
 # ---- experiments ----------------------------------------------------------------------------------
-st.header("5 · Experiments")
+st.header("6 · Experiments")
 st.markdown(lab_text.EXPERIMENTS)
 store = auth.as_owner(state.get_store())  # lab runs are submitted under the signed-in user
 

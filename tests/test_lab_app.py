@@ -289,3 +289,34 @@ def test_play_through_rho_animates_from_low_to_high(digits):
     logged = lab.rho_animation_figure(z, digits.class_names, true_name, softlabels.RHO_STEPS, log_scale=True)
     go.Figure(logged.to_dict())
     assert logged.layout.yaxis.type == "log" and all(f.data[0].base == 1e-8 for f in logged.frames)
+
+
+def few_label_frames():
+    rows = [{"arm": arm, "seed": seed, "step": step, "test_acc": base + step / 1000 + seed / 100}
+            for arm, base in (("from scratch", 0.5), ("with the teacher (KD)", 0.7)) for seed in range(3)
+            for step in (10, 20, 30)]
+    return pd.DataFrame(rows)
+
+
+def test_few_label_figure_shows_mean_and_seed_band_per_arm():
+    import plotly.graph_objects as go
+
+    fig = lab.few_label_figure(few_label_frames(), 0.99)
+    go.Figure(fig.to_dict())
+    lines = [t for t in fig.data if t.mode == "lines"]
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert [t.name for t in lines] == ["from scratch", "with the teacher (KD)"] and len(bands) == 2
+    assert list(lines[0].x) == [10, 20, 30] and list(lines[0].y) == pytest.approx([0.52, 0.53, 0.54])  # mean of 3 seeds
+    assert max(bands[1].y) == pytest.approx(0.73 + 0.02) and min(bands[1].y) == pytest.approx(0.71)  # lowest..highest
+    assert lines[0].line.color != lines[1].line.color
+    assert any(s.y0 == 0.99 for s in fig.layout.shapes) and "3 seeds" in fig.layout.title.text
+    single = lab.few_label_figure(few_label_frames().query("seed == 0"))
+    assert not [t for t in single.data if t.fill == "toself"]  # one seed: no band
+
+
+def test_few_label_sentence_gives_both_accuracies_and_the_seeds_won():
+    summary = pd.DataFrame({"arm": ["from scratch", "with the teacher (KD)"], "mean": [0.868, 0.969],
+                            "std": [0.027, 0.0034], "n": [3, 3]})
+    text = lab.few_label_sentence(summary, np.array([0.07, 0.1, -0.01]), 65)
+    assert "65 labelled digits" in text and "**86.8%** ± 2.7" in text and "**96.9%** ± 0.3" in text
+    assert "**+10.1 points**" in text and "ahead on 2 of 3 seeds" in text

@@ -162,3 +162,27 @@ def test_two_rho_side_by_side_and_play_through_rho(lab_page):
     assert len(play["frames"]) == len(softlabels.RHO_STEPS) and play["frames"][0]["name"] == "0.5"
     assert play["layout"]["updatemenus"][0]["buttons"][0]["method"] == "animate"
     assert "Play" in " ".join(c.value for c in at.caption)
+
+
+def test_few_label_section_waits_for_the_button(lab_page):
+    at = lab_page
+    assert at.button_group(key="lab_few_fraction").value == 0.05
+    assert "Not trained yet with 65 labels" in " ".join(c.value for c in at.caption)
+    assert "1,230 images, whose labels it never sees" in markdown_text(at).replace("\n", " ")
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("-lab_few_chart")]
+
+
+@pytest.mark.slow
+def test_few_label_demo_trains_both_students_in_the_page(lab_page):
+    at = lab_page
+    at.button_group(key="lab_few_fraction").set_value(0.025).run()
+    at.button(key="lab_run_few").click().run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    scratch, kd = float(metrics["From scratch, 30 labels"].rstrip("%")), float(metrics["With the teacher (KD)"].rstrip("%"))
+    assert kd > scratch + 5  # the lab's claim on 30 labels: the teacher helps, by several points
+    figure = chart(at, "lab_few_chart")
+    assert [t["name"] for t in figure["data"] if t.get("mode") == "lines"] == ["from scratch", "with the teacher (KD)"]
+    assert "ahead on 3 of 3 seeds" in markdown_text(at)
+    at.run()  # a rerun shows the cached result, no button press needed
+    assert chart(at, "lab_few_chart") and not at.exception
