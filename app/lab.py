@@ -30,10 +30,16 @@ def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
 
 
 def _layout(*, title: str | None, x_title: str | None = None, y_title: str | None = None, height: int = HEIGHT,
-            legend: bool = True, **extra: Any) -> dict[str, Any]:
+            legend: bool = True, subtitle: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A lab chart's layout. Titles are kept short, details in a smaller subtitle: plotly does not wrap a
+    title, so a long one is cut off in an 800 px window."""
+    title_dict = {"text": title, "x": 0, "xanchor": "left"} if title else None
+    if title_dict and subtitle:
+        title_dict["subtitle"] = {"text": subtitle}
     layout: dict[str, Any] = {
-        "title": {"text": title, "x": 0, "xanchor": "left"} if title else None,
-        "height": height, "margin": {"l": 10, "r": 10, "t": 60 if title else 30, "b": 10}, "showlegend": legend,
+        "title": title_dict,
+        "height": height, "showlegend": legend,
+        "margin": {"l": 10, "r": 10, "t": (80 if subtitle else 60) if title else 30, "b": 10},
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
         "hovermode": "closest",
         "modebar": {"orientation": "v"},  # the toolbar down the right edge, clear of the title
@@ -181,7 +187,8 @@ def distribution_figure(frame: pd.DataFrame, rho: float, true_class: str, *, log
     on a linear axis."""
     classes = [str(c) for c in frame["class"]]
     data = [_answer_trace(classes, frame["teacher"], true_class, log_scale)]
-    layout = _layout(title=f"What the teacher answers at ρ = {rho:g} (green: the true class)", y_title="probability",
+    layout = _layout(title=f"What the teacher answers at ρ = {rho:g}", subtitle="green: the true class",
+                     y_title="probability",
                      height=360, legend=False, xaxis={"type": "category", "tickangle": _tickangle(classes)},
                      yaxis=_answer_yaxis(log_scale))
     return _figure(data, layout)
@@ -196,9 +203,11 @@ def two_temperatures_figure(logits: np.ndarray, class_names: Sequence[str], rhos
     data = [_answer_trace(classes, soften(z, rho), true_class, log_scale, xaxis=axis, yaxis="y",
                           name=f"ρ = {rho:g}") for rho, axis in zip(rhos, ("x", "x2"))]
     ticks = {"type": "category", "tickangle": _tickangle(classes)}
-    layout = _layout(title="The same image at two temperatures (green: the true class)", y_title="probability",
+    layout = _layout(title="One image at two temperatures", y_title="probability",
+                     subtitle="one probability axis for both; green: the true class",
                      height=380, legend=False, xaxis={**ticks, "domain": [0, 0.47]}, yaxis=_answer_yaxis(log_scale))
     layout["xaxis2"] = {**ticks, "domain": [0.53, 1], "anchor": "y"}
+    layout["margin"]["t"] = 110  # title, subtitle, then each panel's ρ above it
     layout["annotations"] = [{"text": f"ρ = {rho:g}", "x": x, "xref": "paper", "y": 1.0, "yref": "paper",
                               "xanchor": "center", "yanchor": "bottom", "showarrow": False,
                               "font": {"size": 16, "weight": "bold"}} for rho, x in zip(rhos, (0.235, 0.765))]
@@ -224,6 +233,7 @@ def rho_animation_figure(logits: np.ndarray, class_names: Sequence[str], true_cl
             "fromcurrent": True, "mode": "immediate"}
     pause = {"frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}, "mode": "immediate"}
     layout = _layout(title=f"What the teacher answers at ρ = {names[0]}", y_title="probability", height=440,
+                     subtitle="green: the true class; ▶ Play under the chart",
                      legend=False, xaxis={"type": "category", "tickangle": _tickangle(classes)},
                      yaxis=_answer_yaxis(log_scale))
     layout["margin"]["b"] = 20
@@ -258,18 +268,18 @@ def entropy_figure(sample_curve: pd.DataFrame, test_curve: pd.DataFrame, num_cla
     """Entropy (nats) or effective number of classes against ρ (log axis), for the chosen sample and
     averaged over the test set, with the ceiling (ln K or K) dashed."""
     ceiling = float(np.log(num_classes)) if value == "entropy" else float(num_classes)
-    names = {"entropy": ("Entropy of the answer", "entropy (nats)", f"ln {num_classes} = maximum"),
-             "effective_classes": ("Effective number of classes = e^entropy", "classes in play",
+    names = {"entropy": ("Entropy of the answer", "in nats", "entropy (nats)", f"ln {num_classes} = maximum"),
+             "effective_classes": ("Effective number of classes", "e^entropy", "classes in play",
                                    f"all {num_classes} classes")}
-    title, y_title, ceiling_label = names[value]
+    title, subtitle, y_title, ceiling_label = names[value]
     data = [
         {"type": "scatter", "x": test_curve["rho"].to_numpy(), "y": test_curve[value].to_numpy(), "mode": "lines",
          "name": "test-set average", "line": {"color": GREY, "width": 3}},
         {"type": "scatter", "x": sample_curve["rho"].to_numpy(), "y": sample_curve[value].to_numpy(),
          "mode": "lines", "name": "this sample", "line": {"color": TEACHER_COLOR, "width": 3}},
     ]
-    layout = _layout(title=title, x_title="temperature ρ (log scale)", y_title=y_title, xaxis=RHO_TICKS,
-                     yaxis={"range": [0 if value == "entropy" else 1, ceiling * 1.08]})
+    layout = _layout(title=title, subtitle=subtitle, x_title="temperature ρ (log scale)", y_title=y_title,
+                     xaxis=RHO_TICKS, yaxis={"range": [0 if value == "entropy" else 1, ceiling * 1.08]})
     _hline(layout, ceiling, ceiling_label)
     _vline(layout, rho, rho_label(rho), log_x=True)
     return _figure(data, layout)
@@ -302,7 +312,8 @@ def similarity_figure(matrix: pd.DataFrame, rho: float) -> go.Figure:
     data.append({"type": "heatmap", "z": diagonal, "x": names, "y": [str(r) for r in matrix.index],
                  "colorscale": [[0, DIAGONAL_GREY], [1, DIAGONAL_GREY]], "showscale": False, "hoverinfo": "skip",
                  "hoverongaps": False})
-    layout = _layout(title=f"Average soft label per true class at ρ = {rho:g} (diagonal left blank)",
+    layout = _layout(title=f"Average soft label per true class at ρ = {rho:g}",
+                     subtitle="the diagonal (the teacher being right) left blank",
                      x_title="probability given to …", y_title="images of …", height=460, legend=False,
                      xaxis={"type": "category", "tickangle": _tickangle(names)},
                      yaxis={"type": "category", "autorange": "reversed"})
@@ -342,7 +353,8 @@ def gradient_figure(curve: pd.DataFrame, rho: float | None = None) -> go.Figure:
     if "hard" in curve and curve["hard"].notna().any():
         data.append({"type": "scatter", "x": x, "y": curve["hard"].to_numpy(), "mode": "lines",
                      "name": "hard-label term", "line": {"color": GREY, "dash": "dash", "width": 2}})
-    layout = _layout(title="How hard each term pulls on the student's logits", x_title="temperature ρ (log scale)",
+    layout = _layout(title="How hard each term pulls", subtitle="mean gradient size on the student's logits",
+                     x_title="temperature ρ (log scale)",
                      y_title="gradient size (log scale)", xaxis=RHO_TICKS,
                      yaxis={"type": "log", "exponentformat": "power"})
     _vline(layout, rho, rho_label(rho), log_x=True)
@@ -455,11 +467,15 @@ def few_label_figure(curves: pd.DataFrame, teacher_acc: float | None = None) -> 
         data.append({"type": "scatter", "x": x, "y": stats["mean"].to_numpy(), "mode": "lines", "name": str(arm),
                      "line": {"color": color, "width": 3},
                      "hovertemplate": "step %{x}: %{y:.1%}<extra>" + str(arm) + "</extra>"})
-    title = "Test accuracy while training" + (f" (mean of {seeds} seeds, band: lowest to highest)" if seeds > 1 else "")
-    layout = _layout(title=title, x_title="optimiser steps", y_title="test accuracy", height=380,
+    subtitle = f"mean of {seeds} seeds; band: lowest to highest seed" if seeds > 1 else None
+    # The legend inside, at the bottom right, which the curves have left by then (above, it would wrap into
+    # the title in a narrow window).
+    layout = _layout(title="Test accuracy while training", subtitle=subtitle, x_title="optimiser steps",
+                     y_title="test accuracy", height=380,
                      yaxis={"range": [0, 1.05], "tickformat": ".0%"})
+    layout["legend"] = {"orientation": "v", "x": 0.98, "xanchor": "right", "y": 0.05, "yanchor": "bottom"}
     if teacher_acc is not None and np.isfinite(teacher_acc):
-        _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}")
+        _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}", where="top left")
     return _figure(data, layout)
 
 

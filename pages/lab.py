@@ -41,7 +41,7 @@ FOLLOW_RHO = ("lab_explorer", "lab_curves", "lab_experiments")
 
 
 # How section 1 shows the answer: at the slider's ρ, at two ρ side by side, or played through every ρ.
-ANSWER_VIEWS = ("At ρ", "Two ρ side by side", "Play through ρ")
+ANSWER_VIEWS = ("At ρ", "Side by side", "Play through ρ")
 
 
 def current_rho() -> float:
@@ -64,23 +64,20 @@ def explorer() -> None:
         if index != drawn_sample:
             st.rerun()  # a new sample: the entropy curves below follow it, so redraw the whole page
         true_name = names[bundle.labels[index]]
-        st.image(lab_state.sample_png(dataset, index), caption=f"True class: {true_name}", width=224)
+        st.image(lab_state.sample_png(dataset, index), caption=f"True class: {true_name}", width="stretch")
     with right:
         rho = st.select_slider("Temperature ρ (log scale)", options=list(softlabels.RHO_STEPS), value=1.0,
                                key="lab_rho", format_func=lambda r: f"{r:g}", on_change=_rho_moved)
         z = bundle.teacher_logits[index]
-        c_view, c_log = st.columns([3, 2], vertical_alignment="bottom")
-        view = c_view.segmented_control("Show", ANSWER_VIEWS, default=ANSWER_VIEWS[0], key="lab_answer_view",
-                                        help="The answer at the slider's ρ; at two temperatures side by side "
-                                             "on one axis; or animated from the lowest ρ to the highest.")
-        log_scale = c_log.toggle("Log scale", key="lab_log_scale",
-                                 help="The probabilities on a logarithmic axis, down to one in a hundred million: "
-                                      "see the dark knowledge at ρ = 1, before any softening.")
+        view = st.segmented_control("Show", ANSWER_VIEWS, default=ANSWER_VIEWS[0], key="lab_answer_view",
+                                    help="The answer at the slider's ρ; at two temperatures side by side "
+                                         "on one axis; or animated from the lowest ρ to the highest.")
+        log_scale = st.toggle("Log scale", key="lab_log_scale",
+                              help="The probabilities on a logarithmic axis, down to one in a hundred million: "
+                                   "see the dark knowledge at ρ = 1, before any softening.")
         if view == ANSWER_VIEWS[1]:
             left_rho = st.select_slider("Left chart at ρ", options=list(softlabels.RHO_STEPS), value=1.0,
                                         key="lab_rho_left", format_func=lambda r: f"{r:g}")
-            st.plotly_chart(lab.two_temperatures_figure(z, names, (left_rho, rho), true_name, log_scale=log_scale),
-                            key="lab_two_rho_chart")
         elif view == ANSWER_VIEWS[2]:
             st.plotly_chart(lab.rho_animation_figure(z, names, true_name, softlabels.RHO_STEPS, log_scale=log_scale),
                             key="lab_play_chart")
@@ -96,6 +93,9 @@ def explorer() -> None:
         average = lab.effective_classes_at(lab_state.test_entropy_curve(dataset), rho)
         st.markdown(f"At ρ = {rho:g} the teacher hesitates between about **{here:.1f}** classes for this image "
                     f"and **{average:.1f}** on an average test image (section 3 shows it for every ρ).")
+    if view == ANSWER_VIEWS[1]:  # the full width, so both panels' bars and labels have room
+        st.plotly_chart(lab.two_temperatures_figure(z, names, (left_rho, rho), true_name, log_scale=log_scale),
+                        key="lab_two_rho_chart")
     st.markdown(lab_text.ANSWER)
 
     st.header("2 · Which classes look alike to the teacher?")
@@ -167,10 +167,9 @@ def few_label_demo() -> None:
     scratch, kd = (summary.loc[arm] for arm in few_labels.ARMS)
     left, right = st.columns([1, 2], gap="large")
     with left:
-        m1, m2 = st.columns(2)
-        m1.metric(f"From scratch, {result.labelled} labels", f"{scratch['mean']:.1%}",
-                  help=f"test accuracy, mean of {int(scratch['n'])} seeds")
-        m2.metric("With the teacher (KD)", f"{kd['mean']:.1%}", delta=f"{(kd['mean'] - scratch['mean']) * 100:+.1f} points",
+        st.metric("From scratch", f"{scratch['mean']:.1%}",
+                  help=f"test accuracy, mean of {int(scratch['n'])} seeds; {result.labelled} labelled digits")
+        st.metric("With the teacher (KD)", f"{kd['mean']:.1%}", delta=f"{(kd['mean'] - scratch['mean']) * 100:+.1f} points",
                   help=f"test accuracy, mean of {int(kd['n'])} seeds; the same labels plus the teacher's soft "
                        f"labels on {result.unlabelled:,} unlabelled digits")
         st.markdown(lab.few_label_sentence(result.summary(), result.gains(), result.labelled))

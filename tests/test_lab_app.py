@@ -309,7 +309,7 @@ def test_few_label_figure_shows_mean_and_seed_band_per_arm():
     assert list(lines[0].x) == [10, 20, 30] and list(lines[0].y) == pytest.approx([0.52, 0.53, 0.54])  # mean of 3 seeds
     assert max(bands[1].y) == pytest.approx(0.73 + 0.02) and min(bands[1].y) == pytest.approx(0.71)  # lowest..highest
     assert lines[0].line.color != lines[1].line.color
-    assert any(s.y0 == 0.99 for s in fig.layout.shapes) and "3 seeds" in fig.layout.title.text
+    assert any(s.y0 == 0.99 for s in fig.layout.shapes) and "3 seeds" in fig.layout.title.subtitle.text
     single = lab.few_label_figure(few_label_frames().query("seed == 0"))
     assert not [t for t in single.data if t.fill == "toself"]  # one seed: no band
 

@@ -16,9 +16,9 @@ def snap(page, name: str) -> Path:
 
 
 def chart_title_shown(page, text: str, timeout_ms: int = 30_000) -> None:
-    """Wait until a plotly chart's title holds `text` (plotly draws titles as SVG text)."""
+    """Wait until a plotly chart's title is `text` (plotly draws titles as SVG text; "ρ = 1" is not "ρ = 1.25")."""
     page.wait_for_function(
-        "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.includes(t))",
+        "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.trim() === t)",
         arg=text, timeout=timeout_ms)
 
 
@@ -46,18 +46,18 @@ def test_lab_in_the_browser(lab_server):
     with bs.chromium_page(errors) as page:
         page.goto(f"{lab_server}/lab", wait_until="networkidle")
         page.get_by_role("heading", name="Dark-knowledge lab").wait_for(timeout=60_000)
-        chart_title_shown(page, "What the teacher answers at ρ = 1 ")
+        chart_title_shown(page, "What the teacher answers at ρ = 1")
         idle(page)
         snap(page, "lab_01_digits_rho1")
 
         move_rho(page, 9)  # 1 -> 8 on the R10 steps (1.25, 1.6, 2, 2.5, 3.2, 4, 5, 6.3, 8)
-        chart_title_shown(page, "What the teacher answers at ρ = 8 ")
+        chart_title_shown(page, "What the teacher answers at ρ = 8")
         idle(page)
         page.get_by_text("the classes it finds most similar are").first.wait_for(timeout=30_000)
         snap(page, "lab_02_digits_rho8")
 
         page.get_by_text("Fashion-MNIST", exact=True).click()
-        chart_title_shown(page, "Average soft label per true class at ρ = 8 ")
+        chart_title_shown(page, "Average soft label per true class at ρ = 8")
         idle(page)
         page.get_by_text("T-shirt/top").first.wait_for(timeout=30_000)
         snap(page, "lab_03_fashion_rho8")
@@ -68,12 +68,12 @@ def test_lab_in_the_browser(lab_server):
         page.get_by_role("option").filter(has_text="Trouser").first.click()
         page.get_by_text("True class: Trouser").wait_for(timeout=30_000)
         idle(page)
-        chart_title_shown(page, "What the teacher answers at ρ = 8 ")
+        chart_title_shown(page, "What the teacher answers at ρ = 8")
 
         # Hinton's omitted class on digits (seconds of training): the button queues a run, this test plays the
         # background worker, and the page's polling fragment shows the corrected accuracies when it is done.
         page.get_by_text("Digits (8×8)", exact=True).click()
-        chart_title_shown(page, "What the teacher answers at ρ = 8 ")
+        chart_title_shown(page, "What the teacher answers at ρ = 8")
         idle(page)
         page.get_by_role("tab", name="Omitted class").click()
         page.get_by_role("button", name="Run the omitted-class experiment").click()
