@@ -129,3 +129,57 @@ def test_two_nodes_on_loopback_complete_one_run(tmp_path):
     assert "2 process(es) (1 per node × 2 node(s))" in "".join(out for out, _ in outputs)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert saved["spec"]["nodes"] == 2 and [h["epoch"] for h in saved["history"]] == [1]
+
+
+def test_eval_spans_cover_every_sample_exactly_once():
+    from kdcore.train.distributed import eval_span
+
+    for n in (359, 143, 100, 7, 2):
+        for size in (1, 2, 3, 4):
+            spans = [eval_span(n, World(rank=r, size=size)) for r in range(size)]
+            assert spans[0][0] == 0 and spans[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous, no overlap, no gap
+            assert max(b - a for a, b in spans) - min(b - a for a, b in spans) <= 1
+
+
+def _evaluate_on_rank(rank: int, size: int, port: int, spec: dict, out: str) -> None:
+    """One rank of a sharded evaluation: the trainer set up as in a run, then one (last-epoch) evaluation."""
+    from kdcore.train import distributed as dist_run
+    from kdcore.train.trainer import Trainer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(size))
+    torch.set_num_threads(1)
+    trainer = Trainer(RunSpec.from_dict(spec), f"{out}/never-written")
+    trainer._setup()
+    try:
+        metrics = trainer._evaluate(trainer.spec.epochs, 0.0, 0.0, 0.0)
+        torch.save({"metrics": metrics, "probes": trainer.probes["student"]}, f"{out}/rank{rank}.pt")
+    finally:
+        dist_run.stop(trainer._owns_group)
+
+
+@pytest.mark.slow
+def test_sharded_evaluation_equals_one_process_on_an_uneven_split(tmp_path):
+    """digits' 143 validation and 359 test samples over 3 ranks (48/48/47, 119/120/120): every rank evaluates
+    its block, the predictions are gathered, and the metrics are those of one process evaluating everything."""
+    import torch.multiprocessing as mp
+
+    from kdcore.train.trainer import Trainer
+
+    spec = {**BASE, "epochs": 1, "devices": 3, "batch_size": 63, "eval_batch_size": 50}
+    mp.start_processes(_evaluate_on_rank, args=(3, _free_port(), spec, str(tmp_path)), nprocs=3,
+                       start_method="spawn")
+    one = Trainer(RunSpec.from_dict({**spec, "devices": 1}), tmp_path / "one")
+    one._setup()
+    expected = one._evaluate(1, 0.0, 0.0, 0.0)
+    sizes = {"val/acc": len(one.data.val), "test/acc": len(one.data.test)}
+    assert sizes["val/acc"] % 3 and sizes["test/acc"] % 3  # the split really is uneven
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(3)]
+    assert results[0]["probes"] and not results[1]["probes"]  # rank 0 alone keeps probe logits
+    for result in results:  # every rank holds the same metrics, rank 0 records them
+        got = result["metrics"]
+        for name, n in sizes.items():  # the correct counts, exactly: no sample missed or counted twice
+            assert round(got[name] * n) == round(expected[name] * n), name
+        assert got["calib/ece_student"] == pytest.approx(expected["calib/ece_student"], abs=1e-6)
+    assert torch.allclose(results[0]["probes"][0], one.probes["student"][0], atol=1e-5)

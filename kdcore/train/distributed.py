@@ -86,6 +86,34 @@ def shard(n: int, world: World) -> Tensor:
     return torch.arange(world.rank, usable, world.size)
 
 
+def eval_span(n: int, world: World) -> tuple[int, int]:
+    """This rank's contiguous block [start, stop) of n evaluation samples: blocks differ in size by at most
+    one and cover every sample exactly once (no padding, so nothing is counted twice)."""
+    return n * world.rank // world.size, n * (world.rank + 1) // world.size
+
+
+def gather_rows(local: Tensor, n: int, world: World) -> Tensor:
+    """Every rank's block of rows (its `eval_span` of n), in order, on every rank: the whole split's
+    predictions, each sample once. The blocks are padded to one size for all_gather and cut back after."""
+    if not world.distributed:
+        return local
+    spans = [eval_span(n, World(rank=r, size=world.size)) for r in range(world.size)]
+    most = max(stop - start for start, stop in spans)
+    padded = local.new_zeros((most, *local.shape[1:]))
+    padded[:len(local)] = local
+    parts = [torch.empty_like(padded) for _ in spans]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:stop - start] for part, (start, stop) in zip(parts, spans)])
+
+
+def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank, so that every rank evaluates the student rank 0
+    checkpoints. Training is unchanged: in training mode BatchNorm normalises with the batch's statistics."""
+    if world.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def sum_over_ranks(values: list[float], world: World, device: torch.device) -> list[float]:
     """Element-wise sum of per-rank numbers (train loss sums, counts) over the whole job."""
     if not world.distributed:

@@ -350,10 +350,10 @@ class Trainer:
         self.teacher_test_logits = None
         self.teacher_ece: float | None = None  # the teacher does not change: its calibration is computed once
         if self.teacher is not None:
-            self.teacher_test_logits = self._predict(self.teacher, self.data.test.x)
+            self.teacher_test_logits = self._predict_sharded(self.teacher, self.data.test.x)
             self.teacher_ece = expected_calibration_error(self.teacher_test_logits, self.data.test.y)
         members = self.teacher.members if isinstance(self.teacher, EnsembleTeacher) else []
-        member_test_logits = [self._predict(m, self.data.test.x) for m in members]
+        member_test_logits = [self._predict_sharded(m, self.data.test.x) for m in members]
 
         # class-stratified; with more classes than probe_size, one per class rather than blank classes
         per_class = math.ceil(spec.probe_size / info.num_classes) if spec.probe_size else 0
@@ -410,10 +410,17 @@ class Trainer:
         with channels_last_for_eval(model, self.device) as cl:
             return predict(model, x, self.eval_batch, self.device, self.precision, cl)
 
-    def _predict_student(self, x: Tensor) -> Tensor:
-        """The student's logits, from its own view of the inputs."""
+    def _predict_sharded(self, model: nn.Module, x: Tensor) -> Tensor:
+        """Logits of a whole split: with several ranks each predicts its block and every rank gets them all."""
+        if not self.world.distributed or len(x) < self.world.size:
+            return self._predict(model, x)
+        start, stop = dist_run.eval_span(len(x), self.world)
+        return dist_run.gather_rows(self._predict(model, x[start:stop]), len(x), self.world)
+
+    def _predict_student(self, x: Tensor, *, sharded: bool = True) -> Tensor:
+        """The student's logits, from its own view of the inputs (of a whole split: sharded over the ranks)."""
         model = self.student if self.student_view is None else nn.Sequential(self.student_view, self.student)
-        return self._predict(model, x)
+        return self._predict_sharded(model, x) if sharded else self._predict(model, x)
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def _checkpoint(self, epoch: int, step: int, history: list[dict]) -> None:
@@ -651,9 +658,6 @@ class Trainer:
             loss_sum, seen, correct, labelled = dist_run.sum_over_ranks([loss_sum, seen, correct, labelled],
                                                                         self.world, self.device)
         train_loss, train_acc = loss_sum / max(seen, 1), correct / max(labelled, 1)
-        if not self.world.is_main:  # rank 0 evaluates the (identical) student; the others go on training
-            return step, {"train/loss": train_loss, "train/acc": train_acc,
-                          "epoch_time": time.perf_counter() - started}
         return step, self._evaluate(epoch, train_loss, train_acc, time.perf_counter() - started)
 
     def _report_interval(self, interval: StepInterval, epoch: int, step: int, now: float) -> None:
@@ -675,6 +679,9 @@ class Trainer:
         """Validation at validated epochs; the test set only where a summary can select (kdcore.summary):
         when validation accuracy improves on every earlier epoch, and at the last epoch."""
         d, ev = self.data, self.spec.evaluation
+        # Every rank evaluates its block of each split and all get every prediction (the metrics, and the
+        # decision to evaluate the test set, are the same on all); rank 0 alone reports them.
+        dist_run.broadcast_buffers(self.student, self.world)
         last = epoch == self.spec.epochs
         metrics = {"train/loss": train_loss, "train/acc": train_acc, "epoch_time": seconds}
         improved = False
@@ -692,9 +699,9 @@ class Trainer:
                                            teacher_ece=self.teacher_ece))
             if self.teacher is not None:
                 metrics["teacher/test_acc"] = self.info["teacher_test_acc"]
-        if len(self.probe_idx):
+        if len(self.probe_idx) and self.world.is_main:
             probe_logits = (student_test[self.probe_idx] if student_test is not None
-                            else self._predict_student(d.test.x[self.probe_idx]))
+                            else self._predict_student(d.test.x[self.probe_idx], sharded=False))
             self.probes["student"].append(probe_logits.cpu())
             self.probes["epochs"].append(epoch)
         return metrics
