@@ -53,8 +53,9 @@ def run_caption(record: Any) -> str:
         parts.append(record.device)
     world = int((record.info or {}).get("world_size") or 1)
     if world > 1:  # one run over several processes (DDP)
+        rule = str(record.info.get("lr_scaling") or "none").split(":", 1)[0]  # the rule's name, before its reason
         parts.append(f"world size {world} ({record.info.get('device_batch')} per device, "
-                     f"global batch {record.info.get('global_batch')})")
+                     f"global batch {record.info.get('global_batch')}, lr scaling: {rule})")
     if record.is_terminal and record.duration_s is not None:
         parts.append(f"took {format_duration(record.duration_s)}")
     elif record.started_at is not None:

@@ -59,14 +59,34 @@ def _test_predictions(ckpt):
         return model.eval()(data.test.x).argmax(1), data.test.y
 
 
-@pytest.mark.slow
-def test_two_processes_from_the_cli_match_one_process(tmp_path):
-    """The same global batch (64 = 2 × 32) and seed: the 2-process student lands where the 1-process one does.
-    The ranks see different shards in a different order, so the students agree closely, not bit for bit."""
-    train(RunSpec.from_dict({**BASE, "epochs": 2}), tmp_path / "teacher")
-    kd = {**BASE, "epochs": 3, "teacher": {"source": "checkpoint", "checkpoint": str(tmp_path / "teacher" / "checkpoint.pt")},
+@pytest.fixture(scope="module")
+def kd_single(tmp_path_factory):
+    """A digits teacher, a KD spec distilling it, and that spec's single-process run (global batch 64)."""
+    root = tmp_path_factory.mktemp("kd")
+    train(RunSpec.from_dict({**BASE, "epochs": 2}), root / "teacher")
+    kd = {**BASE, "epochs": 3, "teacher": {"source": "checkpoint", "checkpoint": str(root / "teacher" / "checkpoint.pt")},
           "logit": {"method": "kd", "rho": 4.0, "alpha": 0.5, "beta": 0.5}}
-    single = train(RunSpec.from_dict(kd), tmp_path / "one")
+    single = train(RunSpec.from_dict(kd), root / "one")
+    return kd, single, root
+
+
+def _assert_matches_one_process(single, one_dir, two_dir):
+    """The 2-process student lands where the 1-process one does. The ranks see different shards in a different
+    order, so the students agree closely, not bit for bit. Tolerance: 4 points of test accuracy, and the same
+    class on 85% of the test set."""
+    pred_one, y = _test_predictions(one_dir / "checkpoint.pt")
+    pred_two, _ = _test_predictions(two_dir / "checkpoint.pt")
+    acc_one, acc_two = float((pred_one == y).float().mean()), float((pred_two == y).float().mean())
+    assert abs(acc_one - acc_two) <= 0.04, (acc_one, acc_two)
+    assert abs(acc_one - single.final["test/acc"]) < 1e-6
+    assert float((pred_one == pred_two).float().mean()) >= 0.85
+    return pred_two, y
+
+
+@pytest.mark.slow
+def test_two_processes_from_the_cli_match_one_process(kd_single, tmp_path):
+    """The same global batch (64 = 2 × 32) and seed through `kdcore train --devices 2`."""
+    kd, single, root = kd_single
     (tmp_path / "kd.yaml").write_text(yaml.safe_dump(kd))
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     done = subprocess.run([sys.executable, "-m", "kdcore", "train", str(tmp_path / "kd.yaml"), "--devices", "2",
@@ -78,13 +98,38 @@ def test_two_processes_from_the_cli_match_one_process(tmp_path):
     assert done.stdout.count("summary:") == 1  # rank 0 alone reports
     saved = torch.load(tmp_path / "two" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert saved["spec"]["devices"] == 2 and [h["epoch"] for h in saved["history"]] == [1, 2, 3]
-    pred_one, y = _test_predictions(tmp_path / "one" / "checkpoint.pt")
-    pred_two, _ = _test_predictions(tmp_path / "two" / "checkpoint.pt")
-    acc_one, acc_two = float((pred_one == y).float().mean()), float((pred_two == y).float().mean())
-    # tolerance: 4 points of test accuracy, and the two students give the same class on 85% of the test set
-    assert abs(acc_one - acc_two) <= 0.04, (acc_one, acc_two)
-    assert abs(acc_one - single.final["test/acc"]) < 1e-6
-    assert float((pred_one == pred_two).float().mean()) >= 0.85
+    _assert_matches_one_process(single, root / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_a_worker_launched_two_process_run_matches_one_process(kd_single, kd_home):
+    """The same spec with `devices: 2` queued and run by a worker owning two devices; its recorded (sharded)
+    test accuracy and teacher agreement are exactly those of the stored student evaluated in one process."""
+    from test_worker_devices import run_processes
+
+    from kdcore.jobs import RunStatus, RunStore
+    from kdcore.jobs.testing import database_url, start_worker, stop_process, wait_until
+    from kdcore.paths import run_dir
+
+    kd, single, root = kd_single
+    with database_url("sqlite", kd_home) as url:
+        store = RunStore(url)
+        run_id = store.submit(RunSpec.from_dict({**kd, "devices": 2, "device": "cpu"}))
+        worker = start_worker(kd_home, url, "--device", "cpu", "--devices", "2", "--exit-when-idle")
+        try:
+            run = wait_until(lambda: (r := store.get(run_id)).status.is_terminal and r, 600, "the run to end",
+                             on_timeout=lambda: (kd_home / "worker.out").read_text()[-4000:])
+            assert worker.wait(timeout=120) == 0
+            wait_until(lambda: run_processes(run_id) == [], 30, "no process of the run left")  # no orphan rank
+        finally:
+            stop_process(worker)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.info["world_size"] == 2 and run.info["device_batch"] == 32 and run.info["global_batch"] == 64
+    pred_two, y = _assert_matches_one_process(single, root / "one", run_dir(run_id))
+    teacher_pred, _ = _test_predictions(root / "teacher" / "checkpoint.pt")
+    assert len(y) % 2  # 359 test samples over 2 ranks: an uneven split
+    assert round(run.final["test/acc"] * len(y)) == int((pred_two == y).sum())
+    assert round(run.final["fidelity/agreement"] * len(y)) == int((pred_two == teacher_pred).sum())
 
 
 @pytest.mark.slow

@@ -87,7 +87,7 @@ def test_a_two_device_worker_runs_a_two_process_run_and_a_cancel_stops_every_ran
         assert epochs == [1, 2]  # rank 0 alone reported: one point per epoch
         from app.widgets import run_caption
 
-        assert "world size 2 (32 per device, global batch 64)" in run_caption(finished)
+        assert "world size 2 (32 per device, global batch 64, lr scaling: none)" in run_caption(finished)
         checkpoint = run_dir(endless) / "checkpoint.pt"
         wait_until(lambda: checkpoint.is_file() and len(run_processes(endless)) >= 3, RUN_TIMEOUT_S,
                    "the endless run's launcher and two ranks with a checkpoint")
