@@ -2,13 +2,17 @@
 claimed atomically on SQLite and PostgreSQL; workers on loopback (gloo, CPU) complete one `nodes: 2` run."""
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 from test_worker_devices import run_processes
 
 from kdcore.jobs import RunStatus, RunStore
 from kdcore.jobs.testing import database_url, start_worker, stop_process, wait_until
+from kdcore.paths import run_dir
 from kdcore.spec import RunSpec
 
 RUN_TIMEOUT_S = 300
@@ -134,3 +138,68 @@ def test_two_workers_on_loopback_complete_one_two_node_run_from_the_queue(store_
     finally:
         for proc in procs:
             stop_process(proc)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (a worker's launcher in its own session, and the launcher's ranks)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.slow
+def test_a_dead_node_requeues_the_run_which_resumes_on_another_worker_and_a_cancel_stops_every_node(kd_home):
+    """Node 1's machine dies (its worker, launcher and rank killed): the run goes back to the queue, resumes
+    from its checkpoint with a third worker as node 1, and a cancel then stops both nodes' ranks."""
+    with database_url("sqlite", kd_home) as url:
+        store = RunStore(url)
+        run_id = store.submit(tiny(name="endless", nodes=2, epochs=2000, checkpoint_every_s=0))
+        procs = [start_worker(kd_home, url, "--device", "cpu", "--rdzv-host", "127.0.0.1",
+                              "--worker-id", f"node-{i}", log_name=f"worker{i}.out") for i in range(3)]
+        procs[2].send_signal(signal.SIGSTOP)  # the spare machine, held back until node 1's dies
+
+        def logs():
+            return "\n".join((kd_home / f"worker{i}.out").read_text()[-2500:] for i in range(3))
+
+        try:
+            checkpoint = run_dir(run_id) / "checkpoint.pt"
+            wait_until(lambda: checkpoint.is_file() and store.get(run_id).epoch >= 1, RUN_TIMEOUT_S,
+                       "both nodes training with a checkpoint", on_timeout=logs)
+            node1 = next(n["worker_id"] for n in store.run_nodes(run_id) if n["node_rank"] == 1)
+            victim = procs[int(node1.rsplit("-", 1)[1])]
+            doomed = [victim.pid, *descendants(victim.pid)]
+            for pid in doomed:
+                os.kill(pid, signal.SIGKILL)
+            victim.wait(timeout=30)
+            procs[2].send_signal(signal.SIGCONT)
+            wait_until(lambda: store.get(run_id).attempts >= 2 and len(store.run_nodes(run_id)) == 2
+                       and any(m.message.startswith("resumed after epoch") for m in store.events(run_id)),
+                       RUN_TIMEOUT_S, "the run to resume on two nodes", on_timeout=logs)
+            assert node1 not in {n["worker_id"] for n in store.run_nodes(run_id)}
+            epochs = [p.epoch for p in store.metrics(run_id, names=["train/acc"], kind="epoch")]
+            assert epochs == list(range(1, len(epochs) + 1))  # gapless history across the attempts
+            store.cancel(run_id, by="tester")
+            run = wait_until(lambda: (r := store.get(run_id)).status.is_terminal and r, 60, "the cancel",
+                             on_timeout=logs)
+            assert run.status is RunStatus.CANCELLED
+            wait_until(lambda: run_processes(run_id) == [], 30, "every node's ranks to stop",
+                       on_timeout=lambda: f"left: {run_processes(run_id)}")
+            assert all(p.poll() is None for p in procs if p is not victim)  # the workers go on
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGCONT)
+                stop_process(proc)
+        assert not [pid for pid in doomed if Path(f"/proc/{pid}").exists()
+                    and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1])]
