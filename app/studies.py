@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.figures import PALETTE, _layout, empty_figure, metric_label
+from app.figures import PALETTE, _is_fraction_metric, _layout, empty_figure, metric_label
 from app.tables import EPOCH_METRICS, NO_TEACHER, differing_fields, field_label, flatten, method_text
 from kdcore.studies import RunResult, StudySpec, StudyTable, build_table, run_result
 from kdcore.studies.expand import study_runs_tags
@@ -102,6 +102,8 @@ def band_figure(curves: pd.DataFrame, metric: str, *, x: str = "epoch", title: s
             y_title=metric_label(metric), **({"height": height} if height else {}))
     if x == "epoch":
         fig.update_xaxes(dtick=1 if curves["epoch"].max() <= 20 else None)
+    if _is_fraction_metric(metric):  # accuracies as percentages, on an honest range
+        fig.update_yaxes(tickformat=".0%")
     return fig
 
 

@@ -1,11 +1,12 @@
-"""Compare: overlay a metric of several runs or of a sweep, their specs side by side (differences
-highlighted), their final metrics and, for a sweep, the swept value against accuracy and agreement."""
+"""Compare: overlay a metric of several runs or of a sweep (or, grouped by a field or tag, each group's mean in a
+± std band), their specs side by side (differences highlighted), their final metrics (per group when grouped)
+and, for a sweep, the swept value against accuracy and agreement."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from app import figures, state, tables, teachers
+from app import figures, state, studies, tables, teachers, widgets
 
 store = state.get_store()
 S = st.session_state
@@ -42,7 +43,27 @@ if not chosen:
     st.stop()
 
 labels = tables.run_labels(chosen)
-frame = tables.combined_metrics((labels[r.id], state.metrics_frame(store, r)) for r in chosen)
+run_frames = {r.id: state.metrics_frame(store, r) for r in chosen}
+frame = tables.combined_metrics((labels[r.id], run_frames[r.id]) for r in chosen)
+group_keys = studies.group_keys(chosen)
+widgets.keep_valid("compare_group", group_keys)
+group = st.selectbox("Group by", group_keys, format_func=studies.group_key_label, key="compare_group",
+                     help="Runs with the same value (the seeds of one setting) become one curve: their mean, with a "
+                          "± std band, and one row of the table below.")
+grouped = group != studies.NO_GROUP
+
+
+def draw(metric: str, x: str, smoothing: float, log_y: bool, height: int | None = None):
+    """One metric of the chosen runs: a line per run, or per group a mean line in a ± std band."""
+    if not grouped:
+        return figures.overlay_figure(tables.overlay_data(frame, metric, x), metric, x=x, smoothing=smoothing,
+                                      log_y=log_y, **({"height": height} if height else {}))
+    fig = studies.band_figure(studies.group_curves(chosen, run_frames, group, metric, x=x), metric, x=x,
+                              title=f"{figures.metric_label(metric)}: mean ± std per group", height=height)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
 
 names = sorted(frame["name"].unique()) if len(frame) else []
 c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
@@ -52,12 +73,15 @@ if names:
     metric = c1.selectbox("Metric", names, format_func=lambda n: f"{figures.metric_label(n)} ({n})",
                           key="compare_metric")
     default_x = tables.x_axis_for([metric])
-    x = c2.radio("x axis", list(tables.X_AXES), index=tables.X_AXES.index(default_x), horizontal=True,
-                 key=f"compare_x_{metric}", help="Wall time: seconds since each run's first point.")
-    smoothing = c3.slider("Smoothing", 0.0, 0.99, 0.0 if x == "epoch" else 0.6, 0.01, key=f"compare_smooth_{x}")
+    # A group's runs are averaged point by point: at the same step or epoch, not at the same second.
+    axes = [a for a in tables.X_AXES if not (grouped and a == tables.WALL_TIME)]
+    x = c2.radio("x axis", axes, index=axes.index(default_x), horizontal=True,
+                 key=f"compare_x_{metric}" + ("_grouped" if grouped else ""),
+                 help="Wall time: seconds since each run's first point.")
+    smoothing = c3.slider("Smoothing", 0.0, 0.99, 0.0 if x == "epoch" else 0.6, 0.01, key=f"compare_smooth_{x}",
+                          disabled=grouped, help="Grouped curves are drawn as logged: the band shows the spread.")
     log_y = c4.toggle("Log y", key="compare_log_y", help="A logarithmic y axis, for losses over orders of magnitude.")
-    data = tables.overlay_data(frame, metric, x)
-    st.plotly_chart(figures.overlay_figure(data, metric, x=x, smoothing=smoothing, log_y=log_y), key="compare_overlay")
+    st.plotly_chart(draw(metric, x, smoothing, log_y), key="compare_overlay")
     # A panel grid: more metrics at once, each against its own axis, two to a row.
     more = st.multiselect("More metrics side by side", [n for n in names if n != metric],
                           format_func=figures.metric_label, key="compare_more", placeholder="none")
@@ -65,9 +89,8 @@ if names:
         cols = st.columns(2)
         for col, name in zip(cols, more[row:row + 2]):
             panel_x = tables.x_axis_for([name])
-            col.plotly_chart(figures.overlay_figure(tables.overlay_data(frame, name, panel_x), name, x=panel_x,
-                                                    smoothing=smoothing if panel_x == "step" else 0.0, log_y=log_y,
-                                                    height=300), key=f"compare_panel_{name}")
+            col.plotly_chart(draw(name, panel_x, smoothing if panel_x == "step" else 0.0, log_y, height=300),
+                             key=f"compare_panel_{name}")
 else:
     st.info("The chosen runs have not logged any metric yet.")
 
@@ -80,6 +103,11 @@ if sweep_field is not None:
                                 "agreement": st.column_config.NumberColumn(format="percent")})
 
 st.subheader("Final metrics")
+if grouped:
+    table = studies.grouped_table(chosen, state.run_summaries(store, chosen), group)
+    st.dataframe(studies.grouped_frame(table, group), hide_index=True, key="compare_grouped", placeholder="—")
+    st.caption("Per group: mean ± std over its runs at the epoch with the best validation accuracy; n = finished "
+               "runs / runs; ★ = best group on validation accuracy.")
 final = tables.final_metrics_table(chosen, labels)
 if len(final):
     percent = st.column_config.NumberColumn(format="percent")

@@ -221,3 +221,21 @@ def test_notes_of_someone_elses_run_cannot_be_written(rho_runs):
     with pytest.raises(KDError, match=r"Only its owner \(bob\) or an admin may annotate this run"):
         store.as_actor(Actor("alice")).set_notes(theirs, "mine now")
     assert store.get(theirs).notes == ""
+
+
+def test_compare_groups_the_chosen_runs_into_bands_and_a_table(rho_runs):
+    store, ids = rho_runs
+    at = app("compare.py", runs=",".join(ids[2.0] + ids[8.0]))
+    no_exception(at)
+    assert len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"]) == 5  # one line per run
+    at.selectbox(key="compare_group").set_value("logit.rho").run()
+    no_exception(at)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t.get("name") for t in fig["data"]] == [None, "ρ = 2 (n=3)", None, "ρ = 8 (n=2)"]
+    assert "wall time (s)" not in at.radio[0].options  # a group's runs are averaged at the same epoch
+    grouped = next(d for d in at.dataframe if "ρ" in d.value.columns).value.set_index("ρ")
+    assert grouped.loc["★ ρ = 2", "test acc %"] == "82.00 ± 2.00" and grouped.loc["ρ = 8", "n"] == "2/2"
+    at.multiselect(key="compare_more").set_value(["train/loss"]).run()
+    no_exception(at)
+    panel = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert [t.get("name") for t in panel["data"]][1::2] == ["ρ = 2 (n=3)", "ρ = 8 (n=2)"]
