@@ -38,7 +38,7 @@ NARROW_WINDOW_CSS = """<style>
 def dashboard() -> None:
     st.set_page_config(page_title="KD Studio", page_icon=":material/school:", layout="wide")
 
-    from app import auth, navigation, state, widgets
+    from app import auth, navigation, state, theme, widgets
 
     _one_thread_for_the_ui()
     # Signed-out visitors see the login screen only: no page, no navigation (st.stop() inside).
@@ -51,6 +51,7 @@ def dashboard() -> None:
             st.warning(worker_problem)
         widgets.live_sidebar()
         auth.account_box(user)
+        theme.switch_button()
     page.run()
 
 

@@ -165,3 +165,41 @@ def test_quickstart_in_the_browser(server, kd_home):
     print(report)
     assert not TRACEBACKS, f"tracebacks on screen: {TRACEBACKS}"
     assert not console_errors, console_errors
+
+
+def test_the_theme_switch_turns_the_page_and_its_charts_dark_and_back(kd_home):
+    from test_app_support import SCRATCH, completed_run
+
+    from kdcore.jobs import RunStore
+
+    bs.require_chromium()
+    completed_run(RunStore(), SCRATCH)
+    background = "() => getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor"
+    title = "() => getComputedStyle(document.querySelector('.js-plotly-plot .gtitle')).fill"
+    errors: list[str] = []
+
+    def brightness(css: str) -> float:
+        r, g, b = (float(v) for v in css[css.index("(") + 1:].rstrip(")").split(",")[:3])
+        return (0.299 * r + 0.587 * g + 0.114 * b) / 255
+
+    with bs.streamlit_app(kd_home, kd_home.parent / "streamlit.log", local_worker=False) as url, \
+            bs.chromium_page(errors) as page:
+        page.goto(f"{url}/compare", wait_until="networkidle")
+        page.locator(".js-plotly-plot .gtitle").first.wait_for(timeout=60_000)
+        idle(page)
+        assert brightness(page.evaluate(background)) > 0.5 and brightness(page.evaluate(title)) < 0.4
+        switch = page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Light / dark theme")
+        switch.click()
+        page.wait_for_function(f"() => ({background})().startsWith('rgb(') && "
+                               f"!({background})().startsWith('rgb(255')", timeout=30_000)
+        idle(page)
+        assert brightness(page.evaluate(background)) < 0.5
+        assert brightness(page.evaluate(title)) > 0.6  # the chart's text follows: light on dark
+        snap(page, "theme_compare_dark")
+        page.reload(wait_until="networkidle")  # the choice is Streamlit's, kept by the browser
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        idle(page)
+        assert brightness(page.evaluate(background)) < 0.5
+        switch.click()
+        page.wait_for_function(f"() => ({background})().startsWith('rgb(255')", timeout=30_000)
+    assert not errors, errors
