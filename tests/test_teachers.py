@@ -355,11 +355,20 @@ def resolution_runs(tmp_path: Path, seed: int) -> tuple[float, float]:
 
 
 RES_LIMIT, RES_EPOCHS = 300, 8
-RES_MARGIN = 0.005  # half a point of test accuracy; measured gains were 2.4 (seed 0) and 0.8 (seed 1) points
+# Over seeds 0-9 (`bench/teachers_bench.py --only resolution --sizes 14 --seeds 10`) the gain was +0.4 to
+# +3.5 points, mean +1.8, std 1.1: one seed alone can come within half a point of scratch, so the margin is
+# asserted on the mean of three seeds (the lowest three-seed mean among those ten seeds is +0.53), and no
+# seed may fall clearly below its twin.
+RES_SEEDS = (0, 1, 2)
+RES_MEAN_MARGIN = 0.005  # half a point of test accuracy, on the mean over RES_SEEDS
+RES_SEED_FLOOR = -0.005  # no single seed more than half a point below scratch
 
 
 @pytest.mark.slow
 def test_a_14x14_student_learns_more_from_a_28x28_teacher_than_its_scratch_twin(tmp_path):
-    for seed in (0, 1):
+    gains = {}
+    for seed in RES_SEEDS:
         scratch, distilled = resolution_runs(tmp_path, seed)
-        assert distilled > scratch + RES_MARGIN, (seed, scratch, distilled)
+        gains[seed] = distilled - scratch
+    assert sum(gains.values()) / len(gains) > RES_MEAN_MARGIN, gains
+    assert min(gains.values()) > RES_SEED_FLOOR, gains
