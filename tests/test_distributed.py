@@ -228,3 +228,35 @@ def test_sharded_evaluation_equals_one_process_on_an_uneven_split(tmp_path):
             assert round(got[name] * n) == round(expected[name] * n), name
         assert got["calib/ece_student"] == pytest.approx(expected["calib/ece_student"], abs=1e-6)
     assert torch.allclose(results[0]["probes"][0], one.probes["student"][0], atol=1e-5)
+
+
+def _train_on_rank(rank: int, size: int, port: int, spec: dict, out_dirs: list[str], report: str) -> None:
+    from kdcore.errors import KDError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(size))
+    torch.set_num_threads(1)
+    try:
+        outcome = train(RunSpec.from_dict(spec), out_dirs[rank]).status
+    except KDError as err:
+        outcome = str(err)
+    with open(f"{report}{rank}", "w") as fh:
+        fh.write(outcome)
+
+
+@pytest.mark.slow
+def test_ranks_that_see_different_checkpoints_stop_with_a_clear_error(tmp_path):
+    """Machines of one run that do not share KD_HOME: one rank would resume, another start over. Every rank
+    refuses, in one sentence, instead of training out of step."""
+    import torch.multiprocessing as mp
+
+    spec = {**BASE, "epochs": 1, "devices": 2, "probe_size": 0}
+    shared = [str(tmp_path / "shared")] * 2
+    mp.start_processes(_train_on_rank, args=(2, _free_port(), spec, shared, str(tmp_path / "first")), nprocs=2,
+                       start_method="spawn")
+    assert (tmp_path / "first0").read_text() == "completed"
+    apart = [str(tmp_path / "shared"), str(tmp_path / "elsewhere")]
+    mp.start_processes(_train_on_rank, args=(2, _free_port(), spec, apart, str(tmp_path / "second")), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        assert "must mount the same KD_HOME" in (tmp_path / f"second{rank}").read_text()

@@ -203,3 +203,25 @@ def test_a_dead_node_requeues_the_run_which_resumes_on_another_worker_and_a_canc
                 stop_process(proc)
         assert not [pid for pid in doomed if Path(f"/proc/{pid}").exists()
                     and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1])]
+
+
+@pytest.mark.slow
+def test_a_run_whose_other_nodes_never_come_goes_back_to_the_queue_uncounted(kd_home):
+    """One machine alone: it holds node 0 while it waits, launches nothing, and hands the run back after
+    --node-wait without spending an attempt; a cancel still reaches the run."""
+    with database_url("sqlite", kd_home) as url:
+        store = RunStore(url)
+        run_id = store.submit(tiny(name="lonely", nodes=2))
+        worker = start_worker(kd_home, url, "--device", "cpu", "--rdzv-host", "127.0.0.1", "--node-wait", "2")
+        try:
+            wait_until(lambda: any("only 1 of its 2 nodes found a worker" in e.message for e in store.events(run_id)),
+                       RUN_TIMEOUT_S, "node 0 to give up waiting",
+                       on_timeout=lambda: (kd_home / "worker.out").read_text()[-3000:])
+            assert store.get(run_id).attempts <= 1  # handed back uncounted (and maybe claimed again since)
+            assert run_processes(run_id) == []  # no launcher started for a run that cannot assemble
+            store.cancel(run_id, by="tester")
+            run = wait_until(lambda: (r := store.get(run_id)).status.is_terminal and r, 30, "the cancel")
+            assert run.status is RunStatus.CANCELLED
+            assert worker.poll() is None
+        finally:
+            stop_process(worker)

@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "where it hosts the rendezvous of a run it starts as node 0 (default: its host name)")
     p.add_argument("--rdzv-port", type=int, help="runs over several machines: the first rendezvous port, one per "
                    "device from there (default: any free port)")
+    p.add_argument("--node-wait", type=float, help="runs over several machines: seconds a run started here waits for "
+                   "workers on its other machines before going back to the queue (default 600)")
     p.add_argument("--rank-of", help=argparse.SUPPRESS)  # one rank of a multi-device run, started by a worker
 
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     worker_id = args.worker_id or new_worker_id()
     options = {k: getattr(args, k) for k in ("device", "db", "poll", "heartbeat", "stale_after", "max_attempts",
                                              "exit_when_idle", "max_runs", "quiet", "devices", "rdzv_host",
-                                             "rdzv_port")}
+                                             "rdzv_port", "node_wait")}
     if (args.devices or 1) > 1:  # one slot per device, sharing the devices: a run takes as many as it asks
         from kdcore.jobs.devices import DevicePool
 
@@ -112,6 +114,7 @@ def run_slot(worker_id: str, options: dict, pool=None) -> int:
         exit_when_idle=options["exit_when_idle"], max_runs=options["max_runs"],
         devices=options.get("devices") or 1, db_url=options["db"],
         rendezvous_host=options.get("rdzv_host"), rendezvous_port=options.get("rdzv_port"),
+        **({"node_wait_s": options["node_wait"]} if options.get("node_wait") is not None else {}),
     )
     worker = Worker(RunStore(options["db"]), config, worker_id=worker_id, pool=pool)
     worker.install_signal_handlers()

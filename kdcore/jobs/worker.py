@@ -192,6 +192,7 @@ class WorkerConfig:
     # from there; default: any free port)
     rendezvous_host: str | None = None
     rendezvous_port: int | None = None
+    node_wait_s: float = 600.0  # how long node 0 waits for the other nodes' workers before handing the run back
 
 
 class Worker:
@@ -379,6 +380,8 @@ class Worker:
                                    run_id=f"{record.id}-{cb.attempt}", node_rank=record.node_rank)
         else:
             cmd = launcher_command(script, devices=spec.devices, run_id=record.id)
+        if spec.nodes > 1 and record.node_rank == 0 and not self._all_nodes_joined(record, cb):
+            return None
         proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, env=self._device_env())
         stopping_since = None
         while proc.poll() is None:
@@ -416,6 +419,29 @@ class Worker:
         self.store.release_run(record.id, self.id, cb.attempt, f"a rank ended with exit code {code}; the run "
                                "resumes from its last checkpoint", count_attempt=True)
         return None
+
+    def _all_nodes_joined(self, record: RunRecord, cb: StoreCallbacks) -> bool:
+        """Node 0 of a run over several machines launches once every node has a worker. Until then it only
+        watches for a cancel or a shutdown; after `node_wait_s` it hands the run back (not counted as an
+        attempt) rather than hold its devices for machines that are not there."""
+        deadline = time.monotonic() + self.config.node_wait_s
+        while True:
+            joined = len(self.store.run_nodes(record.id))
+            if joined >= record.spec.nodes:
+                return True
+            if cb.should_stop():
+                if cb.cancel_requested and not cb.lost:
+                    self.store.finish_run(record.id, self.id, cb.attempt, RunStatus.CANCELLED,
+                                          message="cancelled while waiting for its nodes")
+                elif cb.shutdown.is_set():
+                    self.store.release_run(record.id, self.id, cb.attempt, "the worker is shutting down")
+                return False
+            if time.monotonic() > deadline:
+                self.store.release_run(record.id, self.id, cb.attempt, (
+                    f"only {joined} of its {record.spec.nodes} nodes found a worker within "
+                    f"{self.config.node_wait_s:g} s; queued again, for workers on more machines"))
+                return False
+            time.sleep(min(self.config.poll_interval_s, 1.0))
 
     def _end_node(self, record: RunRecord, cb: StoreCallbacks, code: int) -> None:
         """This worker's node k > 0 of a run over several machines ended while the run goes on: fine when its

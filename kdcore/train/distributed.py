@@ -123,6 +123,15 @@ def sum_over_ranks(values: list[float], world: World, device: torch.device) -> l
     return t.tolist()
 
 
+def same_on_every_rank(value: float, world: World, device: torch.device) -> bool:
+    """Whether every rank holds this value (the same answer on every rank)."""
+    if not world.distributed:
+        return True
+    t = torch.tensor([value, -value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t[0]) == -float(t[1])
+
+
 def any_rank(flag: bool, world: World, device: torch.device) -> bool:
     """True on every rank when it is true on one (a stop request reaches rank 0 only)."""
     if not world.distributed:

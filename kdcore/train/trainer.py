@@ -491,6 +491,9 @@ class Trainer:
                 start_epoch, step, history = self._restore()
                 self._report(self.cb.on_resume, start_epoch, step)
                 self._report(self.cb.on_log, f"resumed after epoch {start_epoch} (step {step})")
+            if not dist_run.same_on_every_rank(start_epoch, self.world, self.device):
+                raise KDError(f"the processes of this run found different checkpoints in {self.out_dir}: every "
+                              "machine of a run over several machines must mount the same KD_HOME (shared storage)")
             if self.world.is_main:
                 (self.out_dir / "spec.yaml").write_text(self.spec.to_yaml())  # only once the folder is ours
             self.info.update(start_epoch=start_epoch, start_step=step)
