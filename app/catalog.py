@@ -108,9 +108,11 @@ def latency_ms(name: str, num_classes: int, input_shape: tuple[int, int, int], *
 
 def check_hint_pair(teacher_model: str, teacher_layer: str, student_model: str, student_layer: str,
                     num_classes: int, input_shape: tuple[int, int, int], preset: str | None,
-                    phi_t: str | None = None, phi_s: str | None = None, distance: str | None = None) -> tuple[bool, str]:
+                    phi_t: str | None = None, phi_s: str | None = None, distance: str | None = None,
+                    student_input_shape: tuple[int, int, int] | None = None) -> tuple[bool, str]:
     """Whether a (hint, guided) pair can be distilled with a preset (or a custom Φ_t, Φ_s, D), and one
-    sentence saying why or what to change. Judged on one dry run of each model."""
+    sentence saying why or what to change. Judged on one dry run of each model, the student on its own
+    view of the input when it has one (`student_input_shape`)."""
     from kdcore.errors import KDError
     from kdcore.models import build_model
     from kdcore.models.layers import check_layer_pair
@@ -118,14 +120,16 @@ def check_hint_pair(teacher_model: str, teacher_layer: str, student_model: str, 
     from kdcore.train.distiller import resolve_hint
 
     c, h, _ = input_shape
+    sc, sh, _ = student_input_shape or input_shape
     try:
         teacher = build_model(teacher_model, num_classes, c, h)
-        student = build_model(student_model, num_classes, c, h)
+        student = build_model(student_model, num_classes, sc, sh)
         hint = HintSpec(teacher_layer=teacher_layer, student_layer=student_layer, preset=preset,
                         phi_t=phi_t, phi_s=phi_s, distance=distance)
         resolved = resolve_hint(hint, teacher, student)
         result = check_layer_pair(teacher, resolved.teacher_path, student, resolved.student_path, tuple(input_shape),
-                                  resolved.phi_t, resolved.phi_s, resolved.distance)
+                                  resolved.phi_t, resolved.phi_s, resolved.distance,
+                                  student_input_shape=tuple(student_input_shape or input_shape))
     except KDError as err:
         return False, str(err)
     except ValueError as err:  # pydantic: an incomplete custom pair

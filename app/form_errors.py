@@ -8,7 +8,7 @@ that is launched: they only let the remaining checks see the rest of the form.""
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -78,16 +78,18 @@ def error_path(error: Mapping[str, Any]) -> str:
     return ".".join(str(p) for p in parts)
 
 
-def _set_aside(data: dict[str, Any], loc: tuple, placeholders: Mapping[str, Any]) -> bool:
-    """Remove the value at `loc` so its default applies; a field without a default takes its placeholder.
-    False when nothing could be removed (a rule over the whole spec)."""
+def _set_aside(data: dict[str, Any], loc: tuple, placeholders: Mapping[str, Callable[[Any], Any]]) -> bool:
+    """Remove the value at `loc` so its default applies; a top-level field named in `placeholders` is
+    replaced by what its function makes of the bad value. False when nothing changed (a rule over the
+    whole spec)."""
     parts = [p for p in loc if p not in UNION_TAGS]
     if not parts:
         return False
     if str(parts[0]) in placeholders:
-        if data.get(parts[0]) == placeholders[parts[0]]:
+        replacement = placeholders[parts[0]](data.get(parts[0]))
+        if replacement == data.get(parts[0]):
             return False
-        data[parts[0]] = copy.deepcopy(placeholders[parts[0]])
+        data[parts[0]] = replacement
         return True
     node: Any = data
     for depth, part in enumerate(parts[:-1]):
@@ -108,7 +110,7 @@ def _drop(node: Any, key: Any) -> bool:
     return False
 
 
-def validate_all(data: Mapping[str, Any], *, placeholders: Mapping[str, Any] | None = None
+def validate_all(data: Mapping[str, Any], *, placeholders: Mapping[str, Callable[[Any], Any]] | None = None
                  ) -> tuple[RunSpec | None, RunSpec | None, list[tuple[str, str, int]]]:
     """(spec, stand-in, problems): the spec when `data` is valid; otherwise a stand-in spec with the bad
     values set aside (None when even that is invalid) for the checks that need a whole spec, and every

@@ -17,7 +17,7 @@ import yaml
 
 from app.form_errors import validate_all
 from kdcore.errors import KDError
-from kdcore.spec import RunSpec, SpecError
+from kdcore.spec import EnsembleSpec, InputViewSpec, RunSpec, SpecError, teacher_members
 
 GENERAL = "general"  # problems no single widget owns: shown beside the Launch button
 PENDING_TEACHER = "new-teacher"  # stands in for the id of a teacher run not submitted yet
@@ -45,9 +45,17 @@ FORM_ONLY: dict[str, Any] = {
     "teacher_source": "none", "teacher_zoo_model": "cnn_small", "teacher_epochs": 20, "teacher_run": None,
     "teacher_checkpoint_path": "", "teacher_upload_model": None, "teacher_tv_model": "tv_resnet18",
     "teacher_tv_weights": "DEFAULT", "hint_count": 0, "loss_count": 0,
-    "teacher_more_runs": [], "teacher_combine": "mean",  # further teacher runs make an ensemble
+    "teacher_more_runs": [], "member_count": 0,  # further teachers (runs, then others) make an ensemble
+    "teacher_weights": "",  # one weight per teacher; empty = equal (the spec's default)
+    "teacher_combine": EnsembleSpec.model_fields["combine"].default,
     "sweep_on": False, "sweep_field": "logit.rho", "sweep_values": "1, 2, 4, 8, 16",
+    "chain_kind": "none", "chain_assistants": [], "chain_generations": 3,
 }
+MEMBER_SOURCES = {"upload": "a checkpoint (zoo model + .pt)", "torchvision": "torchvision pretrained weights"}
+MEMBER_DEFAULTS: dict[str, Any] = {"source": "upload", "checkpoint": "", "model": None, "tv_model": "tv_resnet18",
+                                   "tv_weights": "DEFAULT"}
+CHAIN_KINDS = {"none": "One run", "assistants": "Teacher → assistants → student (TAKD)",
+               "generations": "Born-again generations"}
 HINT_DEFAULTS: dict[str, Any] = {"teacher": None, "student": None, "mode": "fitnets", "phi_t": "identity",
                                  "phi_s": "regressor", "distance": "l2", "weight": None}
 
@@ -72,6 +80,10 @@ FIELD_WIDGETS: dict[str, str] = {
     "sync_batchnorm": "sync_batchnorm",
     "precision": "precision", "seed": "seed",
     "sweep": "sweep_values", "sweep.field": "sweep_field", "sweep.values": "sweep_values",
+    "student_input": "view_size", "student_input.size": "view_size", "student_input.grey": "view_grey",
+    "student_input.crop": "view_crop", "student_input.noise_std": "view_noise_std",
+    "teacher.combine": "teacher_combine", "teacher.members": "teacher_source",
+    "chain": "chain_kind", "chain.students": "chain_assistants", "chain.generations": "chain_generations",
     "depends_on": "teacher_run",
 }
 # Whole-spec rules name no field; these words tell which widget can fix them.
@@ -81,6 +93,16 @@ _ROOT_RULES = (("hint_stage_epochs", "hint_stage_epochs"), ("need a teacher", "t
 
 def hint_key(i: int, part: str) -> str:
     return f"hint_{i}_{part}"
+
+
+def member_key(i: int, part: str) -> str:
+    """A widget of further teacher `i` (a checkpoint or torchvision member of an ensemble)."""
+    return f"member_{i}_{part}"
+
+
+def view_key(name: str) -> str:
+    """The widget of one field of the student's view of the input (InputViewSpec)."""
+    return f"view_{name}"
 
 
 def loss_key(i: int) -> str:
@@ -150,7 +172,11 @@ def _method_param_defaults(prefix: str = "", slot: str = "logit") -> dict[str, A
 
 def form_defaults() -> dict[str, Any]:
     """Every widget's first value: the RunSpec's defaults (one set of defaults), plus the form's own keys."""
-    return {**values_from_spec(RunSpec()), **FORM_ONLY, **_method_param_defaults()}
+    return {**values_from_spec(RunSpec()), **FORM_ONLY, **_method_param_defaults(), **_view_values(InputViewSpec())}
+
+
+def _view_values(view: InputViewSpec) -> dict[str, Any]:
+    return {view_key(name): getattr(view, name) for name in InputViewSpec.model_fields}
 
 
 def loss_entry_defaults(i: int) -> dict[str, Any]:
@@ -179,9 +205,13 @@ def widget_for(field_path: str, values: Mapping[str, Any] | None = None) -> str:
         part = {"teacher_layer": "teacher", "student_layer": "student", "phi_t": "phi_t", "phi_s": "phi_s",
                 "distance": "distance", "weight": "weight", "preset": "mode"}.get(m.group(2) or "", "student")
         return hint_key(int(m.group(1)), part)
-    if path == "teacher.model":
-        return teacher_model_widget((values or {}).get("teacher_source", "none"))
     values = values or {}
+    if m := re.fullmatch(r"teacher\.members\.(\d+)(?:\..*)?", path):
+        return member_widget(values, int(m.group(1)))
+    if path in ("teacher", "teacher.weights") and ensemble_size(values) > 1:
+        return "teacher_weights"  # the ensemble's own rule: one weight per member
+    if path == "teacher.model":
+        return teacher_model_widget(values.get("teacher_source", "none"))
     if m := re.fullmatch(r"logit\.(\w+)", path):
         return "method" if m.group(1) == "method" else param_key(values.get("method") or "kd", m.group(1))
     if m := re.fullmatch(r"losses(?:\.(\d+))?(?:\.(\w+))?", path):
@@ -326,21 +356,25 @@ def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None =
     elif kind == "omit_classes":
         data["transfer"]["omit_classes"] = [int(c) for c in (v["omit_classes"] or [])]
 
+    view = {name: v[view_key(name)] for name in InputViewSpec.model_fields}
+    if any(view[name] != getattr(_NO_VIEW, name) for name in view):
+        data["student_input"] = view
     if source != "none":
-        if source in ("zoo", "run"):
-            run_id = PENDING_TEACHER if source == "zoo" else v.get("teacher_run")
-            data["teacher"] = {"source": "run", "run_id": run_id}
-            more = [r for r in (v.get("teacher_more_runs") or []) if r != run_id] if source == "run" else []
-            if more:  # an ensemble: the chosen run and the further ones, combined at the run's ρ
-                data["teacher"] = {"members": [{"source": "run", "run_id": r} for r in [run_id, *more]],
-                                   "combine": v.get("teacher_combine") or "mean"}
-        elif source == "upload":
-            data["teacher"] = {"source": "checkpoint", "checkpoint": (v.get("teacher_checkpoint_path") or None),
-                               "model": v.get("teacher_upload_model") or None}
-        elif source == "torchvision":
-            data["teacher"] = {"source": "torchvision", "model": v.get("teacher_tv_model"),
-                               "weights": (v.get("teacher_tv_weights") or "").strip() or None}
+        members = [_primary_teacher(v)] + [{"source": "run", "run_id": r} for r in further_runs(v)]
+        members += [member_teacher(v, i) for i in range(int(v.get("member_count") or 0))]
+        data["teacher"] = members[0]
+        if len(members) > 1:  # an ensemble: the teachers' probabilities combined at the run's ρ
+            data["teacher"] = {"members": members, "combine": v.get("teacher_combine")}
+            try:
+                weights = parse_number_list(v.get("teacher_weights") or "")
+            except ValueError as err:
+                problems.setdefault("teacher_weights", []).append(_sentence(f"{err}; give one number per teacher"))
+            else:
+                if weights:
+                    data["teacher"]["weights"] = weights
+    if source != "none" or v.get("chain_kind") == "generations":  # later generations distil
         data["logit"] = {"method": v["method"], **_params_from(v, v["method"])}
+    if source != "none":
         losses = []
         for i in range(int(v.get("loss_count") or 0)):
             method = v.get(loss_key(i))
@@ -367,11 +401,73 @@ def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None =
     return data
 
 
+_NO_VIEW = InputViewSpec()
+
+
+def _primary_teacher(v: Mapping[str, Any]) -> dict[str, Any]:
+    """The teacher chosen at the top of the teacher section, as a spec's teacher mapping."""
+    source = v["teacher_source"]
+    if source in ("zoo", "run"):
+        return {"source": "run", "run_id": PENDING_TEACHER if source == "zoo" else v.get("teacher_run")}
+    if source == "upload":
+        return {"source": "checkpoint", "checkpoint": (v.get("teacher_checkpoint_path") or None),
+                "model": v.get("teacher_upload_model") or None}
+    return {"source": "torchvision", "model": v.get("teacher_tv_model"),
+            "weights": (v.get("teacher_tv_weights") or "").strip() or None}
+
+
+def further_runs(v: Mapping[str, Any]) -> list[str]:
+    """The finished (or queued) runs added to the chosen teacher, in order, without repeats."""
+    first = v.get("teacher_run") if v.get("teacher_source") == "run" else None
+    return [r for r in dict.fromkeys(v.get("teacher_more_runs") or []) if r and r != first]
+
+
+def member_teacher(v: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """Further teacher `i` (a checkpoint or torchvision weights) as a spec's teacher mapping."""
+    def get(part: str) -> Any:
+        return v.get(member_key(i, part), MEMBER_DEFAULTS[part])
+
+    if get("source") == "torchvision":
+        return {"source": "torchvision", "model": get("tv_model"), "weights": (get("tv_weights") or "").strip() or None}
+    return {"source": "checkpoint", "checkpoint": (get("checkpoint") or "").strip() or None,
+            "model": get("model") or None}
+
+
+def ensemble_size(v: Mapping[str, Any]) -> int:
+    """How many teachers the form describes (1: a single teacher; 0: none)."""
+    if v.get("teacher_source", "none") == "none":
+        return 0
+    return 1 + len(further_runs(v)) + int(v.get("member_count") or 0)
+
+
+def member_widget(v: Mapping[str, Any], index: int) -> str:
+    """The widget that owns ensemble member `index` (0: the teacher chosen first)."""
+    if index == 0:
+        return teacher_model_widget(v.get("teacher_source", "none")) if v.get("teacher_source") != "run" \
+            else "teacher_run"
+    runs = further_runs(v)
+    if index <= len(runs):
+        return "teacher_more_runs"
+    i = index - 1 - len(runs)
+    return member_key(i, "tv_model" if v.get(member_key(i, "source")) == "torchvision" else "checkpoint")
+
+
+def chain_block(v: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The spec's `chain:` block the form describes (kdcore.chains), or None for one run."""
+    kind = v.get("chain_kind", "none")
+    if kind == "assistants":
+        return {"students": [*(v.get("chain_assistants") or []), v.get("student")]}
+    if kind == "generations":
+        return {"generations": v.get("chain_generations")}
+    return None
+
+
 def teacher_spec_dict(values: Mapping[str, Any], student_data: Mapping[str, Any]) -> dict[str, Any]:
-    """The run that trains a new zoo teacher: same dataset and optimiser, all labels, its own epochs."""
+    """The run that trains a new zoo teacher: same dataset and optimiser, all labels, the full input, its
+    own epochs."""
     v = {**form_defaults(), **values}
     data = copy.deepcopy(dict(student_data))
-    for key in ("teacher", "logit", "hints", "losses", "hint_stage_epochs", "transfer", "name"):
+    for key in ("teacher", "logit", "hints", "losses", "hint_stage_epochs", "transfer", "name", "student_input"):
         data.pop(key, None)
     data["student"] = v["teacher_zoo_model"]
     data["epochs"] = v["teacher_epochs"]
@@ -394,6 +490,7 @@ class FormCheck:
     spec: RunSpec | None = None
     teacher_spec: RunSpec | None = None  # a new zoo teacher, submitted first
     sweep: tuple[str, list] | None = None
+    chain: dict[str, Any] | None = None  # the `chain:` block: the spec queued as dependent links
     problems: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -418,8 +515,15 @@ def default_deep_check(spec: RunSpec, teacher_model: str | None) -> list[str]:
 # sentence about the teacher ("a run teacher needs run_id") would only repeat it.
 TEACHER_WIDGETS = ("teacher_source", "teacher_run", "teacher_more_runs", "teacher_checkpoint_path",
                    "teacher_upload_model", "teacher_tv_model", "teacher_tv_weights")
-# A bad teacher is set aside for this one while the rest of the form is checked.
-_STAND_IN = {"teacher": {"source": "run", "run_id": PENDING_TEACHER}}
+def _teacher_stand_in(teacher: Any) -> Any:
+    """What stands in for a teacher the spec refuses while the rest is checked: an ensemble without its
+    weights first (the ensemble's own rule is about them), else a teacher run not queued yet."""
+    if isinstance(teacher, dict) and "weights" in teacher and "members" in teacher:
+        return {k: v for k, v in teacher.items() if k != "weights"}
+    return {"source": "run", "run_id": PENDING_TEACHER}
+
+
+_STAND_IN = {"teacher": _teacher_stand_in}
 
 
 def _spec_problems(data: Mapping[str, Any], values: Mapping[str, Any], problems: dict[str, list[str]],
@@ -428,7 +532,9 @@ def _spec_problems(data: Mapping[str, Any], values: Mapping[str, Any], problems:
     """Validate `data` in one pass (form_errors.validate_all) and add each problem under its widget,
     unless the form's own check (`own`) already explains that widget or the teacher."""
     spec, stand_in, found = validate_all(data, placeholders=_STAND_IN)
-    teacher_explained = any(w in own for w in TEACHER_WIDGETS)
+    # one teacher: the form's sentence about it replaces the spec's; an ensemble's members are each
+    # mapped to their own widget, where the same rule applies
+    teacher_explained = any(w in own for w in TEACHER_WIDGETS) and ensemble_size(values) <= 1
     for path, message, n in found:
         if teacher_explained and (path == "teacher" or path.startswith("teacher.")):
             continue
@@ -497,8 +603,28 @@ def check_form(values: Mapping[str, Any], *, teacher_run: TeacherRun | None = No
             f"torchvision weights predict the 1000 ImageNet classes but this dataset has {dataset_classes}; "
             "use them with a 1000-class image folder, or pick another teacher"))
 
+    for i in range(int(v.get("member_count") or 0)):
+        member = member_teacher(v, i)
+        if member["source"] == "checkpoint" and not member["checkpoint"]:
+            own.setdefault(member_key(i, "checkpoint"), []).append("Upload this teacher's checkpoint (.pt).")
+        elif member["source"] == "torchvision" and dataset_classes not in (None, 1000):
+            own.setdefault(member_key(i, "tv_model"), []).append(
+                f"torchvision weights predict 1000 classes, this dataset has {dataset_classes}.")
+    chain = chain_block(v)
+    if chain is not None and v.get("sweep_on"):
+        own.setdefault("chain_kind", []).append("A chain and a sweep cannot go together: turn the sweep off "
+                                                "or queue one run.")
+    if v.get("chain_kind") == "assistants" and not v.get("chain_assistants"):
+        own.setdefault("chain_assistants", []).append("Pick at least one assistant model (larger than the "
+                                                      "student, smaller than the teacher).")
+
     problems: dict[str, list[str]] = {k: list(m) for k, m in own.items()}
     spec, stand_in = _spec_problems(data, v, problems, own)
+    pending = {"source": "run", "run_id": PENDING_TEACHER}
+    if stand_in is not None and data.get("teacher") not in (None, pending) and \
+            getattr(stand_in.teacher, "run_id", None) == PENDING_TEACHER:
+        # the teacher itself was set aside: its layers cannot be checked against a stand-in
+        stand_in = stand_in.model_copy(update={"hints": [], "losses": [], "hint_stage_epochs": 0})
 
     teacher_spec = None
     if source == "zoo":
@@ -516,8 +642,11 @@ def check_form(values: Mapping[str, Any], *, teacher_run: TeacherRun | None = No
         else:
             sweep = (field_name, raw)
 
-    if stand_in is not None and deep_check is not None:
-        teacher_model = {"zoo": v["teacher_zoo_model"], "run": teacher_run.model if teacher_run else None}.get(source)
+    teacher_model = {"zoo": v["teacher_zoo_model"], "run": teacher_run.model if teacher_run else None}.get(source)
+    links: list[RunSpec] = []
+    if chain is not None and stand_in is not None and not any(k.startswith("chain") for k in own):
+        links = _chain_problems(stand_in, chain, v, problems, deep_check, teacher_model)
+    if stand_in is not None and deep_check is not None and not links:
         try:
             deep = list(deep_check(stand_in, teacher_model))
             if teacher_spec is not None:  # the teacher run's own "student" is the teacher model
@@ -533,7 +662,43 @@ def check_form(values: Mapping[str, Any], *, teacher_run: TeacherRun | None = No
     result.spec = spec if not problems else None
     result.teacher_spec = teacher_spec
     result.sweep = sweep
+    result.chain = chain if chain is not None and not problems else None
     return result
+
+
+def _chain_problems(base: RunSpec, chain: dict[str, Any], v: Mapping[str, Any], problems: dict[str, list[str]],
+                    deep_check: DeepCheck | None, teacher_model: str | None) -> list[RunSpec]:
+    """Each link of the chain checked as the store will queue it: its fields, then the deep checks with
+    the link before it as its teacher. Problems go under the chain's widgets, naming the link."""
+    from kdcore.chains import parse_chain
+
+    try:
+        parsed, link_data = parse_chain({**base.to_dict(), "chain": chain})
+    except SpecError as err:
+        for problem in err.problems:
+            path, message = split_problem(problem)
+            if m := re.match(r"chain (?:link|generation) (\d+): (.*)", problem):
+                where = "chain_kind"
+                message = f"Link {m.group(1)}: {split_problem(m.group(2))[1] or m.group(2)}"
+            else:
+                where = widget_for(path, v) if path.startswith("chain") else "chain_kind"
+            problems.setdefault(where, []).append(plain_sentence(message))
+        return []
+    links = [RunSpec.from_dict(link) for link in link_data]
+    if deep_check is None:
+        return links
+    for k, link in enumerate(links):
+        try:
+            found = deep_check(link, links[k - 1].student if k else teacher_model)
+        except KDError as err:
+            found = [str(err)]
+        for problem in found:
+            message = split_problem(problem)[1] or problem
+            text = plain_sentence(f"{parsed.kind} {k + 1} ({link.student}): {message}")
+            bucket = problems.setdefault("chain_kind", [])
+            if text not in bucket:
+                bucket.append(text)
+    return links
 
 
 def sweep_value_problems(field_name: str, raw: list, base: Mapping[str, Any]) -> list[str]:
@@ -563,11 +728,13 @@ def sweep_value_problems(field_name: str, raw: list, base: Mapping[str, Any]) ->
             problems.append(message if message.startswith(shown) else
                             f"Value {shown}: {message[0].lower()}{message[1:]}")
     if field_name == "student":
-        from kdcore.models import list_models
+        from kdcore.models import model_entry
 
-        known = {m.name for m in list_models()}
-        problems += [f"Value {_shown(m)}: there is no such model in the zoo." for m in dict.fromkeys(raw)
-                     if isinstance(m, str) and m not in known]
+        for name in dict.fromkeys(raw):
+            try:
+                model_entry(str(name))
+            except KDError as err:
+                problems.append(f"Value {_shown(name)}: {plain_sentence(str(err))}")
     return problems
 
 
@@ -620,6 +787,7 @@ def form_values(session: Mapping[str, Any]) -> dict[str, Any]:
                    for i in range(int(session.get("hint_count") or 0)) for p in HINT_DEFAULTS})
     for i in range(int(session.get("loss_count") or 0)):
         values.update({k: session.get(k, default) for k, default in loss_entry_defaults(i).items()})
+    values.update(member_values(session))
     return values
 
 
@@ -703,6 +871,56 @@ def add_hint_pair(session: MutableMapping[str, Any]) -> None:
     session["hint_count"] = n + 1
 
 
+def add_member(session: MutableMapping[str, Any]) -> None:
+    """Append a further teacher (a checkpoint by default) to the ensemble."""
+    n = int(session.get("member_count") or 0)
+    session.update({member_key(n, part): v for part, v in MEMBER_DEFAULTS.items()})
+    session["member_count"] = n + 1
+
+
+def remove_member(session: MutableMapping[str, Any], i: int) -> None:
+    """Remove further teacher `i`; the later ones move up one place and keep their values."""
+    n = int(session.get("member_count") or 0)
+    for j in range(i, n - 1):
+        for part in MEMBER_DEFAULTS:
+            session[member_key(j, part)] = session.get(member_key(j + 1, part), MEMBER_DEFAULTS[part])
+    for part in MEMBER_DEFAULTS:
+        session.pop(member_key(n - 1, part), None)
+    session["member_count"] = n - 1
+
+
+def member_values(session: Mapping[str, Any]) -> dict[str, Any]:
+    """The further teachers' widget values out of the session (defaults where a widget is not drawn)."""
+    return {member_key(i, p): session.get(member_key(i, p), d)
+            for i in range(int(session.get("member_count") or 0)) for p, d in MEMBER_DEFAULTS.items()}
+
+
+def teacher_models(values: Mapping[str, Any], first: str | None, run_models: Mapping[str, str],
+                   checkpoint_model: Callable[[str], str | None]) -> list[str | None]:
+    """Each teacher's architecture in the form's order (None where it is not known yet): `first` for the
+    teacher chosen first, the runs' models, then each further checkpoint or torchvision teacher."""
+    if values.get("teacher_source", "none") == "none":
+        return []
+    models: list[str | None] = [first, *(run_models.get(r) for r in further_runs(values))]
+    for i in range(int(values.get("member_count") or 0)):
+        member = member_teacher(values, i)
+        if member["source"] == "torchvision":
+            models.append(member["model"])
+        else:
+            models.append(member["model"] or (checkpoint_model(member["checkpoint"]) if member["checkpoint"] else None))
+    return models
+
+
+def student_shape(values: Mapping[str, Any], input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The student's input shape: the dataset's, through the view the form describes (when it is valid)."""
+    try:
+        view = InputViewSpec(**{name: values.get(view_key(name), getattr(_NO_VIEW, name))
+                                for name in InputViewSpec.model_fields})
+    except ValueError:
+        return tuple(input_shape)
+    return view.shape_for(tuple(input_shape))
+
+
 def add_loss_entry(session: MutableMapping[str, Any]) -> None:
     """Append a further (feature or relation) method with its defaults."""
     n = int(session.get("loss_count") or 0)
@@ -733,6 +951,15 @@ def remove_hint_pair(session: MutableMapping[str, Any], i: int) -> None:
     session["hint_count"] = n - 1
 
 
+def _teacher_queued(data: dict[str, Any], teacher_id: str) -> dict[str, Any]:
+    """The spec with the new teacher's run id where the form held its place (alone or in an ensemble)."""
+    teacher = copy.deepcopy(data["teacher"])
+    for member in teacher.get("members", [teacher]):
+        if member.get("run_id") == PENDING_TEACHER:
+            member["run_id"] = teacher_id
+    return {**data, "teacher": teacher}
+
+
 def submit_form(store: Any, check: FormCheck, *, owner: str | None = None) -> list[str]:
     """Queue what the form describes and return the new run ids, the one to open first:
     the new teacher (if any) is queued first and the student waits for it."""
@@ -742,8 +969,10 @@ def submit_form(store: Any, check: FormCheck, *, owner: str | None = None) -> li
     ids: list[str] = []
     if check.teacher_spec is not None:
         teacher_id = store.submit(check.teacher_spec, owner=owner)
-        spec = RunSpec.from_dict({**spec.to_dict(), "teacher": {"source": "run", "run_id": teacher_id}})
+        spec = RunSpec.from_dict(_teacher_queued(spec.to_dict(), teacher_id))
         ids.append(teacher_id)
+    if check.chain is not None:  # dependent links, each waiting for the one before
+        return store.submit_chain({**spec.to_dict(), "chain": check.chain}, owner=owner) + ids
     if check.sweep is not None:
         field_name, sweep_values = check.sweep
         student_ids = store.submit_sweep(spec, field_name, sweep_values, owner=owner)
@@ -779,22 +1008,10 @@ def values_from_spec(spec: RunSpec) -> dict[str, Any]:
         v[loss_key(i)] = params.method
         v.update({param_key(params.method, k, loss_prefix(i)): val
                   for k, val in params.model_dump().items() if k != "method"})
-    t = spec.teacher
-    if t is None:
-        v["teacher_source"] = "none"
-    elif t.source == "ensemble" and all(m.source == "run" for m in t.members):
-        v.update(teacher_source="run", teacher_run=t.members[0].run_id,
-                 teacher_more_runs=[m.run_id for m in t.members[1:]], teacher_combine=t.combine)
-    elif t.source == "ensemble":  # members the form cannot show: the first one that it can
-        return {**v, **values_from_spec(spec.model_copy(update={"teacher": t.members[0]}))}
-    elif t.source == "run":
-        v.update(teacher_source="run", teacher_run=t.run_id)
-    elif t.source == "checkpoint":
-        v.update(teacher_source="upload", teacher_checkpoint_path=t.checkpoint or "", teacher_upload_model=t.model)
-    else:
-        v.update(teacher_source="torchvision", teacher_tv_model=t.model, teacher_tv_weights=t.weights or "")
+    v.update(_view_values(spec.student_input or _NO_VIEW))
+    order = _teacher_values(spec, v)  # form order of the ensemble's members (the form lists runs first)
     for i, h in enumerate(spec.hints):
-        v[hint_key(i, "teacher")] = h.teacher_layer
+        v[hint_key(i, "teacher")] = _renumber_member(h.teacher_layer, order)
         v[hint_key(i, "student")] = h.student_layer
         v[hint_key(i, "mode")] = h.preset or CUSTOM
         v[hint_key(i, "phi_t")] = h.phi_t or HINT_DEFAULTS["phi_t"]
@@ -802,6 +1019,54 @@ def values_from_spec(spec: RunSpec) -> dict[str, Any]:
         v[hint_key(i, "distance")] = h.distance or HINT_DEFAULTS["distance"]
         v[hint_key(i, "weight")] = h.weight
     return v
+
+
+def _teacher_values(spec: RunSpec, v: dict[str, Any]) -> list[int]:
+    """Fill the teacher widgets from the spec; returns the spec's member indices in the form's order
+    (the first teacher, further runs, then checkpoints and torchvision members)."""
+    members = teacher_members(spec.teacher)
+    if not members:
+        v["teacher_source"] = "none"
+        return []
+    first = members[0]
+    if first.source == "run":
+        v.update(teacher_source="run", teacher_run=first.run_id)
+    elif first.source == "checkpoint":
+        v.update(teacher_source="upload", teacher_checkpoint_path=first.checkpoint or "", teacher_upload_model=first.model)
+    else:
+        v.update(teacher_source="torchvision", teacher_tv_model=first.model, teacher_tv_weights=first.weights or "")
+    runs = [i for i, m in enumerate(members) if i and m.source == "run"]
+    others = [i for i, m in enumerate(members) if i and m.source != "run"]
+    v["teacher_more_runs"] = [members[i].run_id for i in runs]
+    v["member_count"] = len(others)
+    for n, i in enumerate(others):
+        m = members[i]
+        if m.source == "checkpoint":
+            v.update({member_key(n, "source"): "upload", member_key(n, "checkpoint"): m.checkpoint or "",
+                      member_key(n, "model"): m.model})
+        else:
+            v.update({member_key(n, "source"): "torchvision", member_key(n, "tv_model"): m.model,
+                      member_key(n, "tv_weights"): m.weights or ""})
+    order = [0, *runs, *others]
+    if isinstance(spec.teacher, EnsembleSpec):
+        v["teacher_combine"] = spec.teacher.combine
+        if spec.teacher.weights is not None:
+            v["teacher_weights"] = ", ".join(f"{spec.teacher.weights[i]:g}" for i in order)
+    return order
+
+
+def _renumber_member(layer: str, order: list[int]) -> str:
+    """'teacher2.layer3' in the spec's member numbering -> the same member in the form's numbering."""
+    m = re.fullmatch(r"teacher(\d+)\.(.+)", layer or "")
+    if not m or len(order) < 2 or int(m.group(1)) not in order:
+        return layer
+    return f"teacher{order.index(int(m.group(1)))}.{m.group(2)}"
+
+
+def member_layer(layer: str) -> tuple[int, str]:
+    """'teacher1.stage2' -> (1, 'stage2'); a layer of a single teacher -> (0, layer)."""
+    m = re.fullmatch(r"teacher(\d+)\.(.+)", layer or "")
+    return (int(m.group(1)), m.group(2)) if m else (0, layer)
 
 
 # ------------------------------------------------------------------------------------ devices

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import auth, catalog, figures, forms, navigation, state, widgets
+from app import auth, catalog, figures, form_layers, forms, navigation, state, widgets
 from app.softlabels import preview_frame
+from kdcore import chains
 from kdcore.data import dataset_info
 from kdcore.errors import KDError
 from kdcore.losses import DISTANCES, PRESETS, STUDENT_TRANSFORMS, TEACHER_TRANSFORMS
 from kdcore.methods import EMBEDDING, get_method
-from kdcore.spec import RunSpec, SpecError
+from kdcore.spec import EnsembleSpec, InputViewSpec, RunSpec, SpecError
 
 store = state.get_store()
 S = st.session_state
@@ -23,6 +24,8 @@ for i in range(int(S["hint_count"])):
     widgets.init_state({forms.hint_key(i, part): v for part, v in forms.HINT_DEFAULTS.items()})
 for i in range(int(S["loss_count"])):
     widgets.init_state(forms.loss_entry_defaults(i))
+for i in range(int(S["member_count"])):
+    widgets.init_state({forms.member_key(i, part): v for part, v in forms.MEMBER_DEFAULTS.items()})
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
@@ -94,6 +97,14 @@ def here(key: str) -> None:
         widgets.problems_here(problems, key)
 
 
+_sections = iter(range(1, 100))
+
+
+def section(title: str) -> None:
+    """A numbered section header; sections that do not apply are skipped, so the numbers stay in order."""
+    st.header(f"{next(_sections)} · {title}", divider="gray")
+
+
 def method_card(name: str) -> None:
     record = get_method(name)
     st.caption(f"**{record.title}** — {record.description}  \n_{record.paper}_")
@@ -143,7 +154,7 @@ st.caption("Choose a dataset, a teacher and a student, how the student should le
            "and launch. Anything that cannot run is explained under its field before you launch.")
 top_banner = st.empty()  # the count of problems, filled once every field has been drawn
 
-st.header("1 · Dataset", divider="gray")
+section("Dataset")
 c1, c2 = st.columns([1, 2])
 with c1:
     st.selectbox("Dataset", list(datasets), format_func=lambda n: datasets[n], key="dataset", persist_state=KEEP)
@@ -162,7 +173,7 @@ with st.expander("Data options"):
              format_func={"default": "dataset default", "on": "on", "off": "off"}.get)
     here("augment")
 
-st.header("2 · Teacher", divider="gray")
+section("Teacher")
 st.radio("Where the teacher comes from", list(forms.TEACHER_SOURCES), format_func=forms.TEACHER_SOURCES.get,
          key="teacher_source", horizontal=True, persist_state=KEEP)
 here("teacher_source")
@@ -188,28 +199,6 @@ elif source == "run":
     here("teacher_run")
     if teacher_record is not None and not teacher_record.is_terminal:
         st.caption("This run has not finished: the student will wait for it.")
-    if options:
-        others = [i for i in options if i != S.get("teacher_run")]
-        if S.get("teacher_more_runs"):
-            widgets.keep_valid("teacher_more_runs", others)
-        c1, c2 = st.columns([3, 1])
-        c1.multiselect("Ensemble with further teacher runs", others, key="teacher_more_runs", persist_state=KEEP,
-                       format_func=lambda i: labels.get(i, i),
-                       help="The teachers' class probabilities are combined at the method's ρ; hint layers "
-                            "then name a member: teacher0.<layer>, teacher1.<layer>, ...")
-        if S.get("teacher_more_runs"):
-            c2.radio("Combine by", ["mean", "geometric"], key="teacher_combine", persist_state=KEEP,
-                     format_func={"mean": "mean of probabilities", "geometric": "geometric mean"}.get)
-    by_id = {r.id: r for r in candidate_runs}
-    chosen = [by_id[i] for i in [S.get("teacher_run"), *(S.get("teacher_more_runs") or [])] if i in by_id]
-    if chosen:  # the teachers' quality first: nobody should distil from a broken teacher by mistake
-        rows = forms.teacher_quality(chosen, num_classes)
-        st.dataframe(rows, hide_index=True, key="teacher_quality",
-                     column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
-                                    "calibration error (ECE)": st.column_config.NumberColumn(format="%.3f")})
-        for row in rows:
-            if row["note"].startswith("barely"):
-                st.warning(f"Teacher {row['teacher']} is {row['note']}.")
 elif source == "upload":
     def _save_upload() -> None:
         upload = S.get("teacher_upload")
@@ -237,12 +226,96 @@ elif source == "torchvision":
         st.text_input("Weights", key="teacher_tv_weights", persist_state=KEEP, help="e.g. DEFAULT or IMAGENET1K_V1")
         here("teacher_tv_weights")
 
+
+
+def upload_box(label: str, uploader_key: str, path_key: str) -> None:
+    """A checkpoint uploader that keeps the file under KD_HOME/uploads and its path in `path_key`."""
+    def _save() -> None:
+        upload = S.get(uploader_key)
+        if upload is not None:
+            S[path_key] = str(forms.save_upload(upload.getvalue(), upload.name, state.uploads_dir()))
+
+    st.file_uploader(label, type=["pt", "pth"], key=uploader_key, on_change=_save)
+    if S.get(path_key):
+        st.caption(f"Using `{S[path_key]}`")
+    here(path_key)
+
+
+run_labels = {r.id: forms.teacher_run_label(r) for r in candidate_runs}
+if source != "none":
+    n_teachers = forms.ensemble_size(values)
+    with st.expander(f"Ensemble: {n_teachers} teachers" if n_teachers > 1 else "Ensemble: add more teachers",
+                     expanded=n_teachers > 1):
+        st.caption("Several teachers' class probabilities are combined at the method's ρ; hint layers then "
+                   "name a teacher: teacher0.<layer> is the one chosen above, then the ones below in order.")
+        more = [r.id for r in candidate_runs if not (source == "run" and r.id == S.get("teacher_run"))]
+        widgets.keep_valid("teacher_more_runs", more)
+        if more:
+            st.multiselect("Further teacher runs", more, key="teacher_more_runs", persist_state=KEEP,
+                           format_func=lambda i: run_labels.get(i, i))
+            here("teacher_more_runs")
+        for i in range(int(S["member_count"])):
+            mk = lambda part, i=i: forms.member_key(i, part)  # noqa: E731
+            with st.container(border=True):
+                top = st.columns([14, 1], vertical_alignment="bottom")
+                top[0].radio(f"Further teacher {i + 1}", list(forms.MEMBER_SOURCES), key=mk("source"),
+                             format_func=forms.MEMBER_SOURCES.get, horizontal=True, persist_state=KEEP)
+                top[1].button(":material/delete:", key=f"remove_member_{i}", help="Remove this teacher",
+                              on_click=forms.remove_member, args=(S, i))
+                if S[mk("source")] == "torchvision":
+                    c1, c2 = st.columns(2)
+                    with c1:
+                        model_picker("torchvision model", tv_models, mk("tv_model"))
+                    with c2:
+                        st.text_input("Weights", key=mk("tv_weights"), persist_state=KEEP,
+                                      help="e.g. DEFAULT or IMAGENET1K_V1")
+                        here(mk("tv_weights"))
+                else:
+                    c1, c2 = st.columns(2)
+                    with c1:
+                        upload_box("Checkpoint (.pt, loaded weights-only)", f"member_{i}_upload", mk("checkpoint"))
+                    with c2:
+                        named = _checkpoint_model(S[mk("checkpoint")]) if S.get(mk("checkpoint")) else None
+                        widgets.keep_valid(mk("model"), [None] + zoo)
+                        st.selectbox("Zoo architecture", [None] + zoo, key=mk("model"), persist_state=KEEP,
+                                     format_func=lambda m, named=named: m or (f"as named in the checkpoint ({named})"
+                                                                              if named else "as named in the checkpoint"))
+                        here(mk("model"))
+        st.button("Add a checkpoint or torchvision teacher", icon=":material/add:", on_click=forms.add_member,
+                  args=(S,), key="add_member")
+        if n_teachers > 1:
+            c1, c2 = st.columns([1, 2])
+            c1.radio("Combine by", ["mean", "geometric"], key="teacher_combine", persist_state=KEEP,
+                     format_func={"mean": "mean of probabilities", "geometric": "geometric mean"}.get,
+                     help=EnsembleSpec.__doc__.split("\n")[1].strip())
+            with c1:
+                here("teacher_combine")
+            with c2:
+                st.text_input(f"Weights, one per teacher ({n_teachers}, in order; empty = equal)",
+                              key="teacher_weights", persist_state=KEEP, placeholder="e.g. 2, 1, 1")
+                here("teacher_weights")
+    by_id = {r.id: r for r in candidate_runs}
+    chosen = [by_id[i] for i in [S.get("teacher_run") if source == "run" else None,
+                                 *forms.further_runs(values)] if i in by_id]
+    if chosen:  # the teachers' quality first: nobody should distil from a broken teacher by mistake
+        rows = forms.teacher_quality(chosen, num_classes)
+        st.dataframe(rows, hide_index=True, key="teacher_quality",
+                     column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
+                                    "calibration error (ECE)": st.column_config.NumberColumn(format="%.3f")})
+        for row in rows:
+            if row["note"].startswith("barely"):
+                st.warning(f"Teacher {row['teacher']} is {row['note']}.")
+
 teacher_name = forms.teacher_model_name(S, teacher_run, _checkpoint_model)
+member_models = forms.teacher_models(values, teacher_name, {r.id: r.student for r in candidate_runs},
+                                     _checkpoint_model)
+is_ensemble = len(member_models) > 1
 teacher_stats = state.model_stats(teacher_name, num_classes, input_shape) if teacher_name else None
 
-st.header("3 · Student", divider="gray")
+section("Student")
 c1, c2 = st.columns([1, 2])
-student_stats = state.model_stats(S["student"], num_classes, input_shape)
+student_input = forms.student_shape(values, input_shape)  # the student's own view of each sample
+student_stats = state.model_stats(S["student"], num_classes, student_input)
 if isinstance(student_stats, str) and not problems.get("student"):
     problems["student"] = [student_stats]  # the model cannot run on this input: a problem like any other
 with c1:
@@ -263,10 +336,38 @@ if isinstance(teacher_stats, tuple) and isinstance(student_stats, tuple):
     st.caption(f"Teacher {teacher_name}: {catalog.format_count(teacher_stats[0])} parameters, "
                f"{catalog.format_count(teacher_stats[1])} FLOPs — the student has "
                f"{catalog.compression_text(teacher_stats, student_stats)}.")
+view_changed = student_input != tuple(input_shape) or bool(S[forms.view_key("noise_std")])
+with st.expander("The student's view of the input: lower resolution, grey, cropped, noisy", expanded=view_changed):
+    st.caption("The teacher keeps the full input; the student sees the same sample through this view "
+               "(applied in order: grey, centre crop, resize, noise).")
+    fields = InputViewSpec.model_fields
+    c1, c2, c3, c4 = st.columns(4)
+    with c1:
+        st.number_input("Resize to (pixels a side)", 1, 4096, value=None, key=forms.view_key("size"),
+                        placeholder=f"full ({input_shape[1]})", persist_state=KEEP, help=fields["size"].description)
+        here(forms.view_key("size"))
+    with c2:
+        st.number_input("Centre crop (pixels a side)", 1, 4096, value=None, key=forms.view_key("crop"),
+                        placeholder="none", persist_state=KEEP, help=fields["crop"].description)
+        here(forms.view_key("crop"))
+    with c3:
+        st.number_input("Noise std", 0.0, 1000.0, step=0.05, format="%g", key=forms.view_key("noise_std"),
+                        persist_state=KEEP, help=fields["noise_std"].description)
+        here(forms.view_key("noise_std"))
+    with c4:
+        st.toggle("Grey (one channel)", key=forms.view_key("grey"), persist_state=KEEP,
+                  help=fields["grey"].description)
+        here(forms.view_key("grey"))
+    st.caption(f"The teacher sees {'×'.join(map(str, input_shape))}; the student sees "
+               f"{'×'.join(map(str, student_input))}.")
 
 has_teacher = source != "none"
-if has_teacher:
-    st.header("4 · Logit distillation", divider="gray")
+generations = S["chain_kind"] == "generations"
+if has_teacher or generations:
+    section("Logit distillation")
+    if not has_teacher:
+        st.caption("Born-again generations: the first learns from the labels, each later one from the one before "
+                   "it with this method.")
     logit_methods = forms.method_choices("logit")
     widgets.keep_valid("method", list(logit_methods))
     st.radio("Method", list(logit_methods), format_func=logit_methods.get, key="method",
@@ -291,13 +392,17 @@ if has_teacher:
     elif source in ("zoo", "upload", "torchvision"):
         st.caption("A preview of the teacher's soft labels is shown when the teacher is a trained run.")
 
-    st.header("5 · Hint pairs (feature distillation)", divider="gray")
+if has_teacher:
+    section("Hint pairs (feature distillation)")
     st.caption("Optional: make a student layer (guided) imitate a teacher layer (hint). Each pair is compared "
                "by Φ_t, Φ_s and a distance D, or by a preset: FitNets, AT, NST, OFD, internal KL.")
-    t_layers = state.layer_table(teacher_name, num_classes, input_shape) if teacher_name else None
-    s_layers = state.layer_table(S["student"], num_classes, input_shape)
-    if teacher_name is None:
-        st.info("Hint pairs need the teacher's architecture: pick a teacher run, a zoo model or the checkpoint's model.")
+    # Each model's layers at its own input: the teacher (every member of an ensemble, as teacherN.<layer>)
+    # at the dataset's, the student through its view.
+    t_layers = form_layers.teacher_layer_table(member_models, lambda m: state.layer_table(m, num_classes, input_shape))
+    s_layers = state.layer_table(S["student"], num_classes, student_input)
+    if t_layers is None:
+        st.info("Hint pairs need the teacher's architecture: pick a teacher run, a zoo model or the checkpoint's "
+                "model (for an ensemble, every teacher's).")
     elif isinstance(t_layers, str) or isinstance(s_layers, str):
         st.caption(f"The layers cannot be listed: {t_layers if isinstance(t_layers, str) else s_layers}")
     else:
@@ -339,10 +444,11 @@ if has_teacher:
                 confirmed = None
                 if S[k("teacher")] and S[k("student")] and not any(problems.get(k(p)) for p in forms.HINT_DEFAULTS):
                     custom = S[k("mode")] == forms.CUSTOM
-                    ok, reason = _pair_check(teacher_name, S[k("teacher")], S["student"], S[k("student")],
+                    member, layer = forms.member_layer(S[k("teacher")]) if is_ensemble else (0, S[k("teacher")])
+                    ok, reason = _pair_check(member_models[member], layer, S["student"], S[k("student")],
                                              num_classes, input_shape, None if custom else S[k("mode")],
                                              S[k("phi_t")] if custom else None, S[k("phi_s")] if custom else None,
-                                             S[k("distance")] if custom else None)
+                                             S[k("distance")] if custom else None, student_input)
                     if ok:
                         confirmed = reason
                     else:  # a pair that cannot be distilled is a problem like any other: counted, blocks Launch
@@ -360,12 +466,13 @@ if has_teacher:
             here("hint_stage_epochs")
         with st.expander("All layers with their output shapes"):
             c1, c2 = st.columns(2)
-            c1.markdown(f"**Teacher · {teacher_name}**")
+            c1.markdown(f"**Teacher · {' + '.join(map(str, member_models)) if is_ensemble else teacher_name}**")
             c1.dataframe(t_layers, hide_index=True, height=300, key="teacher_layers")
             c2.markdown(f"**Student · {S['student']}**")
             c2.dataframe(s_layers, hide_index=True, height=300, key="student_layers")
 
-    st.header("6 · Further methods (feature and relation)", divider="gray")
+if has_teacher:
+    section("Further methods (feature and relation)")
     loss_methods = forms.method_choices("losses")
     if not loss_methods:
         st.caption("No feature or relation method beyond the hint presets is installed.")
@@ -373,7 +480,7 @@ if has_teacher:
         st.caption("Optional: add methods that compare more than one pair of layers, or samples within a batch "
                    "(each is registered in kdcore/methods/ or by an installed package).")
         layer_options = None
-        if teacher_name and not isinstance(t_layers, str) and not isinstance(s_layers, str) and t_layers is not None:
+        if t_layers is not None and not isinstance(t_layers, str) and not isinstance(s_layers, str):
             layer_options = {"teacher": (t_opts, t_label), "student": (s_opts, s_label)}
         for i in range(int(S["loss_count"])):
             with st.container(border=True):
@@ -389,7 +496,7 @@ if has_teacher:
         st.button("Add a method", icon=":material/add:", on_click=forms.add_loss_entry, args=(S,), key="add_loss")
         here("loss_count")
 
-st.header(f"{7 if has_teacher else 4} · Transfer set", divider="gray")
+section("Transfer set")
 st.radio("What the student trains on", list(forms.TRANSFER_KINDS), format_func=forms.TRANSFER_KINDS.get,
          key="transfer_kind", horizontal=True, persist_state=KEEP)
 here("transfer_kind")
@@ -410,7 +517,7 @@ elif kind == "omit_classes":
                    format_func=lambda c: f"{c}: {names[c]}" if c < len(names) else str(c))
     here("omit_classes")
 
-st.header(f"{8 if has_teacher else 5} · Training", divider="gray")
+section("Training")
 c1, c2, c3, c4 = st.columns(4)
 with c1:
     st.number_input("Epochs", 1, 10_000, key="epochs", persist_state=KEEP)
@@ -493,7 +600,24 @@ with c2:
     st.text_input("Tags (comma-separated)", key="tags", persist_state=KEEP)
     here("tags")
 
-st.header(f"{9 if has_teacher else 6} · Sweep", divider="gray")
+section("Chain: teacher assistants or born-again generations")
+st.radio("Queue", list(forms.CHAIN_KINDS), format_func=forms.CHAIN_KINDS.get, key="chain_kind", horizontal=True,
+         persist_state=KEEP, help=chains.__doc__.split("\n\n")[0])
+here("chain_kind")
+if S["chain_kind"] == "assistants":
+    st.multiselect("Assistants, largest first (each learns from the one before; the student from the last)",
+                   zoo, key="chain_assistants", persist_state=KEEP)
+    here("chain_assistants")
+    if S["chain_assistants"]:
+        st.caption("Links: " + " → ".join([teacher_name or "teacher", *S["chain_assistants"], S["student"]]))
+elif S["chain_kind"] == "generations":
+    st.number_input("Generations (each the next one's teacher)", 1, chains.MAX_LINKS, key="chain_generations",
+                    persist_state=KEEP, help=chains.ChainSpec.model_fields["generations"].description)
+    here("chain_generations")
+    first = teacher_name or "the labels"
+    st.caption(f"Generation 1 learns from {first}; generation k + 1 from generation k, all {S['student']}.")
+
+section("Sweep")
 st.toggle("Sweep one field over several values (one run per value)", key="sweep_on", persist_state=KEEP)
 if S["sweep_on"]:
     c1, c2 = st.columns([1, 2])
@@ -517,7 +641,10 @@ if n_problems:
     st.warning(banner, icon=":material/error:")
 else:
     runs = len(check.sweep[1]) if check.sweep else 1
-    what = f"{runs} runs" if runs > 1 else "1 run"
+    if check.chain is not None:
+        runs = len(chains.ChainSpec.model_validate(check.chain).models(check.spec.student))
+    what = (f"{runs} linked runs, each waiting for the one before" if check.chain is not None
+            else f"{runs} runs" if runs > 1 else "1 run")
     extra = " after a new teacher run" if check.teacher_spec is not None else ""
     st.caption(f"Ready: this queues {what}{extra}.")
     with st.expander("The spec as YAML (what `python -m kdcore train` reads)"):

@@ -146,9 +146,10 @@ def test_duplicate_sweep_values_are_refused_even_when_written_differently():
     check = forms.check_form({"sweep_on": True, "sweep_field": "batch_size", "sweep_values": "64, 64.0, 128"},
                              deep_check=no_deep)
     assert check.problems == {"sweep_values": ["64 is given twice: each value makes one run, so give each once."]}
-    assert forms.check_form({"sweep_on": True, "sweep_field": "student", "sweep_values": "mlp_64, nope"},
-                            deep_check=no_deep).problems == {
-        "sweep_values": ["Value 'nope': there is no such model in the zoo."]}
+    models = forms.check_form({"sweep_on": True, "sweep_field": "student", "sweep_values": "mlp_64, nope"},
+                              deep_check=no_deep).problems
+    assert list(models) == ["sweep_values"] and len(models["sweep_values"]) == 1
+    assert models["sweep_values"][0].startswith("Value 'nope': ") and "model" in models["sweep_values"][0]
 
 
 def test_milestones_that_do_not_parse_are_explained():
@@ -616,3 +617,43 @@ def test_device_fields_round_trip_and_the_batch_and_capacity_sentences():
     assert "largest registered worker (b) owns 2" in forms.device_capacity_note(4, 1, {"a": 1, "b": 2})
     assert "No worker is running" in forms.device_capacity_note(2, 1, {})
     assert "1 registered worker has that many" in forms.device_capacity_note(2, 2, {"a": 1, "b": 2})
+
+
+def test_a_mixed_ensemble_and_a_students_view_round_trip_through_the_form():
+    """Members of every kind come back in the form's order (runs first), hint layers and weights follow."""
+    spec = RunSpec.from_dict({
+        "student": "mlp_64", "student_input": {"size": 4, "grey": True},
+        "teacher": {"members": [{"source": "run", "run_id": "aaaa1111"},
+                                {"source": "checkpoint", "checkpoint": "/x/t.pt", "model": "cnn_small"},
+                                {"source": "run", "run_id": "bbbb2222"}],
+                    "combine": "geometric", "weights": [1, 2, 3]},
+        "hints": [{"teacher_layer": "teacher1.stage2", "student_layer": "fc1", "preset": "fitnets"}]})
+    values = forms.values_from_spec(spec)
+    assert values["teacher_more_runs"] == ["bbbb2222"] and values["member_count"] == 1
+    assert values["member_0_checkpoint"] == "/x/t.pt" and values["teacher_weights"] == "1, 3, 2"
+    assert values["hint_0_teacher"] == "teacher2.stage2"  # the checkpoint is third in the form
+    assert values["view_size"] == 4 and values["view_grey"] is True
+    check = forms.check_form(values, teacher_run=forms.TeacherRun("aaaa1111", "digits", "mlp_64", "completed"),
+                             deep_check=no_deep)
+    assert check.ok, check.problems
+    t = check.spec.teacher
+    assert [m.run_id or m.checkpoint for m in t.members] == ["aaaa1111", "bbbb2222", "/x/t.pt"]
+    assert t.weights == [1, 3, 2] and t.combine == "geometric"
+    assert check.spec.student_input == spec.student_input
+    assert forms.student_shape(values, (3, 8, 8)) == (1, 4, 4)
+    assert forms.widget_for("teacher.members.2.checkpoint", values) == "member_0_checkpoint"
+    assert forms.widget_for("teacher.members.1.run_id", values) == "teacher_more_runs"
+    assert forms.widget_for("student_input.size") == "view_size"
+
+
+def test_the_view_and_ensemble_defaults_are_the_specs():
+    defaults = forms.form_defaults()
+    assert forms.check_form({}, deep_check=no_deep).spec.student_input is None  # no view unless asked
+    assert defaults["view_noise_std"] == 0.0 and defaults["view_size"] is None
+    assert defaults["teacher_combine"] == "mean"
+    bad = forms.check_form({"view_size": 0, "teacher_source": "zoo", "member_count": 1,
+                            "member_0_source": "torchvision", "teacher_weights": "1, x"},
+                           deep_check=no_deep, dataset_classes=10)
+    assert bad.problems == {"view_size": ["Must be at least 1 (it is 0)."],
+                            "member_0_tv_model": ["torchvision weights predict 1000 classes, this dataset has 10."],
+                            "teacher_weights": ["'x' is not a number; give one number per teacher."]}

@@ -1,6 +1,8 @@
 """New experiment page: a valid form launches, an invalid one explains itself beside each widget."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from test_app_support import (
     TEACHER,
     app,
@@ -178,3 +180,125 @@ def test_the_device_section_writes_the_spec_shows_the_global_batch_and_what_work
     (run,) = store.list_runs()
     assert (run.spec.devices, run.spec.nodes, run.spec.grad_accumulation, run.spec.sync_batchnorm,
             run.spec.batch_size, run.spec.device_batch_size) == (2, 1, 2, True, 128, 32)
+
+
+DIGITS_TEACHER = Path(__file__).resolve().parents[1] / "kdcore" / "assets" / "teacher_digits.pt"
+
+
+def test_the_students_view_is_written_and_each_model_is_listed_at_its_own_input(kd_home):
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("zoo").run()  # a new cnn_small teacher on the full 8×8 input
+    at.selectbox(key="student").set_value("cnn_small").run()
+    at.number_input(key="view_size").set_value(4).run()
+    at.number_input(key="view_noise_std").set_value(0.1).run()
+    no_exception(at)
+    assert "The teacher sees 1×8×8; the student sees 1×4×4." in texts(at)
+    teacher_layers, student_layers = [d.value for d in at.dataframe]  # "All layers": teacher, then student
+    conv1 = lambda frame: frame.set_index("path").loc["stage1.conv1", "shape"]  # noqa: E731
+    assert conv1(teacher_layers) == "32×8×8" and conv1(student_layers) == "32×4×4"
+    at.button(key="add_hint").click().run()
+    at.selectbox(key="hint_0_teacher").set_value("stage2").run()
+    at.selectbox(key="hint_0_student").set_value("stage2").run()
+    no_exception(at)
+    assert not red_notes(at), red_notes(at)
+    at.button(key="launch").click().run()
+    runs = RunStore().list_runs()
+    (student,) = [r for r in runs if r.spec.teacher is not None]
+    (teacher,) = [r for r in runs if r.spec.teacher is None]
+    assert student.spec.student_input.size == 4 and student.spec.student_input.noise_std == 0.1
+    assert teacher.spec.student_input is None  # the teacher learns from the full input
+
+
+def test_an_ensemble_of_a_run_and_a_checkpoint_lists_member_layers_and_launches_with_weights(kd_home):
+    store = RunStore()
+    first = completed_run(store, {**TEACHER, "name": "mlp teacher", "student": "mlp_128"})
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("run").run()
+    at.selectbox(key="teacher_run").set_value(first).run()
+    at.button(key="add_member").click().run()
+    at.session_state["member_0_checkpoint"] = str(DIGITS_TEACHER)  # what the uploader stores
+    at.run()
+    at.selectbox(key="student").set_value("cnn_small").run()
+    at.button(key="add_hint").click().run()
+    no_exception(at)
+    options = at.selectbox(key="hint_0_teacher").options
+    assert any(o.startswith("teacher0.fc1 ") for o in options)  # the run's mlp_128
+    assert any(o.startswith("teacher1.stage2 ") for o in options)  # the checkpoint's cnn_small
+    assert not any(o.startswith(("fc1 ", "stage2 ")) for o in options)  # every layer names its teacher
+    at.selectbox(key="hint_0_teacher").set_value("teacher1.stage2").run()
+    at.selectbox(key="hint_0_student").set_value("stage2").run()
+    at.radio(key="teacher_combine").set_value("geometric").run()
+    at.text_input(key="teacher_weights").set_value("3").run()
+    no_exception(at)
+    assert red_notes(at) == [":red[:material/error: Weights must give one weight per member (2).]"]
+    at.text_input(key="teacher_weights").set_value("3, 1").run()
+    no_exception(at)
+    assert not red_notes(at), red_notes(at)
+    assert any(m.value.startswith(":green[") for m in at.markdown)  # the member's layer fits the student's
+    at.button(key="launch").click().run()
+    no_exception(at)
+    (run,) = [r for r in store.list_runs() if r.id != first]
+    t = run.spec.teacher
+    assert [(m.source, m.run_id, m.checkpoint) for m in t.members] == [
+        ("run", first, None), ("checkpoint", None, str(DIGITS_TEACHER))]
+    assert (t.combine, t.weights, run.spec.hints[0].teacher_layer) == ("geometric", [3.0, 1.0], "teacher1.stage2")
+    assert run.depends_on == first
+
+
+def test_a_missing_member_checkpoint_is_explained_under_that_member(kd_home):
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("zoo").run()
+    at.button(key="add_member").click().run()
+    at.button(key="add_member").click().run()
+    at.session_state["member_1_checkpoint"] = str(DIGITS_TEACHER)
+    at.run()
+    no_exception(at)
+    assert red_notes(at) == [":red[:material/error: Upload this teacher's checkpoint (.pt).]"]
+    assert banner_count(at) == 1 and at.button(key="launch").disabled
+    at.button(key="remove_member_0").click().run()
+    assert not red_notes(at) and at.session_state["member_0_checkpoint"] == str(DIGITS_TEACHER)
+    at.button(key="launch").click().run()
+    runs = RunStore().list_runs()
+    (student,) = [r for r in runs if r.spec.teacher is not None]
+    (teacher,) = [r for r in runs if r.spec.teacher is None]
+    assert [m.run_id for m in student.spec.teacher.members] == [teacher.id, None]  # the new teacher, queued first
+
+
+def test_one_click_assistant_chain_queues_teacher_assistant_student(kd_home):
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("zoo").run()
+    at.radio(key="chain_kind").set_value("assistants").run()
+    assert any("Pick at least one assistant" in n for n in red_notes(at))
+    at.multiselect(key="chain_assistants").set_value(["mlp_800_800"]).run()
+    at.toggle(key="sweep_on").set_value(True).run()
+    assert any("A chain and a sweep cannot go together" in n for n in red_notes(at))
+    at.toggle(key="sweep_on").set_value(False).run()
+    no_exception(at)
+    assert not red_notes(at), red_notes(at)
+    assert "Links: cnn_small → mlp_800_800 → mlp_64" in texts(at)
+    at.button(key="launch").click().run()
+    no_exception(at)
+    runs = {r.id: r for r in RunStore().list_runs()}
+    (teacher,) = [r for r in runs.values() if r.spec.teacher is None]
+    (assistant,) = [r for r in runs.values() if r.spec.student == "mlp_800_800"]
+    (student,) = [r for r in runs.values() if r.spec.student == "mlp_64"]
+    assert teacher.spec.student == "cnn_small"
+    assert assistant.spec.teacher.run_id == teacher.id and assistant.depends_on == teacher.id
+    assert student.spec.teacher.run_id == assistant.id and student.depends_on == assistant.id
+
+
+def test_one_click_born_again_generations_without_a_teacher(kd_home):
+    at = app("new_experiment.py")
+    at.radio(key="chain_kind").set_value("generations").run()
+    at.number_input(key="chain_generations").set_value(3).run()
+    at.number_input(key="kd.rho").set_value(2.0).run()  # the method later generations distil with
+    no_exception(at)
+    assert not red_notes(at), red_notes(at)
+    assert "Ready: this queues 3 linked runs, each waiting for the one before." in texts(at)
+    at.button(key="launch").click().run()
+    no_exception(at)
+    runs = sorted(RunStore().list_runs(), key=lambda r: r.name)
+    assert [r.spec.student for r in runs] == ["mlp_64"] * 3
+    assert runs[0].spec.teacher is None
+    assert runs[1].spec.teacher.run_id == runs[0].id and runs[2].spec.teacher.run_id == runs[1].id
+    assert runs[2].spec.logit.rho == 2.0 and runs[2].depends_on == runs[1].id
