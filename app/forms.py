@@ -1082,19 +1082,23 @@ def batch_sentence(batch_size: int, devices: int, nodes: int, grad_accumulation:
     return f"Global batch {batch_size} = " + " × ".join(parts) + " (each optimiser step sees all of it)."
 
 
-def device_capacity_note(devices: int, nodes: int, worker_devices: Mapping[str, int]) -> str | None:
-    """A plain sentence when the registered workers (name -> devices it owns) cannot take this run,
-    None when one can. The run is queued either way: it waits for a worker that fits."""
+def device_capacity_note(devices: int, nodes: int, workers: Sequence[tuple[str, str, int]]) -> str | None:
+    """A plain sentence when the registered workers (name, machine, devices it owns) cannot take this
+    run, None when they can: one worker with `devices` for one node, or such workers on `nodes` different
+    machines (one node each). The run is queued either way and waits for workers that fit."""
     wanted = f"{devices} device{'s' if devices > 1 else ''}"
+    if not workers:
+        return f"No worker is running: the run waits in the queue for {'a worker' if nodes == 1 else nodes} " \
+               f"{'with' if nodes == 1 else 'machines with a worker owning'} {wanted}."
     if nodes > 1:
-        fitting = sum(1 for n in worker_devices.values() if n >= devices)
-        return (f"This run spans {nodes} machines with {wanted} each; {fitting} registered worker"
-                f"{' has' if fitting == 1 else 's have'} that many, and workers do not yet join a run over "
-                "several machines from the queue: it stays queued. Start it with `python -m kdcore train "
-                f"SPEC --nodes {nodes}` on each machine (see the README).")
-    if not worker_devices:
-        return f"No worker is running: the run waits in the queue for a worker with {wanted}."
-    name, most = max(worker_devices.items(), key=lambda kv: kv[1])
+        machines = sorted({host for _, host, n in workers if n >= devices})
+        if len(machines) >= nodes:
+            return None
+        return (f"This run spans {nodes} machines with {wanted} each, and {len(machines)} machine"
+                f"{' has' if len(machines) == 1 else 's have'} a registered worker owning that many: it waits in "
+                f"the queue until workers on {nodes} machines can take it (`python -m kdcore worker "
+                f"--devices {devices}` on each).")
+    name, _, most = max(workers, key=lambda w: w[2])
     if devices > most:
         return (f"This run asks for {wanted} but the largest registered worker ({name}) owns {most}: it waits "
                 f"in the queue until a worker with {devices} starts (`python -m kdcore worker --devices {devices}`).")

@@ -554,8 +554,8 @@ with st.expander("Devices: GPUs per run, machines, gradient accumulation", expan
         here("sync_batchnorm")
     st.caption(forms.batch_sentence(S["batch_size"], S["devices"], S["nodes"], S["grad_accumulation"]))
     try:
-        worker_devices = {name: len(slots) for name, slots in
-                          widgets.worker_groups(store.workers(alive_only=True)).items()}
+        worker_devices = [(name, slots[0].host, len(slots)) for name, slots in
+                          widgets.worker_groups(store.workers(alive_only=True)).items()]
     except KDError:
         worker_devices = None
     if worker_devices is not None and S["devices"] * S["nodes"] > 1:

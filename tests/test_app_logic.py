@@ -613,10 +613,13 @@ def test_device_fields_round_trip_and_the_batch_and_capacity_sentences():
     assert forms.form_defaults()["devices"] == RunSpec().devices  # one set of defaults: the spec's
     assert forms.batch_sentence(256, 4, 2, 2) == ("Global batch 256 = 16 per device × 4 devices × 2 machines × "
                                                   "2 accumulation steps (each optimiser step sees all of it).")
-    assert forms.device_capacity_note(2, 1, {"a": 1, "b": 2}) is None
-    assert "largest registered worker (b) owns 2" in forms.device_capacity_note(4, 1, {"a": 1, "b": 2})
-    assert "No worker is running" in forms.device_capacity_note(2, 1, {})
-    assert "1 registered worker has that many" in forms.device_capacity_note(2, 2, {"a": 1, "b": 2})
+    workers = [("a", "box1", 1), ("b", "box2", 2), ("c", "box2", 2)]
+    assert forms.device_capacity_note(2, 1, workers) is None
+    assert "largest registered worker (b) owns 2" in forms.device_capacity_note(4, 1, workers)
+    assert "No worker is running" in forms.device_capacity_note(2, 1, [])
+    # two workers with 2 devices, but on one machine: a 2-node run needs two machines
+    assert "1 machine has a registered worker owning that many" in forms.device_capacity_note(2, 2, workers)
+    assert forms.device_capacity_note(1, 2, workers) is None
 
 
 def test_a_mixed_ensemble_and_a_students_view_round_trip_through_the_form():

@@ -173,7 +173,7 @@ def test_the_device_section_writes_the_spec_shows_the_global_batch_and_what_work
     assert "Global batch 128 = 32 per device × 2 devices × 1 machine × 2 accumulation steps" in texts(at)
     assert not any("registered worker" in m.value for m in at.markdown)  # the worker owns 2: it fits
     at.number_input(key="nodes").set_value(2).run()
-    assert any("spans 2 machines" in m.value and "stays queued" in m.value for m in at.markdown)
+    assert any("spans 2 machines with 2 devices each, and 1 machine has" in m.value for m in at.markdown)
     at.number_input(key="nodes").set_value(1).run()
     at.button(key="launch").click().run()
     no_exception(at)
