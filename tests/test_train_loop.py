@@ -174,3 +174,29 @@ def test_a_cached_run_trains_like_the_uncached_run_of_the_same_views(tmp_path, t
     b = load_checkpoint(tmp_path / "uncached" / "checkpoint.pt")["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_labels_are_checked_once_before_the_first_step_and_never_per_step(tmp_path, monkeypatch):
+    import kdcore.losses.logits as logits
+    import kdcore.train.trainer as trainer_mod
+    from kdcore.errors import KDError
+    from kdcore.train.transfer import TransferSet
+
+    per_step_checks = []
+    real_check = logits.check_labels
+    monkeypatch.setattr(logits, "check_labels", lambda y, n: per_step_checks.append(len(y)) or real_check(y, n))
+    cb = RecordingCallbacks()
+    train(spec_of(epochs=1), tmp_path / "good", cb)
+    assert cb.steps and per_step_checks == []  # good labels: no step paid for a check
+
+    real_build = trainer_mod.build_transfer_set
+
+    def with_a_bad_label(*args, **kwargs):
+        good = real_build(*args, **kwargs)
+        return TransferSet(good.x, good.y.clone().index_fill_(0, torch.tensor([3]), 12), good.noise_std)
+
+    monkeypatch.setattr(trainer_mod, "build_transfer_set", with_a_bad_label)
+    cb = RecordingCallbacks()
+    with pytest.raises(KDError, match=r"must lie in 0…9 .* but 1 do not \(e\.g\. 12\)"):
+        train(spec_of(epochs=1), tmp_path / "bad", cb)
+    assert cb.steps == [] and not (tmp_path / "bad" / "checkpoint.pt").exists()

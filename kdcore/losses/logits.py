@@ -87,13 +87,17 @@ def hard_loss(z_s: Tensor, y: Tensor | None) -> Tensor:
     """Cross-entropy H(y, softmax(z_s)) averaged over the labelled samples (y != -1).
 
     Sum over labelled samples divided by their count (at least 1): no host sync, and a batch with
-    no labels yields an exact 0 that is still connected to ``z_s`` for backward."""
+    no labels yields an exact 0 that is still connected to ``z_s`` for backward. Labels are checked only
+    when cross-entropy refuses them (on a CPU; the trainer checks a run's labels once, before any step),
+    so a step pays nothing for the check."""
     if y is None:
         return z_s.sum() * 0.0
     y = y.long()
-    if y.device.type == "cpu":  # on a GPU the check would cost a sync every step; the trainer checks once
-        check_labels(y, z_s.shape[-1])
-    summed = F.cross_entropy(z_s, y, ignore_index=UNLABELLED, reduction="sum")
+    try:
+        summed = F.cross_entropy(z_s, y, ignore_index=UNLABELLED, reduction="sum")
+    except (IndexError, RuntimeError):
+        check_labels(y, z_s.shape[-1])  # a label out of range: say so in one sentence
+        raise
     n_labelled = (y != UNLABELLED).sum().clamp_min(1)
     return summed / n_labelled
 
@@ -126,17 +130,22 @@ class LogitLoss(nn.Module, abc.ABC):
     needs_teacher: bool = True
 
     def forward(self, z_s: Tensor, z_t: Tensor | None, y: Tensor | None, epoch: float = 0) -> dict[str, Tensor]:
-        _check_logits(z_s, z_t, y)
-        if z_t is None and self.needs_teacher:
-            raise KDError(f"{type(self).__name__} needs the teacher's logits, but none were given.")
-        z_s = _at_least_fp32(z_s)
-        z_t = None if z_t is None else _at_least_fp32(z_t.detach())
-        terms = self.terms(z_s, z_t, y, epoch)
+        terms = self.checked_terms(z_s, z_t, y, epoch)
         total = None
         for value in terms.values():
             total = value if total is None else total + value
         terms["total"] = total
         return terms
+
+    def checked_terms(self, z_s: Tensor, z_t: Tensor | None, y: Tensor | None, epoch: float = 0
+                      ) -> dict[str, Tensor]:
+        """forward's terms without "total" (the trainer adds every loss's terms itself)."""
+        _check_logits(z_s, z_t, y)
+        if z_t is None and self.needs_teacher:
+            raise KDError(f"{type(self).__name__} needs the teacher's logits, but none were given.")
+        z_s = _at_least_fp32(z_s)
+        z_t = None if z_t is None else _at_least_fp32(z_t.detach())
+        return self.terms(z_s, z_t, y, epoch)
 
     @abc.abstractmethod
     def terms(self, z_s: Tensor, z_t: Tensor | None, y: Tensor | None, epoch: float) -> dict[str, Tensor]:

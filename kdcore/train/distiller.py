@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from kdcore.errors import IncompatibleLayersError, KDError
+from kdcore.losses.logits import LogitLoss
 from kdcore.methods.api import EMBEDDING, Batch, BuildContext, Tap
 from kdcore.spec import HintSpec, RunSpec
 
@@ -192,8 +193,11 @@ class Distiller(nn.Module):
             teacher_logits = z_t if teacher_logits is None else teacher_logits
         losses: dict[str, Tensor] = {}
         if not hint_only:
-            terms = self.logit_loss(z_s, teacher_logits, y, epoch=epoch)
-            losses.update({k: v for k, v in terms.items() if k != "total"})
+            if isinstance(self.logit_loss, LogitLoss):  # its terms alone: the trainer adds them up
+                losses.update(self.logit_loss.checked_terms(z_s, teacher_logits, y, epoch))
+            else:
+                terms = self.logit_loss(z_s, teacher_logits, y, epoch=epoch)
+                losses.update({k: v for k, v in terms.items() if k != "total"})
         for i, (h, loss_fn) in enumerate(zip(self.hints, self.feature_losses)):
             f_t = self._t_hooks.outputs[h.teacher_path]
             f_s = self._s_hooks.outputs[h.student_path]

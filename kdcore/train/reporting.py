@@ -111,6 +111,18 @@ class Reporter:
             self.stop_requested.set()
         return self.stop_requested.is_set()
 
+    def call_then_poll(self, *calls: tuple) -> bool:
+        """Run each (fn, *args) on the reporter thread, then ask the callbacks whether to stop (unless a stop
+        is already known), all in one hand-off; raises what a call raised. Returns whether to stop."""
+        def run() -> bool:
+            for fn, *args in calls:
+                fn(*args)
+            return not self.stop_requested.is_set() and bool(self.cb.should_stop())
+
+        if self.call(run):
+            self.stop_requested.set()
+        return self.stop_requested.is_set()
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()

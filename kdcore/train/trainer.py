@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from kdcore import metrics_csv
-from kdcore.errors import KDError, OutOfMemoryError
+from kdcore.errors import KDError, OutOfMemoryError, TrainingDivergedError
 from kdcore.methods.api import BuildContext
 from kdcore.paths import run_dir
 from kdcore.spec import EnsembleSpec, RunSpec, TeacherSpec
@@ -79,6 +79,15 @@ def autocast_for(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_global_rng(seed: int, device: torch.device) -> None:
+    """Seed PyTorch's global generator(s). On a CPU only the CPU one: torch.manual_seed would also queue a seed
+    for each lazily started accelerator kind (CUDA, XPU, MTIA), capturing a stack trace for each, every call."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 def lr_factor(spec: RunSpec, step: int, steps_per_epoch: int) -> float:
@@ -512,9 +521,10 @@ class Trainer:
                                        self.out_dir, self.info)
                 step, metrics = result
                 history.append({"epoch": epoch, "step": step, **metrics})
-                self._report(self.cb.on_epoch, epoch, step, metrics)
-                self._report(self.cb.on_log, self._epoch_line(epoch, metrics))
-                stopping = self.reporter.poll_now()  # in order: after the epoch's metrics reached the callbacks
+                # one hand-off: the epoch's metrics and line reach the callbacks, then they are asked about a stop
+                self.reporter.raise_if_failed()
+                stopping = self.reporter.call_then_poll((self.cb.on_epoch, epoch, step, metrics),
+                                                        (self.cb.on_log, self._epoch_line(epoch, metrics)))
                 stopping = dist_run.any_rank(stopping, self.world, self.device)  # every rank stops together
                 # A checkpoint at most every checkpoint_every_s, at the end and before a stop; a resume replays
                 # the epochs after the last one exactly, since every epoch's randomness derives from (seed, epoch).
@@ -560,7 +570,7 @@ class Trainer:
         spec = self.spec
         # Every epoch's randomness derives from (seed, epoch): a resumed run replays exactly.
         epoch_seed = spec.seed * 1_000_003 + epoch
-        torch.manual_seed(epoch_seed)
+        seed_global_rng(epoch_seed, self.device)
         order_gen = torch.Generator().manual_seed(epoch_seed)
         # each rank augments its shard with its own draws (rank 0's are a single-process run's)
         device_gen = torch.Generator(device=self.device).manual_seed(epoch_seed + 7_919 * self.world.rank)
@@ -649,10 +659,13 @@ class Trainer:
             self._report_interval(interval, epoch, step, time.perf_counter())
         if cache is not None:
             cache.end_epoch(view)
-        self.reporter.drain()  # the epoch's losses are checked (finite) before it is evaluated
         seen = sum(sizes)
         loss_sum = float(torch.stack([t.float() for t in totals]) @ torch.tensor(sizes, dtype=torch.float32,
                                                                                    device=totals[0].device))
+        if not math.isfinite(loss_sum):  # never evaluated: the reporter names the step where the loss diverged
+            self.reporter.drain()
+            raise TrainingDivergedError(f"the loss became {loss_sum} during epoch {epoch}; "
+                                        f"lower the learning rate or the loss weights")
         y_all = torch.cat(labels)
         is_lab = y_all != UNLABELLED
         correct = int(((torch.cat(preds) == y_all) & is_lab).sum())
