@@ -21,6 +21,11 @@ def run_dir(run_id: str) -> Path:
     return runs_dir() / str(run_id)
 
 
+def cache_dir() -> Path:
+    """Derived files that can be rebuilt at any time, e.g. decoded datasets (KD_CACHE_DIR, default KD_HOME/cache)."""
+    return Path(os.environ.get("KD_CACHE_DIR", kd_home() / "cache")).expanduser()
+
+
 def data_root() -> Path:
     """Root for datasets: downloads land here and image folders must live under it (KD_DATA_DIR)."""
     return Path(os.environ.get("KD_DATA_DIR", kd_home() / "data")).expanduser()

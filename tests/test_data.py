@@ -225,6 +225,37 @@ def test_fashion_mnist_prefers_idx_files_in_the_data_dir(data_root):
     assert "fashion-mnist" in read_raw("fashion-mnist", download=False).source
 
 
+def test_decoded_idx_files_are_cached_and_decoded_again_when_a_file_changes(data_root, monkeypatch):
+    from kdcore.data import sources
+
+    arrays = write_fake_mnist(data_root / "fashion-mnist", n_train=40, n_test=20, gz=True)
+    first = read_raw("fashion-mnist", download=False)
+    cached = list((paths.cache_dir() / "idx").glob("*.npz"))
+    assert len(cached) == 1 and paths.cache_dir().is_relative_to(Path(os.environ["KD_HOME"]))
+
+    decoded = []
+    real_read_idx = sources.read_idx
+    monkeypatch.setattr(sources, "read_idx", lambda path: decoded.append(path) or real_read_idx(path))
+    clear_cache()
+    again = read_raw("fashion-mnist", download=False)
+    assert decoded == []  # served from the cache, and identical
+    for a, b in ((first.x, again.x), (first.y, again.y), (first.test_x, again.test_x), (first.test_y, again.test_y)):
+        assert torch.equal(a, b)
+    assert torch.equal(again.x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+
+    new_test = np.full((20, 28, 28), 7, dtype=np.uint8)  # a changed file is decoded again, not served stale
+    write_idx(data_root / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", new_test)
+    clear_cache()
+    assert torch.equal(read_raw("fashion-mnist", download=False).test_x[:, 0], torch.from_numpy(new_test))
+    assert len(decoded) == 4
+
+    for stale in (paths.cache_dir() / "idx").glob("*.npz"):  # a damaged cache file is decoded and rewritten
+        stale.write_bytes(b"PK\x03\x04 cut short")
+    clear_cache()
+    assert torch.equal(read_raw("fashion-mnist", download=False).test_x[:, 0], torch.from_numpy(new_test))
+    assert len(decoded) == 8
+
+
 def test_fashion_mnist_missing_everywhere(data_root, tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
     with pytest.raises(DatasetMissingError) as err:
