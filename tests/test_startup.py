@@ -1,0 +1,45 @@
+"""Start-up: what a training run imports. A run must not pay for the dashboard's or other datasets' libraries
+(scikit-learn, pandas, torchvision, SQLAlchemy, ...), and importing the library must not import torch._dynamo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from kdcore.lab.assets import teacher_path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_AT_RUN_TIME = ["sklearn", "scipy", "pandas", "torchvision", "matplotlib", "PIL", "sqlalchemy", "streamlit",
+                   "plotly", "optuna", "pydantic_settings"]
+
+CHILD = r"""
+import json, runpy, sys
+heavy = json.loads(sys.argv[1])
+import kdcore.cli, kdcore.spec, kdcore.train
+kdcore.cli.build_parser()  # what `python -m kdcore` builds before it runs a command
+after_import = sorted(m for m in heavy + ["torch._dynamo"] if m in sys.modules)
+sys.argv = ["kdcore", "train", sys.argv[2], "--quiet", "--fresh", "--out", sys.argv[3]]
+try:
+    runpy.run_module("kdcore", run_name="__main__", alter_sys=True)
+except SystemExit as done:
+    assert not done.code, done.code
+print(json.dumps({"after_import": after_import, "after_run": sorted(m for m in heavy if m in sys.modules)}))
+"""
+
+
+def test_a_digits_kd_run_from_the_command_line_imports_no_heavy_library(tmp_path):
+    spec = yaml.safe_load((ROOT / "examples" / "digits_kd.yaml").read_text())
+    spec.update(epochs=1, device="cpu", teacher={"source": "checkpoint", "checkpoint": str(teacher_path("digits"))})
+    spec_file = tmp_path / "digits_kd.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KD_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(NOT_AT_RUN_TIME), str(spec_file),
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {"after_import": [], "after_run": []}
+    assert (tmp_path / "out" / "checkpoint.pt").is_file()
