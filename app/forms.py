@@ -609,7 +609,7 @@ def check_form(values: Mapping[str, Any], *, teacher_run: TeacherRun | None = No
             own.setdefault(member_key(i, "checkpoint"), []).append("Upload this teacher's checkpoint (.pt).")
         elif member["source"] == "torchvision" and dataset_classes not in (None, 1000):
             own.setdefault(member_key(i, "tv_model"), []).append(
-                f"torchvision weights predict 1000 classes, this dataset has {dataset_classes}.")
+                f"Torchvision weights predict 1000 classes; this dataset has {dataset_classes}.")
     chain = chain_block(v)
     if chain is not None and v.get("sweep_on"):
         own.setdefault("chain_kind", []).append("A chain and a sweep cannot go together: turn the sweep off "

@@ -214,6 +214,7 @@ elif source == "upload":
     arch = [None] + zoo
     widgets.keep_valid("teacher_upload_model", arch)
     st.selectbox("Architecture of the checkpoint", arch, key="teacher_upload_model", persist_state=KEEP,
+                 placeholder=f"as named in the checkpoint{f' ({named})' if named else ''}",
                  format_func=lambda m: f"as named in the checkpoint ({named})" if m is None and named
                  else ("as named in the checkpoint" if m is None else m),
                  help="A KD Studio checkpoint names its model; a bare state dict needs it here.")
@@ -257,7 +258,7 @@ if source != "none":
         for i in range(int(S["member_count"])):
             mk = lambda part, i=i: forms.member_key(i, part)  # noqa: E731
             with st.container(border=True):
-                top = st.columns([14, 1], vertical_alignment="bottom")
+                top = st.columns([6, 1], vertical_alignment="bottom")
                 top[0].radio(f"Further teacher {i + 1}", list(forms.MEMBER_SOURCES), key=mk("source"),
                              format_func=forms.MEMBER_SOURCES.get, horizontal=True, persist_state=KEEP)
                 top[1].button(":material/delete:", key=f"remove_member_{i}", help="Remove this teacher",
@@ -278,6 +279,7 @@ if source != "none":
                         named = _checkpoint_model(S[mk("checkpoint")]) if S.get(mk("checkpoint")) else None
                         widgets.keep_valid(mk("model"), [None] + zoo)
                         st.selectbox("Zoo architecture", [None] + zoo, key=mk("model"), persist_state=KEEP,
+                                     placeholder=f"as named in the checkpoint{f' ({named})' if named else ''}",
                                      format_func=lambda m, named=named: m or (f"as named in the checkpoint ({named})"
                                                                               if named else "as named in the checkpoint"))
                         here(mk("model"))
@@ -341,23 +343,22 @@ with st.expander("The student's view of the input: lower resolution, grey, cropp
     st.caption("The teacher keeps the full input; the student sees the same sample through this view "
                "(applied in order: grey, centre crop, resize, noise).")
     fields = InputViewSpec.model_fields
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3 = st.columns(3)
     with c1:
-        st.number_input("Resize to (pixels a side)", 1, 4096, value=None, key=forms.view_key("size"),
-                        placeholder=f"full ({input_shape[1]})", persist_state=KEEP, help=fields["size"].description)
+        st.number_input("Resize to", 1, 4096, value=None, key=forms.view_key("size"),
+                        placeholder=f"full ({input_shape[1]})", persist_state=KEEP,
+                        help="Pixels a side: " + fields["size"].description)
         here(forms.view_key("size"))
     with c2:
-        st.number_input("Centre crop (pixels a side)", 1, 4096, value=None, key=forms.view_key("crop"),
-                        placeholder="none", persist_state=KEEP, help=fields["crop"].description)
+        st.number_input("Centre crop", 1, 4096, value=None, key=forms.view_key("crop"),
+                        placeholder="none", persist_state=KEEP, help="Pixels a side: " + fields["crop"].description)
         here(forms.view_key("crop"))
     with c3:
         st.number_input("Noise std", 0.0, 1000.0, step=0.05, format="%g", key=forms.view_key("noise_std"),
                         persist_state=KEEP, help=fields["noise_std"].description)
         here(forms.view_key("noise_std"))
-    with c4:
-        st.toggle("Grey (one channel)", key=forms.view_key("grey"), persist_state=KEEP,
-                  help=fields["grey"].description)
-        here(forms.view_key("grey"))
+    st.toggle("Grey: one channel", key=forms.view_key("grey"), persist_state=KEEP, help=fields["grey"].description)
+    here(forms.view_key("grey"))
     st.caption(f"The teacher sees {'×'.join(map(str, input_shape))}; the student sees "
                f"{'×'.join(map(str, student_input))}.")
 
@@ -535,23 +536,22 @@ with c4:
     here("seed")
 spread = any(S[k] != v for k, v in {"devices": 1, "nodes": 1, "grad_accumulation": 1}.items())
 with st.expander("Devices: GPUs per run, machines, gradient accumulation", expanded=spread):
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3 = st.columns(3)
     with c1:
-        st.number_input("Devices per machine (GPUs per run)", 1, 1024, key="devices", persist_state=KEEP,
-                        help=RunSpec.model_fields["devices"].description)
+        st.number_input("Devices per machine", 1, 1024, key="devices", persist_state=KEEP,
+                        help="GPUs per run on each machine. " + RunSpec.model_fields["devices"].description)
         here("devices")
     with c2:
-        st.number_input("Machines (nodes)", 1, 1024, key="nodes", persist_state=KEEP,
+        st.number_input("Machines", 1, 1024, key="nodes", persist_state=KEEP,
                         help=RunSpec.model_fields["nodes"].description)
         here("nodes")
     with c3:
-        st.number_input("Gradient accumulation steps", 1, 4096, key="grad_accumulation", persist_state=KEEP,
+        st.number_input("Accumulation steps", 1, 4096, key="grad_accumulation", persist_state=KEEP,
                         help=RunSpec.model_fields["grad_accumulation"].description)
         here("grad_accumulation")
-    with c4:
-        st.toggle("Sync BatchNorm", key="sync_batchnorm", persist_state=KEEP,
-                  help=RunSpec.model_fields["sync_batchnorm"].description)
-        here("sync_batchnorm")
+    st.toggle("Sync BatchNorm over every device", key="sync_batchnorm", persist_state=KEEP,
+              help=RunSpec.model_fields["sync_batchnorm"].description)
+    here("sync_batchnorm")
     st.caption(forms.batch_sentence(S["batch_size"], S["devices"], S["nodes"], S["grad_accumulation"]))
     try:
         worker_devices = [(name, slots[0].host, len(slots)) for name, slots in

@@ -658,5 +658,5 @@ def test_the_view_and_ensemble_defaults_are_the_specs():
                             "member_0_source": "torchvision", "teacher_weights": "1, x"},
                            deep_check=no_deep, dataset_classes=10)
     assert bad.problems == {"view_size": ["Must be at least 1 (it is 0)."],
-                            "member_0_tv_model": ["torchvision weights predict 1000 classes, this dataset has 10."],
+                            "member_0_tv_model": ["Torchvision weights predict 1000 classes; this dataset has 10."],
                             "teacher_weights": ["'x' is not a number; give one number per teacher."]}
