@@ -91,7 +91,8 @@ def band_figure(curves: pd.DataFrame, metric: str, *, x: str = "epoch", title: s
         std = stats["std"].fillna(0.0)
         xs = stats[x].tolist()
         fig.add_trace(go.Scatter(x=xs + xs[::-1], y=(stats["mean"] + std).tolist() + (stats["mean"] - std).tolist()[::-1],
-                                 fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
+                                 mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
+                                 hoverinfo="skip",  # the band's outline only: no marker at its corners
                                  showlegend=False, legendgroup=label))
         fig.add_trace(go.Scatter(x=xs, y=stats["mean"], mode="lines+markers" if len(xs) <= 60 else "lines",
                                  name=f"{label} (n={int(stats['count'].max())})",
@@ -341,8 +342,11 @@ def grouped_table(records: Sequence[Any], summaries: Mapping[str, Any], key: str
 
 
 def grouped_frame(table: StudyTable, key: str) -> pd.DataFrame:
-    """The grouped table for a page: the study table's cells, its first column named after the grouping."""
-    return table_frame(table).rename(columns={"configuration": field_label(key) if key != TAG else "tag"})
+    """The grouped table for a page: the study table's cells, its first column named after the grouping;
+    columns no group has a value in (agreement among runs without a teacher, say) are left out."""
+    frame = table_frame(table).rename(columns={"configuration": field_label(key) if key != TAG else "tag"})
+    empty = [c for c in frame.columns[1:] if (frame[c] == "—").all()]
+    return frame.drop(columns=empty)
 
 
 def group_curves(records: Sequence[Any], frames: Mapping[str, pd.DataFrame], key: str, metric: str,

@@ -25,6 +25,11 @@ def notes_preview(notes: str, max_len: int = 60) -> str:
     return first + (" …" if len(lines) > 1 else "")
 
 
+def notes_markdown(notes: str) -> str:
+    """Notes as Markdown that keeps the writer's line breaks (Markdown would join single lines into one)."""
+    return "\n".join(line + "  " if line.strip() else line for line in (notes or "").splitlines())
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "—"

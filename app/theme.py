@@ -7,7 +7,13 @@ browser: the page keeps its session (a sign-in, filters, selections) and every c
 and Vega-Lite charts are drawn with Streamlit's theme (`theme="streamlit"`, the default)."""
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Sequence
+
 import streamlit as st
+
+from app import navigation
 
 THEMES = ("Light", "Dark")
 
@@ -20,12 +26,27 @@ _SWITCH_JS = """<script>
   const rgb = (bg.match(/\\d+(\\.\\d+)?/g) || [255, 255, 255]).slice(0, 3).map(Number);
   const dark = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]) / 255 < 0.5;
   const target = %(target)s || (dark ? "Light" : "Dark");
+  // Streamlit remembers the choice under a key named after the path the page was first loaded at; the same
+  // choice is written under every page's path, so a link straight to another page opens in it too.
+  const remember = (before) => {
+    const changed = Object.keys(localStorage).find((k) => /^stActiveTheme-.*-v\\d+$/.test(k)
+                                                       && localStorage.getItem(k) !== before[k]);
+    if (!changed) return;
+    const version = changed.match(/-v(\\d+)$/)[1];
+    const pages = %(pages)s;
+    const base = location.pathname.replace(new RegExp(`/(${pages.join("|")})?/?$`), "");
+    for (const page of ["", ...pages]) {
+      localStorage.setItem(`stActiveTheme-${base}/${page}-v${version}`, localStorage.getItem(changed));
+    }
+  };
   const pick = (tries) => {
     const item = doc.querySelector(`[data-testid="stMainMenuItem-theme-${target}"]`);
     if (item) {
+      const before = Object.fromEntries(Object.keys(localStorage).map((k) => [k, localStorage.getItem(k)]));
       item.click();
       // close the menu again: the switch is the sidebar's, the open menu would only be in the way
       setTimeout(() => doc.dispatchEvent(new KeyboardEvent("keydown", {key: "Escape", bubbles: true})), 50);
+      setTimeout(() => remember(before), 150);
       return;
     }
     if (tries === 10) {
@@ -39,11 +60,12 @@ _SWITCH_JS = """<script>
 </script>"""
 
 
-def switch_script(target: str | None = None) -> str:
-    """The script that switches the page's theme: to `target` ("Light" or "Dark"), or to the other one."""
+def switch_script(target: str | None = None, pages: Sequence[str] = ()) -> str:
+    """The script that switches the page's theme: to `target` ("Light" or "Dark"), or to the other one; the
+    choice is kept for each of `pages` (url paths: "runs", "compare", ...) as well as for this one."""
     if target is not None and target not in THEMES:
         raise ValueError(f"theme must be one of {', '.join(THEMES)}, not {target!r}")
-    return _SWITCH_JS % {"target": f'"{target}"' if target else "null"}
+    return _SWITCH_JS % {"target": json.dumps(target), "pages": json.dumps([re.escape(p) for p in pages])}
 
 
 def switch_button() -> None:
@@ -54,4 +76,5 @@ def switch_button() -> None:
                       "your computer's setting."):
         # A new element each time (the count differs), so the browser runs the script again on every press.
         st.session_state["theme_switches"] = presses = st.session_state.get("theme_switches", 0) + 1
-        st.html(switch_script().replace("(() => {", f"(() => {{ // press {presses}", 1), unsafe_allow_javascript=True)
+        pages = [p.url_path for p in navigation.available()]
+        st.html(switch_script(pages=pages).replace("(() => {", f"(() => {{ // press {presses}", 1), unsafe_allow_javascript=True)

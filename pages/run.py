@@ -52,18 +52,22 @@ def run_actions(record) -> None:
 
 
 def run_notes(record) -> None:
-    """The run's free-text notes (Markdown), editable by whoever may change the run."""
+    """The run's free-text notes (Markdown, line breaks kept), editable by whoever may change the run."""
     denied = auth.denial(user, record.owner, "annotate")
     with st.expander("Notes", expanded=bool(record.notes), icon=":material/edit_note:"):
         if record.notes:
-            st.markdown(record.notes)
-        text = st.text_area("Notes (Markdown)", value=record.notes, key=f"notes_{record.id}", height=120,
-                            disabled=bool(denied), help=denied or "What you tried, what you saw, what to do next.",
-                            placeholder="What you tried, what you saw, what to do next.")
-        if st.button("Save notes", key=f"notes_save_{record.id}", disabled=bool(denied) or text == record.notes,
-                     icon=":material/save:") and widgets.attempt(
-                lambda: auth.as_owner(store, user).set_notes(record.id, text)):
-            st.rerun()
+            st.markdown(tables.notes_markdown(record.notes))
+            editor = st.popover("Edit notes", icon=":material/edit:", disabled=bool(denied), help=denied)
+        else:
+            editor = st.container()
+        with editor:
+            text = st.text_area("Notes (Markdown)", value=record.notes, key=f"notes_{record.id}", height=140,
+                                disabled=bool(denied), help=denied,
+                                placeholder="What you tried, what you saw, what to do next.")
+            if st.button("Save notes", key=f"notes_save_{record.id}", icon=":material/save:",
+                         disabled=bool(denied) or text == record.notes) and widgets.attempt(
+                    lambda: auth.as_owner(store, user).set_notes(record.id, text)):
+                st.rerun()
 
 
 def show_run(run_id: str) -> None:

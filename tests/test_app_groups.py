@@ -107,6 +107,7 @@ def test_grouped_curves_are_a_mean_line_in_a_std_band(rho_runs):
     assert line.name == "ρ = 2 (n=3)"
     assert list(line.y) == pytest.approx([0.82, 0.5])
     assert band.fill == "toself" and max(band.y) == pytest.approx(0.84) and min(band.y) == pytest.approx(0.5)
+    assert band.mode == "lines"  # no stray markers at the band's corners
     # a step metric against the step, per group
     steps = studies.group_curves(records, frames, "logit.rho", "loss/total", x="step")
     assert set(steps["step"]) == {5, 10} and studies.band_figure(steps, "loss/total", x="step").data[1].y[0] == 1.0
@@ -239,3 +240,10 @@ def test_compare_groups_the_chosen_runs_into_bands_and_a_table(rho_runs):
     no_exception(at)
     panel = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert [t.get("name") for t in panel["data"]][1::2] == ["ρ = 2 (n=3)", "ρ = 8 (n=2)"]
+
+
+def test_notes_keep_their_line_breaks_when_shown():
+    from app import tables
+
+    assert tables.notes_markdown("first\nsecond\n\nnew paragraph") == "first  \nsecond  \n\nnew paragraph  "
+    assert tables.notes_preview("a long first line " * 5).endswith("…") and tables.notes_preview("") == ""

@@ -25,6 +25,7 @@ def test_the_switch_sends_a_fresh_script_on_every_press(kd_home):
     no_exception(at)
     first = scripts(at)
     assert len(first) == 1 and "stMainMenuButton" in first[0] and "press 1" in first[0]
+    assert '"runs", "run", "compare"' in first[0]  # the choice is kept for every page's path
     assert all(e.proto.unsafe_allow_javascript for e in at.get("html") if "stMainMenuItem" in e.proto.body)
     at.run()
     assert scripts(at) == []  # another rerun does not switch again
@@ -35,6 +36,7 @@ def test_the_switch_sends_a_fresh_script_on_every_press(kd_home):
 def test_the_script_targets_a_named_theme_or_the_other_one():
     assert 'const target = "Dark" ||' in theme.switch_script("Dark")
     assert "const target = null ||" in theme.switch_script()
+    assert r'const pages = ["runs", "soft\\-labels"];' in theme.switch_script(pages=["runs", "soft-labels"])
     with pytest.raises(ValueError, match="Light, Dark"):
         theme.switch_script("Sepia")
 

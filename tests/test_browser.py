@@ -200,6 +200,10 @@ def test_the_theme_switch_turns_the_page_and_its_charts_dark_and_back(kd_home):
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         idle(page)
         assert brightness(page.evaluate(background)) < 0.5
+        page.goto(f"{url}/runs", wait_until="networkidle")  # a link straight to another page: dark too
+        page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+        idle(page)
+        assert brightness(page.evaluate(background)) < 0.5
         switch.click()
         page.wait_for_function(f"() => ({background})().startsWith('rgb(255')", timeout=30_000)
     assert not errors, errors
