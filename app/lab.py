@@ -39,7 +39,7 @@ def _layout(*, title: str | None, x_title: str | None = None, y_title: str | Non
     layout: dict[str, Any] = {
         "title": title_dict,
         "height": height, "showlegend": legend,
-        "margin": {"l": 10, "r": 10, "t": (80 if subtitle else 60) if title else 30, "b": 10},
+        "margin": {"l": 10, "r": 10, "t": (90 if subtitle else 60) if title else 30, "b": 10},
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
         "hovermode": "closest",
         "modebar": {"orientation": "v"},  # the toolbar down the right edge, clear of the title
@@ -96,12 +96,24 @@ def _hline(layout: dict[str, Any], y: float, label: str, *, where: str = "bottom
 
 # ρ axes run from 0.5 to 50 on a log scale; plotly's own minor ticks there read "5, 1, 2, 5, 10, 2, 5".
 DIAGONAL_GREY = "#9e9e9e"
-# Presentation mode, for a projector: no sidebar, no header bar, larger text everywhere.
+# Presentation mode, for a projector: no sidebar, no header bar, larger text everywhere, charts included
+# (Streamlit sizes chart text in rem: 24 px at the root makes it 18 px instead of 12).
 PRESENTATION_CSS = """<style>
 section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], header[data-testid="stHeader"] { display: none; }
-html { font-size: 20px; }
-[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.25rem; }
+html { font-size: 24px; }
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.05rem; }
+[data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p { font-size: 2.25rem; }
 </style>"""
+PROJECTOR_HEIGHT = 1.25
+
+
+def for_projector(fig: go.Figure) -> go.Figure:
+    """A lab chart for presentation mode, in place: taller, as its text grows with the page's (Streamlit's
+    chart theme sizes chart text in rem, so PRESENTATION_CSS's root font size enlarges it)."""
+    fig.layout.height = round((fig.layout.height or HEIGHT) * PROJECTOR_HEIGHT)
+    return fig
+
+
 RHO_TICKS = {"type": "log", "tickvals": [0.5, 1, 2, 5, 10, 20, 50],
              "ticktext": ["0.5", "1", "2", "5", "10", "20", "50"]}
 
@@ -356,7 +368,9 @@ def gradient_figure(curve: pd.DataFrame, rho: float | None = None) -> go.Figure:
     layout = _layout(title="How hard each term pulls", subtitle="mean gradient size on the student's logits",
                      x_title="temperature ρ (log scale)",
                      y_title="gradient size (log scale)", xaxis=RHO_TICKS,
-                     yaxis={"type": "log", "exponentformat": "power"})
+                     yaxis={"type": "log", "exponentformat": "power", "dtick": 1})  # powers of ten only
+    # The legend in the empty bottom-left corner: three entries above the plot wrap into the title.
+    layout["legend"] = {"orientation": "v", "x": 0.01, "xanchor": "left", "y": 0.02, "yanchor": "bottom"}
     _vline(layout, rho, rho_label(rho), log_x=True)
     return _figure(data, layout)
 

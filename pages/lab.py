@@ -10,9 +10,16 @@ from kdcore.lab import few_labels, softlabels
 from kdcore.lab.assets import LAB_DATASETS
 
 st.title("Dark-knowledge lab")
-if st.toggle("Presentation mode", key="lab_presentation",
-             help="For a projector: the sidebar hidden and larger text. Turn it off here to get the sidebar back."):
+presenting = st.toggle("Presentation mode", key="lab_presentation",
+                       help="For a projector: the sidebar hidden, larger text and charts. Turn it off here to get "
+                            "the sidebar back.")
+if presenting:
     st.html(lab.PRESENTATION_CSS)
+
+
+def plot(fig, key: str, where=st) -> None:
+    """A chart of the lab, enlarged in presentation mode."""
+    where.plotly_chart(lab.for_projector(fig) if presenting else fig, key=key)
 
 dataset = st.radio("Dataset", LAB_DATASETS, format_func=lambda d: dataset_info(d).title, horizontal=True,
                    key="lab_dataset")
@@ -79,14 +86,13 @@ def explorer() -> None:
             left_rho = st.select_slider("Left chart at ρ", options=list(softlabels.RHO_STEPS), value=1.0,
                                         key="lab_rho_left", format_func=lambda r: f"{r:g}")
         elif view == ANSWER_VIEWS[2]:
-            st.plotly_chart(lab.rho_animation_figure(z, names, true_name, softlabels.RHO_STEPS, log_scale=log_scale),
-                            key="lab_play_chart")
+            plot(lab.rho_animation_figure(z, names, true_name, softlabels.RHO_STEPS, log_scale=log_scale),
+                 "lab_play_chart")
             st.caption("Press ▶ Play: ρ rises from 0.5 to 50 and the answer softens, in your browser "
                        "(the page is free meanwhile); drag the ρ under the chart to go back.")
         else:
             frame = softlabels.distribution_frame(z, names, rho)
-            st.plotly_chart(lab.distribution_figure(frame, rho, true_name, log_scale=log_scale),
-                            key="lab_answer_chart")
+            plot(lab.distribution_figure(frame, rho, true_name, log_scale=log_scale), "lab_answer_chart")
         similar = softlabels.similar_classes(z, names, rho, top=3)
         st.markdown(lab.similar_classes_sentence(similar, names[int(np.argmax(z))], true_name, rho))
         here = float(softlabels.effective_classes(softlabels.soften(z, rho)))
@@ -94,15 +100,15 @@ def explorer() -> None:
         st.markdown(f"At ρ = {rho:g} the teacher hesitates between about **{here:.1f}** classes for this image "
                     f"and **{average:.1f}** on an average test image (section 3 shows it for every ρ).")
     if view == ANSWER_VIEWS[1]:  # the full width, so both panels' bars and labels have room
-        st.plotly_chart(lab.two_temperatures_figure(z, names, (left_rho, rho), true_name, log_scale=log_scale),
-                        key="lab_two_rho_chart")
+        plot(lab.two_temperatures_figure(z, names, (left_rho, rho), true_name, log_scale=log_scale),
+             "lab_two_rho_chart")
     st.markdown(lab_text.ANSWER)
 
     st.header("2 · Which classes look alike to the teacher?")
     matrix = lab_state.similarity(dataset, rho)
     pairs = softlabels.most_similar_pairs(matrix, top=5)
     c1, c2 = st.columns([3, 2], gap="large")
-    c1.plotly_chart(lab.similarity_figure(matrix, rho), key="lab_similarity_chart")
+    plot(lab.similarity_figure(matrix, rho), "lab_similarity_chart", c1)
     with c2:
         st.markdown(lab_text.for_dataset(lab_text.SIMILARITY, dataset))
         st.markdown(f"**The most similar pairs** at ρ = {rho:g}:")
@@ -120,15 +126,15 @@ def curves_against_rho() -> None:
     sample_curve = lab_state.sample_entropy_curve(dataset, drawn_sample)
     test_curve = lab_state.test_entropy_curve(dataset)
     c1, c2 = st.columns(2)
-    c1.plotly_chart(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, rho, value="entropy"),
-                    key="lab_entropy_chart")
-    c2.plotly_chart(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, rho,
-                                       value="effective_classes"), key="lab_effective_chart")
+    plot(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, rho, value="entropy"),
+         "lab_entropy_chart", c1)
+    plot(lab.entropy_figure(sample_curve, test_curve, bundle.num_classes, rho, value="effective_classes"),
+         "lab_effective_chart", c2)
     st.markdown(lab_text.ENTROPY)
 
     st.header("4 · Why the soft term is multiplied by ρ²")
     c1, c2 = st.columns([3, 2], gap="large")
-    c1.plotly_chart(lab.gradient_figure(lab_state.gradient_curve(dataset), rho), key="lab_gradient_chart")
+    plot(lab.gradient_figure(lab_state.gradient_curve(dataset), rho), "lab_gradient_chart", c1)
     c2.markdown(lab_text.WHY_RHO2)
 
 
@@ -173,7 +179,7 @@ def few_label_demo() -> None:
                   help=f"test accuracy, mean of {int(kd['n'])} seeds; the same labels plus the teacher's soft "
                        f"labels on {result.unlabelled:,} unlabelled digits")
         st.markdown(lab.few_label_sentence(result.summary(), result.gains(), result.labelled))
-    right.plotly_chart(lab.few_label_figure(result.curves, result.teacher_test_acc), key="lab_few_chart")
+    plot(lab.few_label_figure(result.curves, result.teacher_test_acc), "lab_few_chart", right)
     st.markdown(lab_text.FEW_LABELS_AFTER)
 
 
@@ -211,7 +217,7 @@ def group_panel(text: str, button: str, key: str, submit, queued: str, experimen
         st.caption("Not run yet for this dataset.")
         return False
     st.caption(_group_status(frame))
-    st.plotly_chart(figure(frame, bundle.teacher_test_acc), key=f"lab_{key}_chart")
+    plot(figure(frame, bundle.teacher_test_acc), f"lab_{key}_chart")
     if verdict is not None and (sentence := verdict(records)):
         st.markdown(f"**What this sweep shows:** {sentence}")
     return _active(frame)
@@ -270,7 +276,7 @@ def omit_panel() -> bool:
     m1.metric(f"{names[left_out]}, before", f"{row['before']:.1%}")
     m2.metric(f"{names[left_out]}, after", f"{row['after']:.1%}", delta=f"{row['after'] - row['before']:+.1%}")
     m3.metric("bias added", f"{fit.bias:+.2f}", help="fitted on the validation images only")
-    st.plotly_chart(lab.omitted_figure(table, report.omitted_name), key="lab_omit_chart")
+    plot(lab.omitted_figure(table, report.omitted_name), "lab_omit_chart")
     st.markdown(
         f"The bias of **{names[left_out]}** was raised by **{fit.bias:.2f}**, the value that makes the most "
         f"validation images right ({fit.val_acc_before:.1%} → {fit.val_acc_after:.1%} of {fit.val_samples:,}; "

@@ -320,3 +320,12 @@ def test_few_label_sentence_gives_both_accuracies_and_the_seeds_won():
     text = lab.few_label_sentence(summary, np.array([0.07, 0.1, -0.01]), 65)
     assert "65 labelled digits" in text and "**86.8%** ± 2.7" in text and "**96.9%** ± 0.3" in text
     assert "**+10.1 points**" in text and "ahead on 2 of 3 seeds" in text
+
+
+def test_for_projector_makes_a_chart_taller_and_nothing_else(digits):
+    frame = softlabels.distribution_frame(digits.teacher_logits[0], digits.class_names, 2.0)
+    plain = lab.distribution_figure(frame, 2.0, "0")
+    big = lab.for_projector(lab.distribution_figure(frame, 2.0, "0"))
+    assert big.layout.height == round(plain.layout.height * lab.PROJECTOR_HEIGHT) > plain.layout.height
+    assert list(big.data[0].y) == list(plain.data[0].y) and big.layout.title.text == plain.layout.title.text
+    assert "font-size: 24px" in lab.PRESENTATION_CSS  # the root size that Streamlit's chart text follows

@@ -120,9 +120,13 @@ def test_experiment_buttons_submit_tagged_runs_and_the_omitted_report_appears(la
 def test_presentation_mode_hides_the_sidebar_and_enlarges_text(lab_page):
     at = lab_page
     assert not [h for h in at.get("html") if h.proto.body == lab.PRESENTATION_CSS]
+    keys = ("lab_answer_chart", "lab_similarity_chart", "lab_entropy_chart", "lab_gradient_chart")
+    heights = {key: chart(at, key)["layout"]["height"] for key in keys}
     at.toggle(key="lab_presentation").set_value(True).run()
     assert [h for h in at.get("html") if h.proto.body == lab.PRESENTATION_CSS]
-    assert "stSidebar" in lab.PRESENTATION_CSS and "font-size: 20px" in lab.PRESENTATION_CSS
+    for key in keys:  # charts grow with their text
+        assert chart(at, key)["layout"]["height"] == round(heights[key] * lab.PROJECTOR_HEIGHT), key
+    assert "stSidebar" in lab.PRESENTATION_CSS and "font-size: 24px" in lab.PRESENTATION_CSS
 
 
 def rho_markers(figure: dict) -> list[tuple[float, str]]:
