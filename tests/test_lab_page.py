@@ -190,3 +190,23 @@ def test_few_label_demo_trains_both_students_in_the_page(lab_page):
     assert "ahead on 3 of 3 seeds" in markdown_text(at)
     at.run()  # a rerun shows the cached result, no button press needed
     assert chart(at, "lab_few_chart") and not at.exception
+
+
+def test_sweep_chart_marks_the_slider_rho(lab_page):
+    """A finished sweep (its runs finished through the store as a worker would, with made-up accuracies) is
+    charted against ρ with the slider's ρ marked, and the marker follows the slider."""
+    at = lab_page
+    store = RunStore()
+    ids = ex.submit_rho_sweep(store, "digits")
+    store.register_worker("w1", host="test-host", pid=1, device="cpu")
+    for _ in ids:
+        record = store.claim_next("w1", device="cpu")
+        assert store.finish_run(record.id, "w1", record.attempts, RunStatus.COMPLETED,
+                                final={"test/acc": 0.9, "fidelity/agreement": 0.95})
+    at.select_slider(key="lab_rho").set_value(4.0).run()
+    assert not at.exception
+    sweep = chart(at, "lab_sweep_chart")
+    assert [t["name"] for t in sweep["data"]] == ["student test accuracy", "agrees with the teacher"]
+    assert rho_markers(sweep) == [(4.0, "ρ = 4")]
+    at.select_slider(key="lab_rho").set_value(16.0).run()
+    assert rho_markers(chart(at, "lab_sweep_chart")) == [(16.0, "ρ = 16")]
