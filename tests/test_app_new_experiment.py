@@ -113,6 +113,13 @@ def test_a_broken_upload_is_explained_not_a_traceback(kd_home, tmp_path):
     assert any("not a loadable weights-only checkpoint" in n for n in red_notes(at))
 
 
+def note_beside(at, kind: str, key: str, text: str) -> bool:
+    """Whether a red note with `text` is in the innermost column that holds widget `key`."""
+    holding = [c for c in at.columns if any(getattr(w, "key", None) == key for w in getattr(c, kind))]
+    inner = min(holding, key=lambda c: len(list(c.markdown)))
+    return any(m.value.startswith(":red[") and text in m.value for m in inner.markdown)
+
+
 def banner_count(at) -> int:
     (count,) = {int(w.value.split(" problem")[0]) for w in at.warning if " to fix before launching" in w.value}
     return count
@@ -138,6 +145,11 @@ def test_every_problem_shows_at_once_beside_its_widget_and_the_banner_counts_the
     assert not any("Input should" in n or "needs checkpoint" in n or "`" in n for n in notes), notes
     assert banner_count(at) == len(notes) == 5
     assert at.button(key="launch").disabled
+    # each note sits in its widget's own column, right under it
+    assert note_beside(at, "number_input", "lr", "Must be greater than 0")
+    assert note_beside(at, "text_input", "sweep_values", "'warm' is not a number.")
+    assert note_beside(at, "text_input", "milestones", "'later' is not a number")
+    assert not note_beside(at, "number_input", "lr", "'warm'")
     # fixing them one by one lowers the count in step, and the last fix enables Launch
     at.text_input(key="sweep_values").set_value("2, 4").run()
     assert banner_count(at) == len(red_notes(at)) == 3
@@ -302,3 +314,30 @@ def test_one_click_born_again_generations_without_a_teacher(kd_home):
     assert runs[0].spec.teacher is None
     assert runs[1].spec.teacher.run_id == runs[0].id and runs[2].spec.teacher.run_id == runs[1].id
     assert runs[2].spec.logit.rho == 2.0 and runs[2].depends_on == runs[1].id
+
+
+def test_multi_layer_methods_list_each_teachers_layers_at_its_input_and_the_students_at_its_view(kd_home):
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("zoo").run()  # teacher0: a new cnn_small; teacher1: a checkpoint
+    at.button(key="add_member").click().run()
+    at.session_state["member_0_checkpoint"] = str(DIGITS_TEACHER)
+    at.run()
+    at.selectbox(key="student").set_value("cnn_small").run()
+    at.number_input(key="view_size").set_value(4).run()
+    at.button(key="add_loss").click().run()
+    at.selectbox(key="loss_0_method").set_value("reviewkd").run()
+    no_exception(at)
+    teacher = at.multiselect(key="loss_0.reviewkd.teacher_layers")
+    student = at.multiselect(key="loss_0.reviewkd.student_layers")
+    # the teachers see 8×8 (stage1 pools to 4×4); the student sees its 4×4 view (stage1: 2×2)
+    assert {"teacher0.stage1 · Sequential · 32×4×4", "teacher1.stage1 · Sequential · 32×4×4"} <= set(teacher.options)
+    assert "stage1 · Sequential · 32×2×2" in student.options
+    assert not any(o.startswith("stage1 ") for o in teacher.options)
+    teacher.set_value(["teacher1.stage1", "teacher1.stage2"]).run()
+    at.multiselect(key="loss_0.reviewkd.student_layers").set_value(["stage1", "stage2"]).run()
+    no_exception(at)
+    assert not red_notes(at), red_notes(at)
+    at.button(key="launch").click().run()
+    (run,) = [r for r in RunStore().list_runs() if r.spec.teacher is not None]
+    assert run.spec.losses[0].teacher_layers == ["teacher1.stage1", "teacher1.stage2"]
+    assert run.spec.losses[0].student_layers == ["stage1", "stage2"] and run.spec.student_input.size == 4
