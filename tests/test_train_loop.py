@@ -200,3 +200,57 @@ def test_labels_are_checked_once_before_the_first_step_and_never_per_step(tmp_pa
     with pytest.raises(KDError, match=r"must lie in 0…9 .* but 1 do not \(e\.g\. 12\)"):
         train(spec_of(epochs=1), tmp_path / "bad", cb)
     assert cb.steps == [] and not (tmp_path / "bad" / "checkpoint.pt").exists()
+
+
+def test_a_teachers_test_logits_are_kept_between_runs_of_the_same_teacher_file(tmp_path, teacher_ckpt, kd_home,
+                                                                                monkeypatch):
+    import os
+
+    from kdcore import paths
+
+    teacher_passes = []
+    real_predict = Trainer._predict
+
+    def spy(self, model, x):
+        if model is self.teacher:
+            teacher_passes.append(len(x))
+        return real_predict(self, model, x)
+
+    monkeypatch.setattr(Trainer, "_predict", spy)
+    spec = spec_of(teacher_ckpt, epochs=1)
+    first, second = RecordingCallbacks(), RecordingCallbacks()
+    train(spec, tmp_path / "first", first)
+    assert len(teacher_passes) == 1 and len(list((paths.cache_dir() / "logits").glob("*.pt"))) == 1
+    train(spec, tmp_path / "second", second)
+    assert len(teacher_passes) == 1  # the second run from the same teacher file reads them back
+    assert second.info["teacher_test_acc"] == first.info["teacher_test_acc"]
+    probes = [torch.load(tmp_path / run / "probes.pt", weights_only=True)["teacher"] for run in ("first", "second")]
+    assert torch.equal(probes[0], probes[1])
+
+    stat = os.stat(teacher_ckpt)  # a teacher file written again (a retrained teacher) is scored again
+    os.utime(teacher_ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    train(spec, tmp_path / "third")
+    assert len(teacher_passes) == 2
+
+
+def test_kept_split_logits_belong_to_the_exact_inputs_and_evaluation(tmp_path, kd_home):
+    from kdcore.train.split_logits import cached_split_logits
+
+    source = tmp_path / "teacher.pt"
+    source.write_bytes(b"weights")
+    computed = []
+
+    def compute(x):
+        computed.append(x)
+        return x.sum(dim=(1, 2, 3)).unsqueeze(1).repeat(1, 10)
+
+    x = torch.randn(6, 1, 8, 8)
+    y = x.clone()
+    y[5, 0, 7, 7] += 1e-3  # one pixel differs
+    first = cached_split_logits(source, x, "cpu|fp32", lambda: compute(x))
+    assert torch.equal(cached_split_logits(source, x.clone(), "cpu|fp32", lambda: compute(x)), first)
+    assert len(computed) == 1
+    cached_split_logits(source, y, "cpu|fp32", lambda: compute(y))
+    cached_split_logits(source, x, "cpu|bf16", lambda: compute(x))
+    cached_split_logits(None, x, "cpu|fp32", lambda: compute(x))  # no file (torchvision weights): never kept
+    assert len(computed) == 4

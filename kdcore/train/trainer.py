@@ -30,6 +30,7 @@ from kdcore.train.distiller import Distiller, build_logit_loss_for, build_method
 from kdcore.train.ensemble import EnsembleTeacher
 from kdcore.train.fidelity import accuracy, expected_calibration_error, fidelity_report
 from kdcore.train.reporting import REPORT_INTERVAL_S, Reporter, StepInterval, interval_metrics
+from kdcore.train.split_logits import cached_split_logits, teacher_file
 from kdcore.train.teacher_cache import TeacherCache
 from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
 from kdcore.train.views import InputView
@@ -359,10 +360,11 @@ class Trainer:
         self.teacher_test_logits = None
         self.teacher_ece: float | None = None  # the teacher does not change: its calibration is computed once
         if self.teacher is not None:
-            self.teacher_test_logits = self._predict_sharded(self.teacher, self.data.test.x)
+            self.teacher_test_logits = self._teacher_test_logits(self.teacher, spec.teacher)
             self.teacher_ece = expected_calibration_error(self.teacher_test_logits, self.data.test.y)
         members = self.teacher.members if isinstance(self.teacher, EnsembleTeacher) else []
-        member_test_logits = [self._predict_sharded(m, self.data.test.x) for m in members]
+        member_specs = spec.teacher.members if members else []
+        member_test_logits = [self._teacher_test_logits(m, t) for m, t in zip(members, member_specs)]
 
         # class-stratified; with more classes than probe_size, one per class rather than blank classes
         per_class = math.ceil(spec.probe_size / info.num_classes) if spec.probe_size else 0
@@ -418,6 +420,14 @@ class Trainer:
             return predict(model, x, self.eval_batch, self.device, self.precision, self.channels_last)
         with channels_last_for_eval(model, self.device) as cl:
             return predict(model, x, self.eval_batch, self.device, self.precision, cl)
+
+    def _teacher_test_logits(self, model: nn.Module, source: TeacherSpec | EnsembleSpec) -> Tensor:
+        """A teacher's test-set logits; those of a teacher file are kept between runs (kdcore.train.split_logits)."""
+        x = self.data.test.x
+        if self.world.distributed or not isinstance(source, TeacherSpec):
+            return self._predict_sharded(model, x)
+        how = f"{self.device.type}|{self.precision}|batch {self.eval_batch}|channels_last {self.channels_last}"
+        return cached_split_logits(teacher_file(source), x, how, lambda: self._predict(model, x))
 
     def _predict_sharded(self, model: nn.Module, x: Tensor) -> Tensor:
         """Logits of a whole split: with several ranks each predicts its block and every rank gets them all."""

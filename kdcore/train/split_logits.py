@@ -1,0 +1,63 @@
+"""A saved teacher's logits on a whole split, kept in the cache folder between runs.
+
+Every KD run scores its teacher on the test set before the first step (its accuracy, calibration, the probes'
+logits, agreement). Runs distilled from one teacher file get the same answer each time, and a big teacher
+takes seconds to minutes to give it, so it is computed once and kept, named after everything it depends on:
+the teacher file (path, size, modification time), the exact input tensor (a hash of its bytes), how it was
+evaluated (device kind, precision, batch, memory format) and the PyTorch version. Anything else computes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from kdcore.spec import TeacherSpec
+
+
+def teacher_file(t: TeacherSpec) -> Path | None:
+    """The file a teacher is loaded from; None for downloaded (torchvision) weights."""
+    from kdcore.paths import run_dir
+    from kdcore.train.checkpoint import CHECKPOINT_NAME
+
+    if t.source == "checkpoint":
+        return Path(t.checkpoint).expanduser()
+    if t.source == "run":
+        return run_dir(t.run_id) / CHECKPOINT_NAME
+    return None
+
+
+def _key(source: Path, x: Tensor, how: str) -> str:
+    stat = source.stat()
+    h = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}|{how}|{torch.__version__}".encode())
+    h.update(str((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x.detach().cpu().contiguous().view(torch.uint8).numpy())
+    return h.hexdigest()[:24]
+
+
+def cached_split_logits(source: Path | None, x: Tensor, how: str, compute: Callable[[], Tensor]) -> Tensor:
+    """compute() (a frozen model's float32 logits for the inputs x), or the copy kept from an earlier run."""
+    from kdcore.paths import cache_dir
+
+    if source is None or not source.is_file():
+        return compute()
+    path = cache_dir() / "logits" / f"{_key(source, x, how)}.pt"
+    try:
+        kept = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(kept, Tensor) and kept.dim() == 2 and len(kept) == len(x):
+            return kept.to(x.device)
+    except Exception:  # noqa: BLE001 - absent, or cut short by a killed process: compute it again
+        pass
+    logits = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # runs in several processes may write at once
+        torch.save(logits.detach().cpu(), tmp)
+        os.replace(tmp, path)
+    except OSError:  # no writable cache: every run computes it
+        pass
+    return logits
