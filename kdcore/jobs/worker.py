@@ -426,7 +426,11 @@ class Worker:
         attempt) rather than hold its devices for machines that are not there."""
         deadline = time.monotonic() + self.config.node_wait_s
         while True:
-            joined = len(self.store.run_nodes(record.id))
+            try:
+                joined = len(self.store.run_nodes(record.id))
+            except SQLAlchemyError as err:  # a database hiccup: ask again at the next look
+                log.warning("run %s: could not count its nodes (%s)", record.id, err.__class__.__name__)
+                joined = 0
             if joined >= record.spec.nodes:
                 return True
             if cb.should_stop():
