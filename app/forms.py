@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+import typing
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,24 @@ def param_widgets(method: str, prefix: str = "") -> list[ParamWidget]:
                                minimum, maximum, tuple(p.get("choices", ())), p.get("layer"),
                                tuple(p.get("choice_labels", {}).items())))
     return out
+
+
+def field_bounds(model: type, name: str) -> tuple[Any, Any]:
+    """(min, max) a spec field accepts, from its Field constraints (ge/le; gt/lt of an int as the next
+    whole number), so a widget's range is the spec's own. None where unbounded."""
+    info = model.model_fields[name]
+    whole = info.annotation is int or int in typing.get_args(info.annotation)
+    lo = hi = None
+    for rule in info.metadata:
+        if getattr(rule, "ge", None) is not None:
+            lo = rule.ge
+        elif getattr(rule, "gt", None) is not None and whole:
+            lo = rule.gt + 1
+        if getattr(rule, "le", None) is not None:
+            hi = rule.le
+        elif getattr(rule, "lt", None) is not None and whole:
+            hi = rule.lt - 1
+    return lo, hi
 
 
 def method_choices(slot: str) -> dict[str, str]:

@@ -97,6 +97,11 @@ def here(key: str) -> None:
         widgets.problems_here(problems, key)
 
 
+def any_problem(*keys: str) -> bool:
+    """Whether a widget among `keys` has a note: its expander opens so the note is seen."""
+    return any(problems.get(k) for k in keys)
+
+
 _sections = iter(range(1, 100))
 
 
@@ -166,7 +171,7 @@ if S["dataset"] == "imagefolder":
     st.text_input("Image folder (under the data root, one subfolder per class)", key="data_path",
                   persist_state=KEEP, placeholder="e.g. flowers")
     here("data_path")
-with st.expander("Data options"):
+with st.expander("Data options", expanded=any_problem("val_fraction", "augment")):
     st.slider("Validation share of the training set", 0.0, 0.45, step=0.05, key="val_fraction", persist_state=KEEP)
     here("val_fraction")
     st.radio("Augmentation", ["default", "on", "off"], horizontal=True, key="augment", persist_state=KEEP,
@@ -246,7 +251,7 @@ run_labels = {r.id: forms.teacher_run_label(r) for r in candidate_runs}
 if source != "none":
     n_teachers = forms.ensemble_size(values)
     with st.expander(f"Ensemble: {n_teachers} teachers" if n_teachers > 1 else "Ensemble: add more teachers",
-                     expanded=n_teachers > 1):
+                     expanded=n_teachers > 1 or any_problem("teacher_more_runs")):
         st.caption("Several teachers' class probabilities are combined at the method's ρ; hint layers then "
                    "name a teacher: teacher0.<layer> is the one chosen above, then the ones below in order.")
         more = [r.id for r in candidate_runs if not (source == "run" and r.id == S.get("teacher_run"))]
@@ -339,22 +344,24 @@ if isinstance(teacher_stats, tuple) and isinstance(student_stats, tuple):
                f"{catalog.format_count(teacher_stats[1])} FLOPs — the student has "
                f"{catalog.compression_text(teacher_stats, student_stats)}.")
 view_changed = student_input != tuple(input_shape) or bool(S[forms.view_key("noise_std")])
-with st.expander("The student's view of the input: lower resolution, grey, cropped, noisy", expanded=view_changed):
+with st.expander("The student's view of the input: lower resolution, grey, cropped, noisy",
+                 expanded=view_changed or any_problem(*(forms.view_key(n) for n in InputViewSpec.model_fields))):
     st.caption("The teacher keeps the full input; the student sees the same sample through this view "
                "(applied in order: grey, centre crop, resize, noise).")
     fields = InputViewSpec.model_fields
     c1, c2, c3 = st.columns(3)
     with c1:
-        st.number_input("Resize to", 1, 4096, value=None, key=forms.view_key("size"),
+        st.number_input("Resize to", *forms.field_bounds(InputViewSpec, "size"), value=None, key=forms.view_key("size"),
                         placeholder=f"full ({input_shape[1]})", persist_state=KEEP,
                         help="Pixels a side: " + fields["size"].description)
         here(forms.view_key("size"))
     with c2:
-        st.number_input("Centre crop", 1, 4096, value=None, key=forms.view_key("crop"),
+        st.number_input("Centre crop", *forms.field_bounds(InputViewSpec, "crop"), value=None, key=forms.view_key("crop"),
                         placeholder="none", persist_state=KEEP, help="Pixels a side: " + fields["crop"].description)
         here(forms.view_key("crop"))
     with c3:
-        st.number_input("Noise std", 0.0, 1000.0, step=0.05, format="%g", key=forms.view_key("noise_std"),
+        st.number_input("Noise std", *map(float, forms.field_bounds(InputViewSpec, "noise_std")),
+                        step=0.05, format="%g", key=forms.view_key("noise_std"),
                         persist_state=KEEP, help=fields["noise_std"].description)
         here(forms.view_key("noise_std"))
     st.toggle("Grey: one channel", key=forms.view_key("grey"), persist_state=KEEP, help=fields["grey"].description)
@@ -521,10 +528,10 @@ elif kind == "omit_classes":
 section("Training")
 c1, c2, c3, c4 = st.columns(4)
 with c1:
-    st.number_input("Epochs", 1, 10_000, key="epochs", persist_state=KEEP)
+    st.number_input("Epochs", *forms.field_bounds(RunSpec, "epochs"), key="epochs", persist_state=KEEP)
     here("epochs")
 with c2:
-    st.number_input("Batch size (global)", 1, 65_536, key="batch_size", persist_state=KEEP,
+    st.number_input("Batch size (global)", *forms.field_bounds(RunSpec, "batch_size"), key="batch_size", persist_state=KEEP,
                     help="Samples per optimiser step, over every device and accumulation step together.")
     here("batch_size")
 with c3:
@@ -535,18 +542,20 @@ with c4:
     st.number_input("Seed", 0, 2**31 - 1, key="seed", persist_state=KEEP)
     here("seed")
 spread = any(S[k] != v for k, v in {"devices": 1, "nodes": 1, "grad_accumulation": 1}.items())
-with st.expander("Devices: GPUs per run, machines, gradient accumulation", expanded=spread):
+with st.expander("Devices: GPUs per run, machines, gradient accumulation",
+                 expanded=spread or any_problem("devices", "nodes", "grad_accumulation", "sync_batchnorm")):
     c1, c2, c3 = st.columns(3)
     with c1:
-        st.number_input("Devices per machine", 1, 1024, key="devices", persist_state=KEEP,
+        st.number_input("Devices per machine", *forms.field_bounds(RunSpec, "devices"), key="devices", persist_state=KEEP,
                         help="GPUs per run on each machine. " + RunSpec.model_fields["devices"].description)
         here("devices")
     with c2:
-        st.number_input("Machines", 1, 1024, key="nodes", persist_state=KEEP,
+        st.number_input("Machines", *forms.field_bounds(RunSpec, "nodes"), key="nodes", persist_state=KEEP,
                         help=RunSpec.model_fields["nodes"].description)
         here("nodes")
     with c3:
-        st.number_input("Accumulation steps", 1, 4096, key="grad_accumulation", persist_state=KEEP,
+        st.number_input("Accumulation steps", *forms.field_bounds(RunSpec, "grad_accumulation"),
+                        key="grad_accumulation", persist_state=KEEP,
                         help=RunSpec.model_fields["grad_accumulation"].description)
         here("grad_accumulation")
     st.toggle("Sync BatchNorm over every device", key="sync_batchnorm", persist_state=KEEP,
@@ -611,7 +620,8 @@ if S["chain_kind"] == "assistants":
     if S["chain_assistants"]:
         st.caption("Links: " + " → ".join([teacher_name or "teacher", *S["chain_assistants"], S["student"]]))
 elif S["chain_kind"] == "generations":
-    st.number_input("Generations (each the next one's teacher)", 1, chains.MAX_LINKS, key="chain_generations",
+    st.number_input("Generations (each the next one's teacher)", *forms.field_bounds(chains.ChainSpec, "generations"),
+                    key="chain_generations",
                     persist_state=KEEP, help=chains.ChainSpec.model_fields["generations"].description)
     here("chain_generations")
     first = teacher_name or "the labels"

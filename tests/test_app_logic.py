@@ -660,3 +660,15 @@ def test_the_view_and_ensemble_defaults_are_the_specs():
     assert bad.problems == {"view_size": ["Must be at least 1 (it is 0)."],
                             "member_0_tv_model": ["Torchvision weights predict 1000 classes; this dataset has 10."],
                             "teacher_weights": ["'x' is not a number; give one number per teacher."]}
+
+
+def test_widget_ranges_are_the_specs_own_bounds():
+    from kdcore.chains import ChainSpec
+    from kdcore.spec import InputViewSpec, OptimizerSpec
+
+    assert forms.field_bounds(RunSpec, "devices") == (1, 1024)
+    assert forms.field_bounds(RunSpec, "grad_accumulation") == (1, 4096)
+    assert forms.field_bounds(InputViewSpec, "size") == (1, 4096)
+    assert forms.field_bounds(ChainSpec, "generations") == (1, 20)
+    assert forms.field_bounds(OptimizerSpec, "lr") == (None, 100)  # gt 0 on a float: no inclusive minimum
+    assert forms.field_bounds(RunSpec, "name") == (None, None)
