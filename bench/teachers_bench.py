@@ -3,6 +3,7 @@ from an ensemble of three; and a student that sees a downscaled view (14×14, 7�
 sees, against its scratch twin at the same resolution. Prints mean ± std over seeds as Markdown.
 
     python bench/teachers_bench.py [--seeds 3] [--student-limit 1000] [--epochs 4] [--out /tmp/teachers_bench]
+    python bench/teachers_bench.py --only resolution --sizes 14,7 --seeds 10   # more seeds of the resolution rows
 
 Budget (chosen for a shared, heavily loaded 2-core CPU): students train on a class-stratified subset of
 `--student-limit` samples for `--epochs` epochs; the two extra teachers (LeNet-5 seed 1, LeNet-5-half) on 5,000
