@@ -236,8 +236,9 @@ def rho_animation_figure(logits: np.ndarray, class_names: Sequence[str], true_cl
     steps = sorted(float(r) for r in rhos)
     names = [f"{r:g}" for r in steps]
     answers = [soften(z, r) for r in steps]
+    # Streamlit's theme draws the first title in bold; each frame's title is bold too, so it does not flicker.
     frames = [{"name": name, "data": [{"type": "bar", **_answer_bars(p, log_scale), "customdata": [float(v) for v in p]}],
-               "traces": [0], "layout": {"title": {"text": f"What the teacher answers at ρ = {name}"}}}
+               "traces": [0], "layout": {"title": {"text": f"<b>What the teacher answers at ρ = {name}</b>"}}}
               for name, p in zip(names, answers)]
     data = [_answer_trace(classes, answers[0], true_class, log_scale)]
     # redraw: the bar labels and the title (ρ = …) change with every frame, not only the bar heights.

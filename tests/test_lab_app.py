@@ -277,7 +277,7 @@ def test_play_through_rho_animates_from_low_to_high(digits):
     assert [float(n) for n in names] == sorted(softlabels.RHO_STEPS)  # low to high whatever the order given
     for frame in (fig.frames[0], fig.frames[-1]):
         assert np.allclose(frame.data[0].y, softlabels.soften(z, float(frame.name)))
-        assert frame.layout.title.text.endswith(f"ρ = {frame.name}")
+        assert frame.layout.title.text == f"<b>What the teacher answers at ρ = {frame.name}</b>"
     assert np.allclose(fig.data[0].y, softlabels.soften(z, min(softlabels.RHO_STEPS)))  # starts at the lowest ρ
     assert [s.label for s in fig.layout.sliders[0].steps] == names and fig.layout.sliders[0].active == 0
     play, pause = fig.layout.updatemenus[0].buttons

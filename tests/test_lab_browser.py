@@ -54,7 +54,24 @@ def test_lab_in_the_browser(lab_server):
         chart_title_shown(page, "What the teacher answers at ρ = 8")
         idle(page)
         page.get_by_text("the classes it finds most similar are").first.wait_for(timeout=30_000)
+        # The curves against ρ further down follow the slider (their fragments rerun with it): each marks ρ = 8.
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.js-plotly-plot .annotation-text')]"
+            ".filter(e => e.textContent === 'ρ = 8').length >= 3", timeout=30_000)
         snap(page, "lab_02_digits_rho8")
+
+        # Play through ρ: plotly's own animation, in the browser, from ρ = 0.5 up to 50.
+        page.get_by_text("Play through ρ", exact=True).click()
+        chart_title_shown(page, "What the teacher answers at ρ = 0.5")
+        page.locator(".updatemenu-button").first.click()
+        chart_title_shown(page, "What the teacher answers at ρ = 50", timeout_ms=60_000)
+        snap(page, "lab_02b_digits_played_to_rho50")
+        page.get_by_text("Side by side", exact=True).click()
+        chart_title_shown(page, "One image at two temperatures")
+        idle(page)
+        snap(page, "lab_02c_digits_side_by_side")
+        page.get_by_text("At ρ", exact=True).click()
+        chart_title_shown(page, "What the teacher answers at ρ = 8")
 
         page.get_by_text("Fashion-MNIST", exact=True).click()
         chart_title_shown(page, "Average soft label per true class at ρ = 8")
