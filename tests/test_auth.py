@@ -197,6 +197,27 @@ def test_with_the_shared_password_a_user_sees_the_runs_but_cannot_touch_others(l
     assert_only_login(at)
 
 
+def test_a_bulk_action_over_someone_elses_run_changes_nothing(login_env, monkeypatch):
+    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
+    store = RunStore()
+    alices = store.submit(SPEC, name="alice's run", owner="alice", check=False)
+    bobs = store.submit(SPEC, name="bob's run", owner="bob", check=False)
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    sign_in(at, "alice", PASSWORD)
+    at.switch_page("../pages/runs.py").run()
+    table = next(d for d in at.dataframe if d.key and d.key.startswith("runs_table_"))
+    at.session_state[table.key] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    at.run()
+    at.button(key="runs_bulk_cancel").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == [f"Nothing was changed: run {bobs} is not yours to cancel. Only its owner "
+                                           "(bob) or an admin may cancel this run."]
+    assert {store.get(i).status for i in (alices, bobs)} == {RunStatus.QUEUED}
+    at.text_input(key="runs_bulk_tags").set_value("mine").run()
+    at.button(key="runs_bulk_tag_go").click().run()
+    assert store.get(alices).tags == [] and store.get(bobs).tags == []
+
+
 def test_an_admin_may_cancel_anyones_run(login_env, monkeypatch):
     auth.accounts().add("carol", CAROL_PW, admin=True)
     bobs = RunStore().submit(SPEC, name="bob's run", owner="bob", check=False)
