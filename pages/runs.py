@@ -12,7 +12,7 @@ S = st.session_state
 GROUP_METRICS = ("val/acc", "test/acc", "fidelity/agreement", "train/loss")
 
 
-def grouped_view(records: list, key: str) -> None:
+def grouped_view(records: list, key: str, metric: str) -> None:
     """The shown runs grouped by `key`: the study table (mean ± std over each group's runs) and a curve with
     a ± std band per group."""
     table = studies.grouped_table(records, state.run_summaries(store, records), key)
@@ -21,7 +21,6 @@ def grouped_view(records: list, key: str) -> None:
                "runs / runs. ★ = best group on validation accuracy" + ("; Δ = paired difference in test accuracy "
                                                                        "to the runs without a teacher, by seed."
                                                                        if table.baseline else "."))
-    metric = st.selectbox("Curve", GROUP_METRICS, format_func=figures.metric_label, key="runs_group_metric")
     frames = {r.id: state.metrics_frame(store, r) for r in records}
     curves = studies.group_curves(records, frames, key, metric)
     st.plotly_chart(studies.band_figure(curves, metric, title=f"{figures.metric_label(metric)} by "
@@ -85,10 +84,12 @@ def show_table() -> None:
     by_id = {r.id: r for r in records}
     keys = studies.group_keys([by_id[i] for i in view["id"]])
     widgets.keep_valid("runs_group", keys)
-    group = st.selectbox("Group by", keys, format_func=studies.group_key_label, key="runs_group",
+    g1, g2 = st.columns([1, 1])
+    group = g1.selectbox("Group by", keys, format_func=studies.group_key_label, key="runs_group",
                          help="Runs with the same value (seeds of one setting, say) become one row: mean ± std.")
     if group != studies.NO_GROUP:
-        grouped_view([by_id[i] for i in view["id"]], group)
+        metric = g2.selectbox("Curve", GROUP_METRICS, format_func=figures.metric_label, key="runs_group_metric")
+        grouped_view([by_id[i] for i in view["id"]], group, metric)
     live = any(not r.is_terminal for r in records)
     if S.get("runs_bulk_done"):
         st.success(S.pop("runs_bulk_done"))
