@@ -38,9 +38,11 @@ st.caption(f"Teacher: {lab.with_article(bundle.teacher_name)} shipped with KD St
 picks = sorted((int(i) for i in bundle.sample_indices), key=lambda i: (int(bundle.labels[i]), i))
 predicted = bundle.teacher_logits.argmax(1)
 sample_key = f"lab_sample_{dataset}"
-if st.session_state.get(sample_key) not in picks:
-    st.session_state[sample_key] = lab_state.showcase_sample(dataset)
-drawn_sample = st.session_state[sample_key]  # the sample the entropy curves (section 3) are drawn for
+# The showcase sample is the picker's default (its index), not a value put in session state beforehand: a
+# click while the first run is still going would interrupt that run and lose such a value.
+showcase_index = picks.index(lab_state.showcase_sample(dataset))
+drawn_sample = st.session_state.get(sample_key)  # the sample the entropy curves (section 3) are drawn for
+drawn_sample = drawn_sample if drawn_sample in picks else picks[showcase_index]
 
 
 # The parts of the page that follow ρ, each a fragment: a slider move reruns these and nothing else.
@@ -66,7 +68,7 @@ def explorer() -> None:
     st.header("1 · One image, the teacher's answer")
     left, right = st.columns([1, 2], gap="large")
     with left:
-        index = st.selectbox("Sample", picks, key=sample_key, format_func=lambda i: lab.sample_label(
+        index = st.selectbox("Sample", picks, index=showcase_index, key=sample_key, format_func=lambda i: lab.sample_label(
             i, names[bundle.labels[i]], names[predicted[i]]))
         if index != drawn_sample:
             st.rerun()  # a new sample: the entropy curves below follow it, so redraw the whole page
