@@ -212,8 +212,9 @@ def two_temperatures_figure(logits: np.ndarray, class_names: Sequence[str], rhos
     panel's y axis is the left one's), so the softening from the first ρ to the second is seen, not read."""
     classes = [str(c) for c in class_names]
     z = np.asarray(logits, dtype=float)
+    # Twice the bars in one width: a label wider than its bar shrinks rather than overlap its neighbours'.
     data = [_answer_trace(classes, soften(z, rho), true_class, log_scale, xaxis=axis, yaxis="y",
-                          name=f"ρ = {rho:g}") for rho, axis in zip(rhos, ("x", "x2"))]
+                          name=f"ρ = {rho:g}", constraintext="both") for rho, axis in zip(rhos, ("x", "x2"))]
     ticks = {"type": "category", "tickangle": _tickangle(classes)}
     layout = _layout(title="One image at two temperatures", y_title="probability",
                      subtitle="one probability axis for both; green: the true class",
