@@ -154,6 +154,21 @@ def _metrics_frame(url: str, run_id: str, version: str) -> pd.DataFrame:
     return store_for(url).metrics_frame(run_id)
 
 
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _one_metric_frame(url: str, run_id: str, name: str, version: str) -> pd.DataFrame:
+    points = store_for(url).metrics(run_id, names=[name])
+    return pd.DataFrame({"step": [p.step for p in points], "epoch": [p.epoch for p in points],
+                         "name": [p.name for p in points], "value": [p.value for p in points],
+                         "wall_time": [p.wall_time for p in points]},
+                        columns=["step", "epoch", "name", "value", "wall_time"])
+
+
+def one_metric_frames(store: RunStore, records: list[Any], name: str) -> dict[str, pd.DataFrame]:
+    """One metric of each run (run id -> its points, as `metrics_frame` has them): a grouped curve over many
+    runs reads only the series it draws, not every step of every run."""
+    return {r.id: _one_metric_frame(store.url, r.id, name, metrics_version(r)) for r in records}
+
+
 def metrics_frame(store: RunStore, record: Any) -> pd.DataFrame:
     """Every metric point of a run (step, epoch, name, value, wall_time); a finished run is read once."""
     return _metrics_frame(store.url, record.id, metrics_version(record))

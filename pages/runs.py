@@ -21,7 +21,7 @@ def grouped_view(records: list, key: str, metric: str) -> None:
                "runs / runs. ★ = best group on validation accuracy" + ("; Δ = paired difference in test accuracy "
                                                                        "to the runs without a teacher, by seed."
                                                                        if table.baseline else "."))
-    frames = {r.id: state.metrics_frame(store, r) for r in records}
+    frames = state.one_metric_frames(store, records, metric)
     curves = studies.group_curves(records, frames, key, metric)
     st.plotly_chart(studies.band_figure(curves, metric, title=f"{figures.metric_label(metric)} by "
                                                               f"{studies.group_key_label(key).split(' (')[0]}: "

@@ -247,3 +247,13 @@ def test_notes_keep_their_line_breaks_when_shown():
 
     assert tables.notes_markdown("first\nsecond\n\nnew paragraph") == "first  \nsecond  \n\nnew paragraph  "
     assert tables.notes_preview("a long first line " * 5).endswith("…") and tables.notes_preview("") == ""
+
+
+def test_one_metric_frames_hold_just_that_series(rho_runs):
+    store, ids = rho_runs
+    records = [store.get(i) for i in ids[2.0]]
+    frames = state.one_metric_frames(store, records, "val/acc")
+    full = state.metrics_frame(store, records[0])
+    assert set(frames) == set(ids[2.0]) and set(frames[ids[2.0][0]]["name"]) == {"val/acc"}
+    assert frames[ids[2.0][0]].reset_index(drop=True).equals(
+        full[full["name"] == "val/acc"].reset_index(drop=True))
