@@ -66,7 +66,7 @@ def draw(metric: str, x: str, smoothing: float, log_y: bool, height: int | None 
 
 
 names = sorted(frame["name"].unique()) if len(frame) else []
-c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
+c1, c2, c3 = st.columns([3, 2, 2])  # "Log y" sits under the smoothing: a fourth column hides its label at 800 px
 if names:
     if S.get("compare_metric") not in names:
         S["compare_metric"] = tables.default_metric(names)
@@ -80,7 +80,7 @@ if names:
                  help="Wall time: seconds since each run's first point.")
     smoothing = c3.slider("Smoothing", 0.0, 0.99, 0.0 if x == "epoch" else 0.6, 0.01, key=f"compare_smooth_{x}",
                           disabled=grouped, help="Grouped curves are drawn as logged: the band shows the spread.")
-    log_y = c4.toggle("Log y", key="compare_log_y", help="A logarithmic y axis, for losses over orders of magnitude.")
+    log_y = c3.toggle("Log y", key="compare_log_y", help="A logarithmic y axis, for losses over orders of magnitude.")
     st.plotly_chart(draw(metric, x, smoothing, log_y), key="compare_overlay")
     # A panel grid: more metrics at once, each against its own axis, two to a row.
     more = st.multiselect("More metrics side by side", [n for n in names if n != metric],
