@@ -74,8 +74,11 @@ def _vline(layout: dict[str, Any], x: float | None, label: str, *, log_x: bool =
     layout["shapes"].append({"type": "line", "x0": x, "x1": x, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
                              "line": {"dash": "dash", "color": MARKER_COLOR, "width": 2}})
     at = float(np.log10(x)) if log_x else x
+    # Near the right end of a ρ axis (0.5 to 50) the label goes left of the line, or it would be cut off.
+    flip = log_x and x >= 20
     layout["annotations"].append({"text": label, "x": at, "xref": "x", "y": 0, "yref": "paper",
-                                  "showarrow": False, "xanchor": "left", "yanchor": "bottom", "xshift": 4,
+                                  "showarrow": False, "xanchor": "right" if flip else "left", "yanchor": "bottom",
+                                  "xshift": -4 if flip else 4,
                                   "font": {"color": MARKER_COLOR, "size": 14, "weight": "bold"}})
 
 
@@ -394,9 +397,12 @@ def sweep_figure(frame: pd.DataFrame, teacher_acc: float | None = None, rho: flo
     ]
     if "n" in done and done["n"].max() > 1:
         title += f": mean ± std over {int(done['n'].max())} seeds"
+    # The axis spans the swept ρ and the slider's, which may lie outside them (0.5 or 50).
+    shown = [float(r) for r in frame["rho"]] + ([float(rho)] if rho is not None else [])
     layout = _layout(title=title, x_title="temperature ρ (log scale)", y_title="fraction of test images",
                      xaxis={"type": "log", "tickvals": list(frame["rho"]),
-                            "ticktext": [f"{r:g}" for r in frame["rho"]]},
+                            "ticktext": [f"{r:g}" for r in frame["rho"]],
+                            "range": [float(np.log10(min(shown))) - 0.1, float(np.log10(max(shown))) + 0.1]},
                      yaxis={"tickformat": ".1%"})
     if teacher_acc is not None:
         _hline(layout, teacher_acc, f"teacher {teacher_acc:.1%}")

@@ -245,6 +245,11 @@ def test_sweep_figure_marks_the_current_rho():
     import plotly.graph_objects as go
 
     go.Figure(go_fig)  # a valid figure, marker font included
+    far = lab.sweep_figure(frame, 0.9, 50.0)  # beyond the swept ρ: the axis reaches it, the label sits left of it
+    low, high = far.layout.xaxis.range
+    assert low < np.log10(1.0) and high > np.log10(50.0)
+    assert [a.xanchor for a in far.layout.annotations if a.text == "ρ = 50"] == ["right"]
+    assert [a.xanchor for a in fig.layout.annotations if a.text == "ρ = 8"] == ["left"]
 
 
 @pytest.mark.parametrize("log_scale", [False, True])
