@@ -50,6 +50,12 @@ def format_count(n: float | int | None) -> str:
     return f"{n:.0f}"
 
 
+def ratio_text(x: float) -> str:
+    """A ratio to three significant figures, thousands grouped: 12.3, 100, 6,430 (never 6.43e+03)."""
+    r = float(f"{x:.3g}")
+    return f"{r:,.0f}" if r >= 1000 else f"{r:g}"
+
+
 def compression_text(teacher: tuple[int, int] | str | None, student: tuple[int, int] | str | None) -> str | None:
     """'12.3× fewer parameters, 4.5× fewer FLOPs' for the student against the teacher (None if unknown)."""
     if not isinstance(teacher, tuple) or not isinstance(student, tuple):
@@ -60,7 +66,7 @@ def compression_text(teacher: tuple[int, int] | str | None, student: tuple[int, 
     def ratio(x: float, what: str) -> str:
         if 0.95 <= x <= 1.05:
             return f"about as many {what}"
-        return f"{x:.3g}× fewer {what}" if x >= 1 else f"{1 / x:.3g}× more {what}"
+        return f"{ratio_text(x)}× fewer {what}" if x >= 1 else f"{ratio_text(1 / x)}× more {what}"
 
     return f"{ratio(p, 'parameters')}, {ratio(f, 'FLOPs')} than the teacher"
 

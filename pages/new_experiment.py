@@ -4,9 +4,11 @@ Problems are computed from the widgets' current values before they are drawn, so
 right under the widget that can fix it; Launch stays off until there are none."""
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
-from app import auth, catalog, figures, form_layers, forms, navigation, state, widgets
+from app import auth, catalog, figures, form_layers, forms, navigation, state, teacher_check, widgets
 from app.softlabels import preview_frame
 from kdcore import chains
 from kdcore.data import dataset_info
@@ -151,6 +153,44 @@ def model_picker(label: str, options: list[str], key: str) -> None:
     widgets.keep_valid(key, options)
     st.selectbox(label, options, key=key, persist_state=KEEP)
     here(key)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _teacher_check(teacher_json: str, files: tuple[str, ...], dataset_json: str, runs: tuple[str, ...]):
+    """Scored once per teacher spec, teacher files (size, time) and dataset; `files` is only the key."""
+    return teacher_check.check_teachers(json.loads(teacher_json), json.loads(dataset_json), set(runs))
+
+
+def quality_block() -> None:
+    """The teachers' test accuracy and calibration before launching, with a warning for a broken one."""
+    data = forms.spec_dict(values)
+    teacher, members = data.get("teacher"), teacher_check.members_of(data.get("teacher"))
+    records = {r.id: r for r in candidate_runs}
+    runs = teacher_check.scorable_runs(members, records) if len(members) > 1 else set()
+    wanted = any(teacher_check.needs_evaluation(m) for m in members) or (len(members) > 1 and runs)
+    key = json.dumps([teacher, data["dataset"]], sort_keys=True, default=str)
+    check = None
+    if wanted and not problems.get("data_path") and not problems.get("val_fraction"):
+        if teacher_check.slow_to_evaluate(members) and S.get("teacher_check_for") != key:
+            st.button("Check teacher quality", key="check_teachers", icon=":material/fact_check:",
+                      on_click=S.__setitem__, args=("teacher_check_for", key),
+                      help="Scores each teacher on the test set on this machine's CPU (torchvision weights "
+                           "may take a while).")
+        else:
+            files = tuple(teacher_check.fingerprint(m) for m in members)
+            with st.spinner("Scoring the teachers on the test set…"):
+                check = _teacher_check(json.dumps(teacher, sort_keys=True, default=str), files,
+                                       json.dumps(data["dataset"], sort_keys=True), tuple(sorted(runs)))
+    table = teacher_check.quality_table(teacher, check, records, num_classes, datasets[S["dataset"]],
+                                        _checkpoint_model)
+    if not table.rows:
+        return
+    st.markdown("**Teacher quality** on the test set")
+    st.dataframe(table.rows, hide_index=True, key="teacher_quality",
+                 column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
+                                "calibration error (ECE)": st.column_config.NumberColumn(format="%.3f")})
+    for sentence in table.warnings:
+        st.warning(sentence, icon=":material/warning:")
 
 
 # ---- the form --------------------------------------------------------------------------------------
@@ -301,17 +341,7 @@ if source != "none":
                 st.text_input(f"Weights, one per teacher ({n_teachers}, in order; empty = equal)",
                               key="teacher_weights", persist_state=KEEP, placeholder="e.g. 2, 1, 1")
                 here("teacher_weights")
-    by_id = {r.id: r for r in candidate_runs}
-    chosen = [by_id[i] for i in [S.get("teacher_run") if source == "run" else None,
-                                 *forms.further_runs(values)] if i in by_id]
-    if chosen:  # the teachers' quality first: nobody should distil from a broken teacher by mistake
-        rows = forms.teacher_quality(chosen, num_classes)
-        st.dataframe(rows, hide_index=True, key="teacher_quality",
-                     column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
-                                    "calibration error (ECE)": st.column_config.NumberColumn(format="%.3f")})
-        for row in rows:
-            if row["note"].startswith("barely"):
-                st.warning(f"Teacher {row['teacher']} is {row['note']}.")
+    quality_block()
 
 teacher_name = forms.teacher_model_name(S, teacher_run, _checkpoint_model)
 member_models = forms.teacher_models(values, teacher_name, {r.id: r.student for r in candidate_runs},
@@ -333,7 +363,7 @@ with c2:
         m1.metric("Parameters", catalog.format_count(student_stats[0]))
         m2.metric("FLOPs per image", catalog.format_count(student_stats[1]))
         if isinstance(teacher_stats, tuple):
-            m3.metric("Compression", f"{teacher_stats[0] / max(student_stats[0], 1):.3g}×",
+            m3.metric("Compression", f"{catalog.ratio_text(teacher_stats[0] / max(student_stats[0], 1))}×",
                       help=catalog.compression_text(teacher_stats, student_stats))
         else:
             m3.metric("Compression", "—", help="Known once the teacher's architecture is known.")

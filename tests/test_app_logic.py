@@ -378,6 +378,10 @@ def test_zoo_frame_reports_models_that_cannot_run():
     assert catalog.format_count(1_234_567) == "1.23M" and catalog.format_count(None) == "—"
     assert catalog.compression_text((1000, 100), (10, 50)) == "100× fewer parameters, 2× fewer FLOPs than the teacher"
     assert catalog.compression_text((10, 10), (10, 40)).startswith("about as many parameters, 4× more FLOPs")
+    # large ratios read as numbers, grouped by thousands, never in exponent notation
+    assert catalog.compression_text((6_430_000, 999_600), (1000, 1000)).startswith(
+        "6,430× fewer parameters, 1,000× fewer FLOPs")
+    assert [catalog.ratio_text(x) for x in (12.34, 100, 999.6, 123_456)] == ["12.3", "100", "1,000", "123,000"]
 
 
 # ---- quick start -----------------------------------------------------------------------------------

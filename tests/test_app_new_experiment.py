@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_app_support import (
     TEACHER,
     app,
@@ -341,3 +342,52 @@ def test_multi_layer_methods_list_each_teachers_layers_at_its_input_and_the_stud
     (run,) = [r for r in RunStore().list_runs() if r.spec.teacher is not None]
     assert run.spec.losses[0].teacher_layers == ["teacher1.stage1", "teacher1.stage2"]
     assert run.spec.losses[0].student_layers == ["stage1", "stage2"] and run.spec.student_input.size == 4
+
+
+def quality_rows(at) -> list[dict]:
+    (frame,) = [d.value for d in at.dataframe if "calibration error (ECE)" in d.value.columns]
+    return frame.to_dict("records")
+
+
+def test_checkpoint_teachers_show_their_quality_and_a_broken_one_is_warned_about(kd_home, tmp_path):
+    from test_teacher_quality import constant_checkpoint
+
+    from kdcore.spec import DataSpec, TeacherSpec
+    from kdcore.train import evaluate_teachers
+
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("upload").run()
+    at.session_state["teacher_checkpoint_path"] = str(DIGITS_TEACHER)  # what the uploader stores
+    at.run()
+    no_exception(at)
+    (row,) = quality_rows(at)
+    (expected,), _ = evaluate_teachers(TeacherSpec(checkpoint=str(DIGITS_TEACHER)), DataSpec(name="digits"))
+    assert row["test accuracy"] == pytest.approx(expected.accuracy) and row["test accuracy"] > 0.9
+    assert row["calibration error (ECE)"] == pytest.approx(expected.ece)
+    assert row["teacher"] == "cnn_small · teacher_digits.pt" and not at.warning
+
+    # a second, untrained teacher: the ensemble row appears and the broken member is warned about
+    at.button(key="add_member").click().run()
+    at.session_state["member_0_checkpoint"] = str(constant_checkpoint(tmp_path / "untrained.pt"))
+    at.session_state["member_0_model"] = "mlp_64"
+    at.run()
+    no_exception(at)
+    rows = quality_rows(at)
+    assert [r["teacher"] for r in rows] == ["teacher0 · cnn_small · teacher_digits.pt",
+                                            "teacher1 · mlp_64 · untrained.pt",
+                                            "ensemble (mean of probabilities, at ρ=1)"]
+    assert rows[1]["test accuracy"] < 0.2 and rows[1]["note"] == "barely above chance"
+    assert rows[2]["test accuracy"] is not None and not rows[2]["note"]
+    (warning,) = [w.value for w in at.warning if "chance" in w.value]
+    assert warning.startswith("mlp_64 · untrained.pt (teacher1) is barely above chance (") and \
+        warning.endswith(", chance is 10.0%): check it before distilling from it.")
+
+    # a checkpoint made for another dataset: one sentence says why it cannot teach here
+    at.session_state["member_0_checkpoint"] = str(Path(DIGITS_TEACHER).with_name("teacher_fashion_mnist.pt"))
+    at.session_state["member_0_model"] = None
+    at.run()
+    no_exception(at)
+    assert "lenet5 · teacher_fashion_mnist.pt (teacher1) cannot teach on Digits (8×8): the teacher was built for " \
+           "28×28 images but the dataset's are 8×8." in [w.value for w in at.warning]
+    assert [r["note"] for r in quality_rows(at)] == ["", "does not fit this dataset",
+                                                     "known once every teacher can be scored"]

@@ -31,6 +31,11 @@ def teacher_file(t: TeacherSpec) -> Path | None:
     return None
 
 
+def evaluation_key(device_type: str, precision: str, batch: int, channels_last: bool) -> str:
+    """How a split was evaluated, as the cache names it: runs and the form's quality check share entries."""
+    return f"{device_type}|{precision}|batch {batch}|channels_last {channels_last}"
+
+
 def _key(source: Path, x: Tensor, how: str) -> str:
     stat = source.stat()
     h = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}|{how}|{torch.__version__}".encode())

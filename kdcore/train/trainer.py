@@ -30,7 +30,7 @@ from kdcore.train.distiller import Distiller, build_logit_loss_for, build_method
 from kdcore.train.ensemble import EnsembleTeacher
 from kdcore.train.fidelity import accuracy, expected_calibration_error, fidelity_report
 from kdcore.train.reporting import REPORT_INTERVAL_S, Reporter, StepInterval, interval_metrics
-from kdcore.train.split_logits import cached_split_logits, teacher_file
+from kdcore.train.split_logits import cached_split_logits, evaluation_key, teacher_file
 from kdcore.train.teacher_cache import TeacherCache
 from kdcore.train.transfer import UNLABELLED, TransferSet, build_transfer_set
 from kdcore.train.views import InputView
@@ -426,7 +426,7 @@ class Trainer:
         x = self.data.test.x
         if self.world.distributed or not isinstance(source, TeacherSpec):
             return self._predict_sharded(model, x)
-        how = f"{self.device.type}|{self.precision}|batch {self.eval_batch}|channels_last {self.channels_last}"
+        how = evaluation_key(self.device.type, self.precision, self.eval_batch, self.channels_last)
         return cached_split_logits(teacher_file(source), x, how, lambda: self._predict(model, x))
 
     def _predict_sharded(self, model: nn.Module, x: Tensor) -> Tensor:

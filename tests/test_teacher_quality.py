@@ -1,0 +1,109 @@
+"""A teacher's quality before distilling: kdcore scores any teacher kind on the test split, and an
+ensemble as its members combined at ρ=1."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdcore.errors import KDError
+from kdcore.spec import DataSpec, EnsembleSpec, TeacherSpec
+from kdcore.train.fidelity import expected_calibration_error
+
+ASSETS = Path(__file__).resolve().parents[1] / "kdcore" / "assets"
+DIGITS_TEACHER = ASSETS / "teacher_digits.pt"
+DIGITS = DataSpec(name="digits")
+
+
+def constant_checkpoint(path: Path, model: str = "mlp_64") -> Path:
+    """A bare state dict whose every weight is zero: it predicts one class for every image (chance)."""
+    from kdcore.models import build_model
+
+    net = build_model(model, 10, 1, 8)
+    torch.save({k: torch.zeros_like(v) for k, v in net.state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    from kdcore.data import load_dataset
+
+    data = load_dataset("digits", seed=0)
+    return data.test.x, data.test.y
+
+
+def test_a_checkpoint_teachers_score_equals_a_direct_evaluation(kd_home, digits_test):
+    from kdcore.train import evaluate_teachers
+    from kdcore.train.checkpoint import load_model_from_checkpoint
+
+    (score,), ensemble = evaluate_teachers(TeacherSpec(checkpoint=str(DIGITS_TEACHER)), DIGITS)
+    x, y = digits_test
+    model, _ = load_model_from_checkpoint(DIGITS_TEACHER)
+    with torch.no_grad():
+        direct = model.eval()(x)
+    assert ensemble is None and score.name == "cnn_small"
+    assert score.accuracy == pytest.approx((direct.argmax(1) == y).float().mean().item())
+    assert score.accuracy > 0.9
+    assert score.ece == pytest.approx(expected_calibration_error(direct, y), abs=1e-5)
+    assert torch.allclose(score.logits, direct, atol=1e-4)
+    # scored once: the test logits are kept in the run's cache, under the key a CPU run reads
+    from kdcore import paths
+
+    assert len(list((paths.cache_dir() / "logits").glob("*.pt"))) == 1
+    again, _ = evaluate_teachers(TeacherSpec(checkpoint=str(DIGITS_TEACHER)), DIGITS)
+    assert torch.equal(again[0].logits, score.logits)
+
+
+@pytest.mark.parametrize("combine", ["mean", "geometric"])
+def test_the_ensembles_score_is_the_reference_combination_at_rho_1(kd_home, tmp_path, digits_test, combine):
+    from kdcore.train import evaluate_teachers
+
+    weak = tmp_path / "weak.pt"
+    from kdcore.models import build_model
+
+    torch.manual_seed(3)
+    torch.save(build_model("mlp_64", 10, 1, 8).state_dict(), weak)  # an untrained, random teacher
+    spec = EnsembleSpec(members=[TeacherSpec(checkpoint=str(DIGITS_TEACHER)),
+                                 TeacherSpec(checkpoint=str(weak), model="mlp_64")],
+                        combine=combine, weights=[3, 1])
+    members, ensemble = evaluate_teachers(spec, DIGITS)
+    _, y = digits_test
+    z1, z2 = (m.logits for m in members)
+    if combine == "mean":
+        p = 0.75 * F.softmax(z1, 1) + 0.25 * F.softmax(z2, 1)
+    else:
+        p = F.softmax(0.75 * F.log_softmax(z1, 1) + 0.25 * F.log_softmax(z2, 1), 1)
+    assert ensemble.accuracy == pytest.approx((p.argmax(1) == y).float().mean().item())
+    assert ensemble.ece == pytest.approx(expected_calibration_error(p.log(), y), abs=1e-5)
+    assert torch.allclose(F.softmax(ensemble.logits, 1), p, atol=1e-5)
+    assert members[1].accuracy < 0.3 < members[0].accuracy  # the members are scored one by one
+
+
+def test_a_teacher_for_another_dataset_is_refused_in_one_sentence(kd_home):
+    from kdcore.train import evaluate_teachers
+
+    with pytest.raises(KDError, match=r"^the teacher was built for 28×28 images but the dataset's are 8×8$"):
+        evaluate_teachers(TeacherSpec(checkpoint=str(ASSETS / "teacher_fashion_mnist.pt")), DIGITS)
+
+
+def test_a_cpu_run_reads_the_logits_the_quality_check_kept(kd_home, tmp_path, monkeypatch):
+    from kdcore.spec import RunSpec
+    from kdcore.train import RecordingCallbacks, Trainer, evaluate_teachers, train
+
+    (score,), _ = evaluate_teachers(TeacherSpec(checkpoint=str(DIGITS_TEACHER)), DIGITS)
+    teacher_passes = []
+    real_predict = Trainer._predict
+
+    def spy(self, model, x):
+        if model is self.teacher:
+            teacher_passes.append(len(x))
+        return real_predict(self, model, x)
+
+    monkeypatch.setattr(Trainer, "_predict", spy)
+    spec = RunSpec.from_dict({"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 1, "device": "cpu",
+                              "teacher": {"checkpoint": str(DIGITS_TEACHER)}})
+    cb = RecordingCallbacks()
+    train(spec, tmp_path / "run", cb)
+    assert teacher_passes == [] and cb.info["teacher_test_acc"] == pytest.approx(score.accuracy)
