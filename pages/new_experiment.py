@@ -185,6 +185,9 @@ def quality_block() -> None:
                                         _checkpoint_model)
     if not table.rows:
         return
+    if len(table.rows) == 1 and table.rows[0]["test accuracy"] is None and not table.warnings:
+        st.caption(f"Teacher quality: {table.rows[0]['note']}.")  # nothing to score yet
+        return
     st.markdown("**Teacher quality** on the test set")
     st.dataframe(table.rows, hide_index=True, key="teacher_quality",
                  column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
