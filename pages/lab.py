@@ -68,8 +68,8 @@ def explorer() -> None:
     st.header("1 · One image, the teacher's answer")
     left, right = st.columns([1, 2], gap="large")
     with left:
-        index = st.selectbox("Sample", picks, index=showcase_index, key=sample_key, format_func=lambda i: lab.sample_label(
-            i, names[bundle.labels[i]], names[predicted[i]]))
+        index = st.selectbox("Sample", picks, index=showcase_index, key=sample_key,
+                             format_func=lambda i: lab.sample_label(i, names[bundle.labels[i]], names[predicted[i]]))
         if index != drawn_sample:
             st.rerun()  # a new sample: the entropy curves below follow it, so redraw the whole page
         true_name = names[bundle.labels[index]]
@@ -141,7 +141,6 @@ def curves_against_rho() -> None:
 
 
 curves_against_rho()
-
 
 
 @st.fragment(key="lab_few_labels")
