@@ -29,22 +29,20 @@ def zoo_table() -> None:
     if not job.stats_done:
         st.progress(len(stats) / max(len(job.names), 1),
                     text=f"Building the models to count parameters and FLOPs: {len(stats)} of {len(job.names)}")
-    c1, c2 = st.columns([3, 2])
-    with c1:
-        st.dataframe(
-            frame, hide_index=True, height=560, key="zoo_table", placeholder="…",
-            column_order=["model", "family", "params", "flops", "latency (ms/image)", "description", "note"],
-            column_config={
-                "params": st.column_config.NumberColumn("parameters", format="compact"),
-                "flops": st.column_config.NumberColumn("FLOPs / image", format="compact"),
-                "latency (ms/image)": st.column_config.NumberColumn(format="%.3f"),
-                "description": st.column_config.TextColumn(width="large"),
-            },
-        )
-    with c2:
-        plot = frame.dropna(subset=["params", "flops"]).astype({"params": float, "flops": float})
-        if len(plot):
-            st.plotly_chart(figures.zoo_figure(plot), key="zoo_fig")
+    # The table, then the chart under it: beside it, at 800 px, the chart was too narrow for its title and legend.
+    st.dataframe(
+        frame, hide_index=True, height=560, key="zoo_table", placeholder="…",
+        column_order=["model", "family", "params", "flops", "latency (ms/image)", "description", "note"],
+        column_config={
+            "params": st.column_config.NumberColumn("parameters", format="compact"),
+            "flops": st.column_config.NumberColumn("FLOPs / image", format="compact"),
+            "latency (ms/image)": st.column_config.NumberColumn(format="%.3f"),
+            "description": st.column_config.TextColumn(width="large"),
+        },
+    )
+    plot = frame.dropna(subset=["params", "flops"]).astype({"params": float, "flops": float})
+    if len(plot):
+        st.plotly_chart(figures.zoo_figure(plot), key="zoo_fig")
     if job.measuring:
         st.caption(f"Measuring latency on this machine's CPU (one thread): {len(latency)} models done…")
     if not job.stats_done or job.measuring:
