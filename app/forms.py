@@ -827,22 +827,6 @@ def teacher_run_of(record: Any) -> TeacherRun:
     return TeacherRun(record.id, record.dataset, record.student, record.status.value)
 
 
-def teacher_quality(records: Sequence[Any], num_classes: int) -> list[dict[str, Any]]:
-    """Each teacher run's test accuracy and calibration (ECE) from its final report, with a warning when
-    it is no better than twice chance (a broken or unfinished teacher)."""
-    rows = []
-    for r in records:
-        acc, ece = r.final.get("test/acc"), r.final.get("calib/ece_student")
-        warn = ""
-        if r.status.value != "completed":
-            warn = "not finished: its accuracy is known once it completes"
-        elif acc is not None and acc < 2.0 / max(num_classes, 1):
-            warn = "barely above chance: check this teacher before distilling from it"
-        rows.append({"run": r.id, "teacher": f"{r.name} ({r.student})", "test accuracy": acc,
-                     "calibration error (ECE)": ece, "note": warn})
-    return rows
-
-
 def teacher_run_label(record: Any) -> str:
     """"name · model · status · accuracy · id" for the teacher-run picker (no accuracy while unknown)."""
     acc = record.final.get("test/acc")

@@ -5,6 +5,7 @@ A finished teacher run is read from its final report; a checkpoint or torchvisio
 which needs every member's logits) is scored by kdcore.train.teacher_quality on the CPU."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from kdcore.spec import DataSpec, TeacherSpec
 
 FAR_BELOW = 0.2  # a member this far (in accuracy) below the ensemble's best looks broken
 PENDING = "new-teacher"  # app.forms.PENDING_TEACHER: a teacher run this submission trains first
+UPLOAD_DIGEST = re.compile(r"-[0-9a-f]{16}(?=\.pt$)")  # app.forms.save_upload names a file after its content
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def describe(member: Mapping[str, Any], records: Mapping[str, Any], named: Any =
         return f"{r.name} ({r.student})" if r is not None else f"run {member.get('run_id')}"
     if source == "checkpoint":
         model = member.get("model") or (named(member["checkpoint"]) if named and member.get("checkpoint") else None)
-        file = Path(member.get("checkpoint") or "").name or "no file yet"
+        file = UPLOAD_DIGEST.sub("", Path(member.get("checkpoint") or "").name) or "no file yet"
         return f"{model or 'checkpoint'} · {file}"
     return f"{member.get('model')} ({member.get('weights') or 'DEFAULT'} weights)"
 
@@ -167,9 +169,9 @@ def quality_table(teacher: Mapping[str, Any] | None, check: TeacherCheck | None,
         if acc is not None and acc == acc:
             accuracies.append((who, subject, acc))
             if acc < 2 * chance:
-                note = "barely above chance"
-                table.warnings.append(f"{subject} is barely above chance ({_pct(acc)} on the test set, chance "
-                                      f"is {_pct(chance)}): check it before distilling from it.")
+                note = "near chance"
+                table.warnings.append(f"{subject} is near chance ({_pct(acc)} on the test set, where guessing "
+                                      f"gets {_pct(chance)}): check it before distilling from it.")
         table.rows.append({"teacher": who, "run": member.get("run_id") if member.get("source") == "run" else "",
                            "test accuracy": acc, "calibration error (ECE)": ece, "note": note})
     if several and accuracies:
@@ -188,4 +190,7 @@ def quality_table(teacher: Mapping[str, Any] | None, check: TeacherCheck | None,
                            "test accuracy": ens.accuracy if ens else None,
                            "calibration error (ECE)": ens.ece if ens else None,
                            "note": "" if ens else "known once every teacher can be scored"})
+    if not any(row["run"] for row in table.rows):  # no run among the teachers: the column says nothing
+        for row in table.rows:
+            del row["run"]
     return table

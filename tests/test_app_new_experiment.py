@@ -376,11 +376,11 @@ def test_checkpoint_teachers_show_their_quality_and_a_broken_one_is_warned_about
     assert [r["teacher"] for r in rows] == ["teacher0 · cnn_small · teacher_digits.pt",
                                             "teacher1 · mlp_64 · untrained.pt",
                                             "ensemble (mean of probabilities, at ρ=1)"]
-    assert rows[1]["test accuracy"] < 0.2 and rows[1]["note"] == "barely above chance"
+    assert rows[1]["test accuracy"] < 0.2 and rows[1]["note"] == "near chance"
     assert rows[2]["test accuracy"] is not None and not rows[2]["note"]
     (warning,) = [w.value for w in at.warning if "chance" in w.value]
-    assert warning.startswith("mlp_64 · untrained.pt (teacher1) is barely above chance (") and \
-        warning.endswith(", chance is 10.0%): check it before distilling from it.")
+    assert warning.startswith("mlp_64 · untrained.pt (teacher1) is near chance (") and \
+        warning.endswith(", where guessing gets 10.0%): check it before distilling from it.")
 
     # a checkpoint made for another dataset: one sentence says why it cannot teach here
     at.session_state["member_0_checkpoint"] = str(Path(DIGITS_TEACHER).with_name("teacher_fashion_mnist.pt"))
@@ -390,4 +390,16 @@ def test_checkpoint_teachers_show_their_quality_and_a_broken_one_is_warned_about
     assert "lenet5 · teacher_fashion_mnist.pt (teacher1) cannot teach on Digits (8×8): the teacher was built for " \
            "28×28 images but the dataset's are 8×8." in [w.value for w in at.warning]
     assert [r["note"] for r in quality_rows(at)] == ["", "does not fit this dataset",
+                                                     "known once every teacher can be scored"]
+
+
+def test_torchvision_teachers_are_scored_only_when_asked(kd_home):
+    at = app("new_experiment.py")
+    at.radio(key="teacher_source").set_value("upload").run()
+    at.session_state["teacher_checkpoint_path"] = str(DIGITS_TEACHER)
+    at.button(key="add_member").click().run()
+    at.radio(key="member_0_source").set_value("torchvision").run()
+    no_exception(at)
+    assert at.button(key="check_teachers").label == "Check teacher quality"
+    assert [r["note"] for r in quality_rows(at)] == ["not checked yet", "not checked yet",
                                                      "known once every teacher can be scored"]

@@ -107,3 +107,21 @@ def test_a_cpu_run_reads_the_logits_the_quality_check_kept(kd_home, tmp_path, mo
     cb = RecordingCallbacks()
     train(spec, tmp_path / "run", cb)
     assert teacher_passes == [] and cb.info["teacher_test_acc"] == pytest.approx(score.accuracy)
+
+
+def test_a_member_far_below_the_others_is_warned_about_and_the_table_names_every_row():
+    from app.teacher_check import Score, TeacherCheck, quality_table
+
+    teacher = {"members": [{"source": "checkpoint", "checkpoint": "/x/a-0123456789abcdef.pt", "model": "wrn_16_2"},
+                           {"source": "checkpoint", "checkpoint": "/x/b.pt", "model": "lenet5"},
+                           {"source": "torchvision", "model": "tv_resnet18"}], "combine": "geometric"}
+    check = TeacherCheck([Score(0.95, 0.02), Score(0.6, 0.1), None], None)
+    table = quality_table(teacher, check, {}, 10, "Fashion-MNIST")
+    assert [r["teacher"] for r in table.rows] == ["teacher0 · wrn_16_2 · a.pt", "teacher1 · lenet5 · b.pt",
+                                                  "teacher2 · tv_resnet18 (DEFAULT weights)",
+                                                  "ensemble (geometric mean, at ρ=1)"]
+    assert [r["note"] for r in table.rows] == ["", "far below the others", "not checked yet",
+                                               "known once every teacher can be scored"]
+    assert table.warnings == ["lenet5 · b.pt (teacher1) is far below the ensemble's best (60.0% against 95.0% for "
+                              "wrn_16_2 · a.pt (teacher0)): check it before distilling from it."]
+    assert "run" not in table.rows[0]  # no run among the teachers
