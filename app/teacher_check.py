@@ -108,8 +108,10 @@ def check_teachers(teacher: Mapping[str, Any], dataset: Mapping[str, Any], scora
             scores.append(Score(scored.accuracy, scored.ece))
             logits.append(scored)
     ensemble = None
-    if len(members) > 1 and all(s is not None for s in logits):
-        combined = ensemble_score(logits, teacher.get("weights"), teacher.get("combine") or "mean", split.y)
+    weights = teacher.get("weights")
+    fits = not weights or (len(weights) == len(members) and min(weights) >= 0 and sum(weights) > 0)
+    if len(members) > 1 and fits and all(s is not None for s in logits):  # else the form says what is wrong
+        combined = ensemble_score(logits, weights, teacher.get("combine") or "mean", split.y)
         ensemble = Score(combined.accuracy, combined.ece)
     return TeacherCheck(scores, ensemble)
 

@@ -352,7 +352,7 @@ def quality_rows(at) -> list[dict]:
 def test_checkpoint_teachers_show_their_quality_and_a_broken_one_is_warned_about(kd_home, tmp_path):
     from test_teacher_quality import constant_checkpoint
 
-    from kdcore.spec import DataSpec, TeacherSpec
+    from kdcore.spec import DataSpec, EnsembleSpec, TeacherSpec
     from kdcore.train import evaluate_teachers
 
     at = app("new_experiment.py")
@@ -378,6 +378,20 @@ def test_checkpoint_teachers_show_their_quality_and_a_broken_one_is_warned_about
                                             "ensemble (mean of probabilities, at ρ=1)"]
     assert rows[1]["test accuracy"] < 0.2 and rows[1]["note"] == "near chance"
     assert rows[2]["test accuracy"] is not None and not rows[2]["note"]
+    # the ensemble row is the members combined the way the spec says, with its weights
+    at.radio(key="teacher_combine").set_value("geometric").run()
+    at.text_input(key="teacher_weights").set_value("3, 1, 1").run()  # one too many: explained, not scored
+    no_exception(at)
+    assert quality_rows(at)[2]["note"] == "known once every teacher can be scored"
+    at.text_input(key="teacher_weights").set_value("3, 1").run()
+    no_exception(at)
+    spec = EnsembleSpec(members=[TeacherSpec(checkpoint=str(DIGITS_TEACHER)),
+                                 TeacherSpec(checkpoint=at.session_state["member_0_checkpoint"], model="mlp_64")],
+                        combine="geometric", weights=[3, 1])
+    _, ensemble = evaluate_teachers(spec, DataSpec(name="digits"))
+    assert quality_rows(at)[2]["test accuracy"] == pytest.approx(ensemble.accuracy)
+    assert quality_rows(at)[2]["calibration error (ECE)"] == pytest.approx(ensemble.ece)
+    assert quality_rows(at)[2]["teacher"] == "ensemble (geometric mean, at ρ=1)"
     (warning,) = [w.value for w in at.warning if "chance" in w.value]
     assert warning.startswith("mlp_64 · untrained.pt (teacher1) is near chance (") and \
         warning.endswith(", where guessing gets 10.0%): check it before distilling from it.")
