@@ -38,14 +38,17 @@ def bulk_bar(chosen: list) -> None:
     if bar.button("Compare", icon=":material/compare_arrows:", key="runs_bulk_compare"):
         S["compare_runs"] = [r.id for r in chosen]
         navigation.go("compare", runs=",".join(r.id for r in chosen))
-    with bar.popover("Tag", icon=":material/sell:"):
+    # An action the selection does not allow is disabled, its reason on hover (the store checks again).
+    why = {action: bulk.plan(action, chosen, mine.actor).problem for action in bulk.ACTIONS}
+    with bar.popover("Tag", icon=":material/sell:", disabled=bool(why["tag"]), help=why["tag"]):
         text = st.text_input("Tags to add (comma-separated)", key="runs_bulk_tags")
         if st.button("Add tags", key="runs_bulk_tag_go"):
             act(mine, "tag", chosen, tags=forms.parse_tags(text))
-    if bar.button("Cancel", icon=":material/stop_circle:", key="runs_bulk_cancel",
-                  help="Queued runs stop at once; running ones after their current step; finished ones are left."):
+    if bar.button("Cancel", icon=":material/stop_circle:", key="runs_bulk_cancel", disabled=bool(why["cancel"]),
+                  help=why["cancel"] or "Queued runs stop at once; running ones after their current step; finished "
+                                        "ones are left."):
         act(mine, "cancel", chosen)
-    with bar.popover("Delete", icon=":material/delete:"):
+    with bar.popover("Delete", icon=":material/delete:", disabled=bool(why["delete"]), help=why["delete"]):
         st.markdown(f"Delete {len(chosen)} run{'s' if len(chosen) != 1 else ''}, their metrics and files? "
                     "This cannot be undone.")
         if st.button("Delete for good", type="primary", key="runs_bulk_delete_go"):

@@ -208,14 +208,22 @@ def test_a_bulk_action_over_someone_elses_run_changes_nothing(login_env, monkeyp
     table = next(d for d in at.dataframe if d.key and d.key.startswith("runs_table_"))
     at.session_state[table.key] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
     at.run()
-    at.button(key="runs_bulk_cancel").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert [e.value for e in at.error] == [f"Nothing was changed: run {bobs} is not yours to cancel. Only its owner "
-                                           "(bob) or an admin may cancel this run."]
+    # Each action is disabled with the one sentence saying why (the store refuses it too: test_app_groups).
+    cancel = at.button(key="runs_bulk_cancel")
+    assert cancel.disabled and cancel.help == (f"Nothing was changed: run {bobs} is not yours to cancel. Only its "
+                                               "owner (bob) or an admin may cancel this run.")
+    with pytest.raises(AppTestError, match="disabled"):
+        cancel.click()
+    assert popover_disabled(at, "Tag") and popover_disabled(at, "Delete")
     assert {store.get(i).status for i in (alices, bobs)} == {RunStatus.QUEUED}
-    at.text_input(key="runs_bulk_tags").set_value("mine").run()
-    at.button(key="runs_bulk_tag_go").click().run()
-    assert store.get(alices).tags == [] and store.get(bobs).tags == []
+    # Her own run alone: every action is open to her.
+    at.session_state[table.key] = {"selection": {"rows": [list(table.value["id"]).index(alices)], "columns": [],
+                                                 "cells": []}}
+    at.run()
+    assert not at.button(key="runs_bulk_cancel").disabled and not popover_disabled(at, "Tag")
+    at.button(key="runs_bulk_cancel").click().run()
+    assert store.get(alices).status is RunStatus.CANCELLED and store.get(bobs).status is RunStatus.QUEUED
 
 
 def test_an_admin_may_cancel_anyones_run(login_env, monkeypatch):
