@@ -190,8 +190,10 @@ def quality_block() -> None:
         return
     st.markdown("**Teacher quality** on the test set")
     st.dataframe(table.rows, hide_index=True, key="teacher_quality",
-                 column_config={"test accuracy": st.column_config.NumberColumn(format="percent"),
-                                "calibration error (ECE)": st.column_config.NumberColumn(format="%.3f")})
+                 column_config={"teacher": st.column_config.TextColumn(width=340),
+                                "test accuracy": st.column_config.NumberColumn(format="percent", width=110),
+                                "calibration error (ECE)": st.column_config.NumberColumn(format="%.3f", width=170),
+                                "note": st.column_config.TextColumn(width=280)})
     for sentence in table.warnings:
         st.warning(sentence, icon=":material/warning:")
 
