@@ -6,8 +6,9 @@ sees, against its scratch twin at the same resolution. Prints mean ± std over s
     python bench/teachers_bench.py --only resolution --sizes 14,7 --seeds 10   # more seeds of the resolution rows
 
 Budget (chosen for a shared, heavily loaded 2-core CPU): students train on a class-stratified subset of
-`--student-limit` samples for `--epochs` epochs; the two extra teachers (LeNet-5 seed 1, LeNet-5-half) on 5,000
-samples for 3 epochs. The packaged LeNet-5 teacher (kdcore/assets) was trained on all of the training set.
+`--student-limit` samples for `--epochs` epochs; the two extra teachers (LeNet-5 seed 1, LeNet-5-half) on
+`--teacher-limit` samples (5,000) for `--teacher-epochs` epochs (3). The packaged LeNet-5 teacher
+(kdcore/assets) was trained on all of the training set.
 Test accuracy on the full 10,000-image test set at the last epoch."""
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from kdcore.train import train
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = str(ROOT / "kdcore" / "assets" / "teacher_fashion_mnist.pt")
 DATA = {"name": "fashion-mnist", "augment": False}
-TEACHER_LIMIT, TEACHER_EPOCHS = 5000, 3
 
 
 def fit(data: dict, out: Path) -> float:
@@ -53,16 +53,18 @@ def _finished(out: Path, spec: RunSpec) -> float | None:
     return float(rows[-1]["test/acc"])
 
 
-def extra_teachers(out: Path) -> list[tuple[str, str, float]]:
+def extra_teachers(args, out: Path) -> list[tuple[str, str, float]]:
     """(label, checkpoint, test acc) of the two teachers trained here, plus the packaged one."""
     made = [("lenet5 (packaged, all 54,000 samples; test acc 89.8 %)", PACKAGED, None)]
     for name, seed in (("lenet5", 1), ("lenet5_half", 0)):
         path = out / f"teacher_{name}_{seed}"
-        spec = {"dataset": {**DATA, "train_limit": TEACHER_LIMIT}, "student": name, "epochs": TEACHER_EPOCHS,
+        spec = {"dataset": {**DATA, "train_limit": args.teacher_limit or None}, "student": name,
+                "epochs": args.teacher_epochs,
                 "batch_size": 128,
                 "seed": seed, "probe_size": 0, "optimizer": {"lr": 0.05}}
         acc = fit(spec, path)
-        made.append((f"{name} (seed {seed}, {TEACHER_LIMIT:,} samples, {TEACHER_EPOCHS} epochs; test acc "
+        samples = f"{args.teacher_limit:,} samples" if args.teacher_limit else "all 54,000 samples"
+        made.append((f"{name} (seed {seed}, {samples}, {args.teacher_epochs} epochs; test acc "
                       f"{100 * acc:.1f} %)", str(path / "checkpoint.pt"), acc))
     return made
 
@@ -94,6 +96,8 @@ def main() -> None:
     p.add_argument("--sizes", default="14,7", help="student input sizes of the resolution experiment")
     p.add_argument("--res-limit", type=int, default=300, help="resolution experiment: training samples")
     p.add_argument("--res-epochs", type=int, default=8, help="resolution experiment: epochs")
+    p.add_argument("--teacher-limit", type=int, default=5000, help="the two extra teachers' training samples (0: all)")
+    p.add_argument("--teacher-epochs", type=int, default=3, help="the two extra teachers' epochs")
     p.add_argument("--only", choices=("all", "teachers", "resolution"), default="all",
                    help="run one experiment only (e.g. more seeds of the resolution experiment)")
     args = p.parse_args()
@@ -107,7 +111,7 @@ def main() -> None:
 
 
 def teachers_experiment(args, out: Path) -> None:
-    teachers = extra_teachers(out)
+    teachers = extra_teachers(args, out)
     single = [{"source": "checkpoint", "checkpoint": path} for _, path, _ in teachers]
     ensemble = {"members": single, "combine": "mean"}
     seeds = range(args.seeds)
