@@ -1,6 +1,7 @@
 """The model zoo (CIFAR ResNets, WRNs, VGGs, MobileNetV2, LeNet-5, MLPs, a small CNN, torchvision
-classifiers), parameter/FLOP counts, and layer tooling (listing, hooks, pre-ReLU points) in
-`kdcore.models.layers`."""
+classifiers), parameter/FLOP counts, layer tooling (listing, hooks, pre-ReLU points, stages) in
+`kdcore.models.layers`, and each model listed at its own input shape (a student's view) in
+`kdcore.models.listing`."""
 from kdcore.models.registry import ModelEntry, build_model, list_models, model_entry
 from kdcore.models.stats import ModelStats, count_flops, count_parameters, model_stats
 
