@@ -86,7 +86,10 @@ def check_teachers(teacher: Mapping[str, Any], dataset: Mapping[str, Any], scora
     from kdcore.train.teacher_quality import TeacherScore, ensemble_score, evaluate_teacher, load_test_split
 
     members = members_of(teacher)
-    split = load_test_split(DataSpec.model_validate(dataset))
+    try:
+        split = load_test_split(DataSpec.model_validate(dataset))
+    except (KDError, ValueError):  # the dataset cannot be read: its own field says why
+        return TeacherCheck([None] * len(members))
     scores: list[Score | None] = []
     logits: list[TeacherScore | None] = []
     for member in members:

@@ -125,3 +125,15 @@ def test_a_member_far_below_the_others_is_warned_about_and_the_table_names_every
     assert table.warnings == ["lenet5 · b.pt (teacher1) is far below the ensemble's best (60.0% against 95.0% for "
                               "wrn_16_2 · a.pt (teacher0)): check it before distilling from it."]
     assert "run" not in table.rows[0]  # no run among the teachers
+
+
+def test_a_dataset_that_cannot_be_read_leaves_the_teachers_unchecked_without_an_error(monkeypatch):
+    from app import teacher_check
+    from kdcore.train import teacher_quality
+
+    def missing(dataset):
+        raise KDError("Fashion-MNIST is not on this machine")
+
+    monkeypatch.setattr(teacher_quality, "load_test_split", missing)
+    check = teacher_check.check_teachers({"checkpoint": str(DIGITS_TEACHER)}, {"name": "fashion-mnist"}, set())
+    assert check.members == [None] and check.ensemble is None
