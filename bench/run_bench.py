@@ -70,9 +70,8 @@ def handwritten_epochs(t: Trainer, out: Path):
     steps_per_epoch = math.ceil(len(y_all) / spec.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(spec, s, steps_per_epoch))
     teacher.eval()
-    with channels_last_for_eval(teacher, dev) as cl:
-        teacher_test = predict(teacher, t.data.test.x, t.eval_batch, dev, prec, cl)
-    teacher_ece = expected_calibration_error(teacher_test, t.data.test.y)
+    # the teacher's test logits and calibration come from the set-up, as the trainer's do
+    teacher_test, teacher_ece = t.teacher_test_logits, t.teacher_ece
     probe_logits = []
     best_val = None
     for epoch in range(1, spec.epochs + 1):

@@ -7,8 +7,11 @@ with the shipped teacher of its dataset from kdcore/assets standing in for the o
 a fresh interpreter runs the command line (`python -m kdcore train SPEC --fresh --quiet`, through runpy)
 until its second optimiser step returns (a global torch.optim step hook); start-up is the time to the end of
 the first step less one step (the second's time), i.e. everything before training proper, the first step's
-one-off costs included. Baselines, in fresh interpreters too: `import torch` alone, and `import torch` + one
-torch.optim step (any PyTorch loop's first optimiser use imports torch._dynamo; the trainer's does the same).
+one-off costs included. Each example runs twice: with an empty cache folder (KD_CACHE_DIR: Fashion-MNIST's
+files are decoded and the teacher scored on the test set) and with the folder a previous run left (the
+decoded data and the teacher's test logits kept). Baselines, in fresh interpreters too: `import torch` alone,
+and `import torch` + one torch.optim step (any PyTorch loop's first optimiser use imports torch._dynamo; the
+trainer's does the same).
 
 Each child reports its own CPU time (user + system, interpreter start included) and the wall time since the
 parent launched it. Children alternate; the figure is the best of --repeats (a shared machine's load only ever
@@ -70,10 +73,11 @@ raise SystemExit("the run ended without a training step")
 """
 
 
-def child(what: str, threads: int, out: str = "") -> tuple[float, float, str]:
+def child(what: str, threads: int, out: str = "", cache: str = "") -> tuple[float, float, str]:
     launched = time.time()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"KD_CACHE_DIR": cache} if cache else {})}
     proc = subprocess.run([sys.executable, "-c", CHILD, repr(launched), what, str(threads), ",".join(HEAVY), out],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise SystemExit(f"child {what} failed:\n{proc.stderr[-2000:]}")
     wall, cpu, heavy = proc.stdout.split()[-3:]
@@ -95,16 +99,23 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     examples = {"digits": "examples/digits_kd.yaml", "fashion-mnist": "examples/fmnist_kd.yaml"}
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in ["torch", "optim", *examples]}
+    runs = ["torch", "optim", *(f"{k} {c}" for k in examples for c in ("first", "again"))]
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
     imported: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         specs = {name: example_spec(name, example, Path(tmp)) for name, example in examples.items()}
-        child(specs["fashion-mnist"], args.threads, str(Path(tmp) / "warm"))  # fills the decoded-data cache once
+        kept = str(Path(tmp) / "kept")  # the cache folder of a machine that has run these before
+        for name in specs:
+            child(specs[name], args.threads, str(Path(tmp) / f"{name}-fill"), kept)
         for r in range(args.repeats):
-            for name, what in [("torch", "torch"), ("optim", "optim"), *specs.items()]:
-                wall, cpu, heavy = child(what, args.threads, str(Path(tmp) / f"{name}{r}"))
-                times[name].append((wall, cpu))
-                imported[name] = heavy
+            for run in runs:
+                name, _, when = run.partition(" ")
+                # "first": an empty cache folder (data decoded, teacher scored); "again": the kept one
+                cache = str(Path(tmp) / f"empty{r}{name}") if when == "first" else kept
+                wall, cpu, heavy = child(specs.get(name, name), args.threads, str(Path(tmp) / f"{name}{when}{r}"),
+                                         cache)
+                times[run].append((wall, cpu))
+                imported[run] = heavy
     best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in times.items()}
     median = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
     base_wall, base_cpu = best["torch"]
@@ -112,12 +123,15 @@ def main() -> int:
           f"python {sys.version.split()[0]}")
     print(f"  import torch alone: wall {base_wall:.2f} s ({median['torch'][0]:.2f}), "
           f"cpu {base_cpu:.2f} s ({median['torch'][1]:.2f})")
-    for name, label in [("optim", "import torch + one torch.optim step"),
-                        *((k, f"python -m kdcore train {Path(v).name} ({k})") for k, v in examples.items())]:
+    labels = {"optim": "import torch + one torch.optim step"}
+    for k, v in examples.items():
+        labels[f"{k} first"] = f"python -m kdcore train {Path(v).name}, empty cache folder"
+        labels[f"{k} again"] = f"python -m kdcore train {Path(v).name}, data and teacher logits kept"
+    for name, label in labels.items():
         wall, cpu = best[name]
         print(f"  {label}: wall {wall:.2f} s (+{wall - base_wall:.2f} over torch; median {median[name][0]:.2f}), "
               f"cpu {cpu:.2f} s (+{cpu - base_cpu:.2f}; median {median[name][1]:.2f})"
-              + (f"  heavy modules imported: {imported[name]}" if name in examples else ""))
+              + (f"  heavy modules imported: {imported[name]}" if name != "optim" else ""))
     print(f"  target: +1.0 s over import torch; torch.optim's own first use costs +{best['optim'][1] - base_cpu:.2f} s "
           f"cpu of that")
     return 0
