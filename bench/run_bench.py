@@ -187,6 +187,8 @@ def one_pair(spec: RunSpec, out: Path, first: str) -> dict[str, float]:
     failure: list[BaseException] = []
 
     def run_trainer() -> None:
+        # OpenMP's thread count is per thread: a new thread would run oneDNN's convolutions on every core
+        torch.set_num_threads(torch.get_num_threads())
         try:
             TurnTrainer(spec, out / "trainer", TurnTaking(turns)).run(resume=False)
         except BaseException as err:  # noqa: BLE001 - re-raised on the main thread
