@@ -14,20 +14,24 @@ models, teacher passes) is excluded on both sides: both start from the trainer's
 clock runs from the end of its set-up until run() returns (its final checkpoint and files included).
 
 Timing: process CPU time (every thread of the process, so the trainer's reporter thread counts) with torch
-limited to --threads threads. The trainer runs in a thread and the two take turns an epoch at a time (the side
-waiting is blocked), so both halves of a comparison see the same load on a shared machine; each side's time is
-the sum of its turns. The figure is the median over --repeats runs of hand-written time / trainer time (which
-side goes first alternates). 1.0 = as fast; target >= 0.97.
+limited to --threads threads. Each side runs in a thread of its own and the two take turns an epoch at a time
+(the side waiting is blocked), so both halves of a comparison see the same load on a shared machine; each
+side's time is the sum of its turns. --warmup runs come first and are not counted (whichever side ran first
+would pay the process's one-off costs, such as the first use of each convolution shape). The figure is the
+median over --repeats runs of hand-written time / trainer time (the side going first alternates).
+1.0 = as fast; target >= 0.97.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -127,7 +131,7 @@ def handwritten_epochs(t: Trainer, out: Path):
 
 
 class Turns:
-    """The trainer (in a thread) and the hand-written loop take turns an epoch at a time, so both see the same
+    """The trainer and the hand-written loop (each in a thread) take turns an epoch at a time, so both see the same
     machine; each side's process CPU time is summed over its own turns (the other side is blocked meanwhile)."""
 
     def __init__(self, first: str) -> None:
@@ -179,38 +183,46 @@ class TurnTrainer(Trainer):
 
 def one_pair(spec: RunSpec, out: Path, first: str) -> dict[str, float]:
     """CPU seconds of a whole run (set-up excluded) of the trainer and of the hand-written loop, epochs
-    alternating between them."""
+    alternating between them. Each side runs in its own thread (set-up included), so neither gets the main
+    thread's memory arena or settings."""
     turns = Turns(first)
-    (out / "hand").mkdir(parents=True)
-    hand = Trainer(spec, out / "hand")
-    hand._setup()
-    failure: list[BaseException] = []
+    threads = torch.get_num_threads()
 
     def run_trainer() -> None:
-        # OpenMP's thread count is per thread: a new thread would run oneDNN's convolutions on every core
-        torch.set_num_threads(torch.get_num_threads())
-        try:
-            TurnTrainer(spec, out / "trainer", TurnTaking(turns)).run(resume=False)
-        except BaseException as err:  # noqa: BLE001 - re-raised on the main thread
-            failure.append(err)
-        finally:
-            turns.switch("trainer", finished=True)
+        TurnTrainer(spec, out / "trainer", TurnTaking(turns)).run(resume=False)
 
-    thread = threading.Thread(target=run_trainer, name="bench-trainer")
-    thread.start()
-    turns.begin("hand")
-    for _ in handwritten_epochs(hand, out / "hand"):
-        turns.switch("hand")
-    turns.switch("hand", finished=True)
-    thread.join()
-    if failure:
-        raise failure[0]
+    def run_hand() -> None:
+        (out / "hand").mkdir(parents=True)
+        hand = Trainer(spec, out / "hand")
+        hand._setup()
+        turns.begin("hand")
+        for _ in handwritten_epochs(hand, out / "hand"):
+            turns.switch("hand")
+
+    def side(name: str, body) -> threading.Thread:
+        def target() -> None:
+            torch.set_num_threads(threads)  # OpenMP's count is per thread: a new one would use every core
+            try:
+                body()
+            except BaseException:  # the other side would wait for its turn forever
+                traceback.print_exc()
+                os._exit(1)
+            turns.switch(name, finished=True)
+
+        return threading.Thread(target=target, name=f"bench-{name}")
+
+    workers = [side("trainer", run_trainer), side("hand", run_hand)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     return turns.cpu
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="runs of each example first, not counted")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--examples", nargs="+", default=list(EXAMPLES), choices=list(EXAMPLES))
     p.add_argument("--fmnist-train-limit", type=int, default=4096)
@@ -220,13 +232,15 @@ def main() -> int:
     specs = {name: bench_spec(name, args) for name in args.examples}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in specs}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
+        for r in range(-args.warmup, args.repeats):
             for name, spec in specs.items():
                 out = Path(tmp) / f"{name}-{r}"
                 cpu = one_pair(spec, out, first="trainer" if r % 2 == 0 else "hand")
-                runs[name].append(cpu)
-                print(f"  run {r + 1} {name}: trainer {cpu['trainer']:.3f} s, hand-written {cpu['hand']:.3f} s cpu "
-                      f"-> {cpu['hand'] / cpu['trainer']:.3f}x", file=sys.stderr, flush=True)
+                if r >= 0:  # a warm-up run pays the process's one-off costs (kernels' first use) for both sides
+                    runs[name].append(cpu)
+                print(f"  {'run' if r >= 0 else 'warm-up'} {r + 1 if r >= 0 else ''} {name}: trainer "
+                      f"{cpu['trainer']:.3f} s, hand-written {cpu['hand']:.3f} s cpu -> "
+                      f"{cpu['hand'] / cpu['trainer']:.3f}x", file=sys.stderr, flush=True)
     print(f"whole run (set-up excluded), process CPU time, {args.threads} thread(s), epochs alternating between the "
           f"trainer and the hand-written loop, {args.repeats} runs of each, torch {torch.__version__}")
     for name, spec in specs.items():
