@@ -79,13 +79,16 @@ def handwritten_epochs(t: Trainer, out: Path):
     probe_logits = []
     best_val = None
     for epoch in range(1, spec.epochs + 1):
-        gen = torch.Generator().manual_seed(epoch)
-        perm = torch.randperm(len(y_all), generator=gen)
+        # the trainer's draws (order and augmentation from the epoch's seed), so both runs validate alike and
+        # score the test set at the same epochs
+        epoch_seed = spec.seed * 1_000_003 + epoch
+        order_gen, aug_gen = torch.Generator().manual_seed(epoch_seed), torch.Generator().manual_seed(epoch_seed)
+        perm = torch.randperm(len(y_all), generator=order_gen)
         student.train()
         loss_sum, correct, labelled = 0.0, 0, 0
         for i in range(0, len(perm), spec.batch_size):
             idx = perm[i:i + spec.batch_size]
-            x, y = t.augment(x_all[idx], gen), y_all[idx]
+            x, y = t.augment(x_all[idx], aug_gen), y_all[idx]
             with autocast_for(dev, prec):
                 with torch.no_grad():
                     z_t = teacher(x)
