@@ -249,6 +249,9 @@ class OptimizerSpec(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
     nesterov: bool = False
+    clip_grad_norm: float | None = Field(None, gt=0, le=10**6, description="clip the gradients' total norm to this "
+                                         "before each step (None = no clipping): steadies a small student whose "
+                                         "distillation loss makes its first steps too large")
 
 
 class ScheduleSpec(_Strict):

@@ -114,6 +114,8 @@ def show_run(run_id: str) -> None:
                                           ("teacher/test_acc", "teacher accuracy"))):
             value = final.get(name)
             col.metric(label, f"{value:.1%}" if value is not None and value == value else "—")
+        for warning in (current.info or {}).get("warnings", []):  # e.g. a student that stopped learning
+            st.warning(warning, icon=":material/warning:")
         members = teachers.ensemble_rows(current.info or {})
         if members:  # an ensemble teacher: each member's accuracy beside the ensemble's
             st.dataframe(members, hide_index=True, key="ensemble_members",

@@ -642,3 +642,16 @@ def test_text_too_long_or_with_nul_is_refused_alike_on_both_databases(store):
     with pytest.raises(KDError, match="must not contain a NUL character"):
         store.set_tags(run_id, ["ok", "b\x00d"])
     assert store.get(run_id).name != "x\x00y" and store.get(run_id).tags == []
+
+
+def test_a_training_warning_is_a_warning_event_and_stays_in_the_run_info(store):
+    store.submit(tiny(), check=False)
+    run = claim(store)
+    cb = StoreCallbacks(store, run.id, "w1", run.attempts, flush_interval_s=60.0)
+    cb.on_start({"student": "mlp_64", "start_epoch": 0, "start_step": 0})
+    cb.on_warning("The student stopped learning at epoch 2.")
+    assert store.get(run.id).info["warnings"] == ["The student stopped learning at epoch 2."]
+    assert [(e.level, e.message) for e in store.events(run.id)][-1] == ("warning",
+                                                                        "The student stopped learning at epoch 2.")
+    cb.on_epoch(3, 9, {"test/acc": 0.1})
+    assert store.get(run.id).info["warnings"] == ["The student stopped learning at epoch 2."]  # kept by later flushes

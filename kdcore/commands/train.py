@@ -50,6 +50,9 @@ class ConsoleCallbacks:
     def on_log(self, message: str) -> None:
         (self.bar.write if self.bar is not None else print)(message)
 
+    def on_warning(self, message: str) -> None:
+        self.on_log(f"warning: {message}")
+
     def should_stop(self) -> bool:
         return False
 
@@ -70,6 +73,7 @@ def summary_lines(info: dict, final: dict) -> list[str]:
         lines.append(f"agreement with teacher {final.get('fidelity/agreement', float('nan')):.4f}, "
                      f"compression {info['compression']:.1f}x fewer parameters, "
                      f"teacher-logit cache {'used' if info['teacher_cache'] else 'not used'}")
+    lines += [f"warning: {w}" for w in info.get("warnings", [])]
     return lines
 
 

@@ -114,6 +114,14 @@ class StoreCallbacks(NullCallbacks):
         with self._lock:
             self._events.append((_utcnow(), "info", str(message)))
 
+    def on_warning(self, message: str) -> None:
+        """A warning event in the log, and in the run's info, where the run view shows it above the charts."""
+        self.info.setdefault("warnings", []).append(str(message))
+        with self._lock:
+            self._events.append((_utcnow(), "warning", str(message)))
+            self._progress["info"] = self.info
+        self.flush()
+
     def should_stop(self) -> bool:
         if self.shutdown.is_set() or self.lost or self.cancel_requested:
             return True

@@ -20,6 +20,9 @@ class TrainCallbacks(Protocol):
     def on_log(self, message: str) -> None:
         """A human-readable line for the run's log."""
 
+    def on_warning(self, message: str) -> None:
+        """One sentence about a run whose numbers should not be trusted (e.g. a student that stopped learning)."""
+
     def should_stop(self) -> bool:
         """Polled between steps; True stops the run (cancellation) after a clean checkpoint-free exit."""
 
@@ -42,6 +45,9 @@ class NullCallbacks:
     def on_log(self, message: str) -> None:
         pass
 
+    def on_warning(self, message: str) -> None:
+        self.on_log(f"warning: {message}")
+
     def should_stop(self) -> bool:
         return False
 
@@ -53,6 +59,7 @@ class RecordingCallbacks(NullCallbacks):
         self.steps: list[tuple[int, int, dict[str, float]]] = []
         self.epochs: list[tuple[int, int, dict[str, float]]] = []
         self.logs: list[str] = []
+        self.warnings: list[str] = []
         self.info: dict = {}
         self.resumed_at: tuple[int, int] | None = None
 
@@ -70,3 +77,7 @@ class RecordingCallbacks(NullCallbacks):
 
     def on_log(self, message: str) -> None:
         self.logs.append(message)
+
+    def on_warning(self, message: str) -> None:
+        self.warnings.append(message)
+        super().on_warning(message)

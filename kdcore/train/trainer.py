@@ -29,6 +29,7 @@ from kdcore.train.checkpoint import (
 from kdcore.train.distiller import Distiller, build_logit_loss_for, build_methods, resolve_hints
 from kdcore.train.ensemble import EnsembleTeacher
 from kdcore.train.fidelity import accuracy, expected_calibration_error, fidelity_report
+from kdcore.train.health import CollapseWatch
 from kdcore.train.reporting import REPORT_INTERVAL_S, Reporter, StepInterval, interval_metrics
 from kdcore.train.split_logits import cached_split_logits, evaluation_key, teacher_file
 from kdcore.train.teacher_cache import TeacherCache
@@ -103,6 +104,10 @@ def lr_factor(spec: RunSpec, step: int, steps_per_epoch: int) -> float:
     if spec.schedule.name == "step":
         return spec.schedule.gamma ** sum(epoch_f >= m for m in spec.schedule.milestones)
     return 1.0
+
+
+def params_of(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def eval_batch_size(spec: RunSpec, device: torch.device) -> int:
@@ -347,6 +352,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(spec, s, self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.collapse = CollapseWatch(info.num_classes, o.lr)
+        self.clip_grad_norm = o.clip_grad_norm
         self.step_log: list[dict] = []  # step metrics as delivered, for metrics.csv (kept in the checkpoint)
         self.best_val: float | None = None  # run() sets it from a resumed history; benches call _epoch alone
 
@@ -655,6 +662,10 @@ class Trainer:
             interval.add(losses, total, len(y))
             if not steps_now:
                 continue
+            if self.clip_grad_norm is not None:
+                if self.scaler:
+                    self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params_of(self.optimizer), self.clip_grad_norm)
             if self.scaler:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -712,14 +723,18 @@ class Trainer:
         metrics = {"train/loss": train_loss, "train/acc": train_acc, "epoch_time": seconds}
         improved = False
         if len(d.val) and (last or epoch % ev.val_every == 0):
-            val_acc = accuracy(self._predict_student(d.val.x), d.val.y)
+            val_logits = self._predict_student(d.val.x)
+            val_acc = accuracy(val_logits, d.val.y)
             metrics["val/acc"] = val_acc
+            self._watch_collapse(epoch, val_logits, d.val.y)
             improved = self.best_val is None or val_acc > self.best_val
             self.best_val = val_acc if improved else self.best_val
         student_test = None
         if last or improved or ev.test == "every_epoch":
             student_test = self._predict_student(d.test.x)
             metrics["test/acc"] = accuracy(student_test, d.test.y)
+            if not len(d.val):
+                self._watch_collapse(epoch, student_test, d.test.y)
             metrics.update(fidelity_report(student_test, self.teacher_test_logits, d.test.y,
                                            self.spec.temperature if self.teacher is not None else 1.0,
                                            teacher_ece=self.teacher_ece))
@@ -731,6 +746,13 @@ class Trainer:
             self.probes["student"].append(probe_logits.cpu())
             self.probes["epochs"].append(epoch)
         return metrics
+
+    def _watch_collapse(self, epoch: int, logits: Tensor, labels: Tensor) -> None:
+        warning = self.collapse.update(epoch, logits, labels)
+        if warning is not None and self.world.is_main:
+            self.info.setdefault("warnings", []).append(warning)
+            on_warning = getattr(self.cb, "on_warning", None)  # callbacks written before warnings existed log it
+            self._report(on_warning or (lambda m: self.cb.on_log(f"warning: {m}")), warning)
 
     # ---- log lines ---------------------------------------------------------------------------------
     def _start_line(self) -> str:
