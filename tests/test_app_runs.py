@@ -167,3 +167,18 @@ def test_an_old_runs_link_opens_the_run_view(kd_home):
     at = app("runs.py", run=ids["kd"])
     no_exception(at)
     assert at.title[0].value == "digits kd"
+
+
+def test_run_view_shows_a_training_warning_above_the_charts(kd_home):
+    store = RunStore()
+    run_id = store.submit(SCRATCH, check=False)
+    cb = claim(store, run_id)
+    feed(cb, range(1, 2))
+    at = app("run.py", run=run_id)
+    assert not [w for w in at.warning if "stopped learning" in w.value]
+    cb.on_warning("The student stopped learning at epoch 1: rerun with a lower learning rate.")
+    at.run()
+    no_exception(at)
+    assert [w.value for w in at.warning if "stopped learning" in w.value] == [
+        "The student stopped learning at epoch 1: rerun with a lower learning rate."]
+    assert "[WARNING] The student stopped learning" in at.code[0].value  # and in the log
