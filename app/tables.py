@@ -320,6 +320,16 @@ def x_axis_for(names: Iterable[str]) -> str:
     return "epoch" if set(names) <= EPOCH_METRICS else "step"
 
 
+def latest_values(frame: pd.DataFrame | None, names: Iterable[str]) -> dict[str, tuple[int, float]]:
+    """name -> (epoch, value) of the last point of each metric in a run's frame. The test set is read only at
+    epochs where validation improved, so the newest epoch may lack a test accuracy that an earlier one has."""
+    if frame is None or not len(frame):
+        return {}
+    points = frame[frame["name"].isin(list(names))].sort_values("step")
+    last = points.groupby("name").tail(1)
+    return {row.name: (int(row.epoch), float(row.value)) for row in last.itertuples(index=False)}
+
+
 def events_text(events: Sequence[Any], limit: int = 200) -> str:
     """The log tail as plain text lines: time, level (when not info) and message."""
     lines = []

@@ -108,11 +108,16 @@ def show_run(run_id: str) -> None:
         else:
             st.caption(f"{status.capitalize()} after epoch {current.epoch} of {current.spec.epochs}, step {current.step}.")
         final = current.final or {}
-        m = st.columns(4)
-        for col, (name, label) in zip(m, (("test/acc", "test accuracy"), ("val/acc", "validation accuracy"),
-                                          ("fidelity/agreement", "agreement with teacher"),
-                                          ("teacher/test_acc", "teacher accuracy"))):
+        tiles = (("test/acc", "test accuracy"), ("val/acc", "validation accuracy"),
+                 ("fidelity/agreement", "agreement with teacher"), ("teacher/test_acc", "teacher accuracy"))
+        # The newest epoch may not have read the test set (only epochs that improved validation do): then the
+        # tile shows the last value there is and says from which epoch.
+        earlier = tables.latest_values(data["frame"], [name for name, _ in tiles])
+        for col, (name, label) in zip(st.columns(4), tiles):
             value = final.get(name)
+            if (value is None or value != value) and name in earlier:
+                epoch, value = earlier[name]
+                label = f"{label} (epoch {epoch})"
             col.metric(label, f"{value:.1%}" if value is not None and value == value else "—")
         for warning in (current.info or {}).get("warnings", []):  # e.g. a student that stopped learning
             st.warning(warning, icon=":material/warning:")
@@ -141,7 +146,8 @@ def show_run(run_id: str) -> None:
         if not on_gpu and current.device:
             st.caption(f"No GPU memory curve: this run trains on {current.device}.")
         with st.expander("Log", expanded=status in ("running", "failed")):
-            st.code(tables.events_text(data["events"]) or "(no log lines yet)", language=None)
+            st.code(tables.events_text(data["events"]) or "(no log lines yet)", language=None,
+                    height=min(360, 40 + 22 * len(data["events"])))  # a long log scrolls in its box
         if current.status != record.status:
             st.rerun(scope="app")  # started or finished while watching: refresh the header, downloads, polling
 

@@ -182,3 +182,21 @@ def test_run_view_shows_a_training_warning_above_the_charts(kd_home):
     assert [w.value for w in at.warning if "stopped learning" in w.value] == [
         "The student stopped learning at epoch 1: rerun with a lower learning rate."]
     assert "[WARNING] The student stopped learning" in at.code[0].value  # and in the log
+
+
+def test_a_tile_shows_the_last_test_accuracy_when_the_newest_epoch_did_not_read_the_test_set(kd_home):
+    store = RunStore()
+    run_id = store.submit(SCRATCH, check=False)
+    cb = claim(store, run_id)
+    cb.on_step(1, 5, {"loss/total": 1.0})
+    cb.on_epoch(1, 5, {"val/acc": 0.7, "test/acc": 0.68})  # validation improved: the test set was read
+    cb.on_step(2, 10, {"loss/total": 0.8})
+    cb.on_epoch(2, 10, {"val/acc": 0.65})  # it did not: no test accuracy at epoch 2
+    cb.flush()
+    frame = store.metrics_frame(run_id)
+    assert tables.latest_values(frame, ["test/acc", "val/acc"]) == {"test/acc": (1, 0.68), "val/acc": (2, 0.65)}
+    assert tables.latest_values(frame.iloc[0:0], ["test/acc"]) == {}
+    at = app("run.py", run=run_id)
+    no_exception(at)
+    tiles = {m.label: m.value for m in at.metric}
+    assert tiles["test accuracy (epoch 1)"] == "68.0%" and tiles["validation accuracy"] == "65.0%"
