@@ -134,7 +134,10 @@ def show_run(run_id: str) -> None:
                                                               on_gpu=on_gpu)):
             x = tables.x_axis_for(names) if names else live_chart.x_of(title)
             points = live_chart.curves_data(frame, names, x=x, smoothing=smoothing if x == "step" else 0.0)
-            y_title = None if len(names) != 1 else live_chart.metric_label(names[0])
+            # One series: its name on the y axis, unless the chart's title says it already (a long vertical
+            # title taller than the plot pushes the chart's title out of view)
+            y_title = (live_chart.metric_label(names[0]) if len(names) == 1
+                       and live_chart.metric_label(names[0]).casefold() != title.casefold() else None)
             spec = live_chart.curves_spec(title=title, x=x, y_title=y_title,
                                             percent=title in ("Accuracy", "Teacher–student agreement"),
                                             from_zero=title in tables.FROM_ZERO,

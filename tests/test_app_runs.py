@@ -3,6 +3,7 @@ the log, downloads and the actions (rename, tags, cancel, duplicate, delete)."""
 from __future__ import annotations
 
 import io
+import json
 
 import pandas as pd
 from test_app_support import (
@@ -62,6 +63,8 @@ def test_run_view_of_a_run_still_training_appends_new_points(kd_home):
     charts = at.get("vega_lite_chart")
     assert len(charts) == 6  # losses, accuracy, agreement, KL, lr, throughput
     specs = [c.proto.spec for c in charts]
+    agreement = next(json.loads(s) for s in specs if "Teacher–student agreement" in json.loads(s)["title"]["text"])
+    assert all(layer["encoding"]["y"]["axis"]["title"] == "" for layer in agreement["layer"])  # said by the title
     live = at.session_state[f"live_{run_id}"]
     assert live["last"] == 5 and len(live["frame"]) > 0
     before = len(live["frame"])
