@@ -88,6 +88,18 @@ def test_a_dead_node_requeues_the_run_to_resume_and_a_new_attempt_voids_the_old_
     assert run.status is RunStatus.FAILED and "node 1" in run.error
 
 
+def test_a_node_ending_while_the_runs_cancel_is_pending_cancels_the_run(store_url):
+    store = RunStore(store_url)
+    run_id = store.submit(tiny(name="two nodes", nodes=2), check=False)
+    workers(store, "a", "b", "c")
+    store.claim_next("a", device="cpu", max_devices=1, endpoint="h1:1")
+    store.claim_next("b", device="cpu", max_devices=1, endpoint="h2:1")
+    store.cancel(run_id)
+    assert store.release_node(run_id, "b", 1, 1, "its worker is shutting down", count_attempt=False)
+    assert store.get(run_id).status is RunStatus.CANCELLED
+    assert store.claim_next("c", device="cpu", max_devices=1, endpoint="h3:1") is None
+
+
 def test_many_workers_racing_for_nodes_hold_each_node_once(store_url):
     """Claims from threads with their own connections: every node of every run is held by exactly one worker."""
     from concurrent.futures import ThreadPoolExecutor

@@ -362,6 +362,18 @@ def test_release_puts_the_run_back_without_counting_an_attempt(store):
     assert claim(store, "w2").attempts == 1
 
 
+def test_a_run_handed_back_while_its_cancel_is_pending_ends_cancelled_not_queued(store):
+    """A worker that stops before its run saw the cancel must not put the run back in the queue to run again."""
+    run_id = store.submit(tiny(), check=False)
+    run = claim(store)
+    store.cancel(run_id)
+    assert store.release_run(run_id, "w1", run.attempts, "the worker is shutting down")
+    assert store.get(run_id).status is RunStatus.CANCELLED
+    assert store.claim_next("w2", device="cpu") is None
+    assert any("while its cancel was pending" in e.message for e in store.events(run_id))
+    assert not store.release_run(run_id, "w1", run.attempts, "again")  # no longer this worker's
+
+
 # ---- the callback's batching --------------------------------------------------------------------------------
 
 class FakeClock:

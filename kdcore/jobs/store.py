@@ -522,7 +522,11 @@ class RunStore:
                 return False
             now = database_now(conn)
             current = and_(r.id == run_id, r.status == RunStatus.RUNNING.value, r.attempts == attempt)
-            if count_attempt and attempt >= max_attempts:
+            if conn.execute(select(r.cancel_requested).where(current)).scalar_one_or_none():
+                conn.execute(update(t.runs).where(current).values(status=RunStatus.CANCELLED.value, finished_at=now))
+                self._event(conn, run_id, f"cancelled: node {node_rank} stopped ({reason}) while the run's cancel "
+                                          "was pending; the last checkpoint is kept", level="warning", now=now)
+            elif count_attempt and attempt >= max_attempts:
                 error = f"node {node_rank} of the run failed on each of {attempt} attempts: {reason}"
                 conn.execute(update(t.runs).where(current).values(status=RunStatus.FAILED.value, error=error,
                                                                   finished_at=now))
@@ -624,16 +628,27 @@ class RunStore:
                     count_attempt: bool = False) -> bool:
         """Put a run the worker owns back in the queue (the worker is shutting down); another worker
         resumes it from its checkpoint. A release does not count as a failed attempt unless
-        `count_attempt` (a process of the run died: after max attempts it fails for good)."""
+        `count_attempt` (a process of the run died: after max attempts it fails for good). A run whose cancel
+        is pending is cancelled instead: it never goes back to the queue."""
         r = t.runs.c
         with write_tx(self.engine) as conn:
-            done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt)).values(
-                status=RunStatus.QUEUED.value, worker_id=None,
-                attempts=r.attempts if count_attempt else r.attempts - 1))
-            if done.rowcount != 1:
+            owned = self._owned(run_id, worker_id, attempt)
+            cancel = conn.execute(select(r.cancel_requested).where(owned).with_for_update()).scalar_one_or_none()
+            if cancel is None:
                 return False
-            self._event(conn, run_id, f"released by worker {worker_id}: {reason}", level="warning")
+            if cancel:  # the user's cancel stands: a handed-back run must not be queued to run again
+                conn.execute(update(t.runs).where(owned).values(status=RunStatus.CANCELLED.value,
+                                                                finished_at=database_now(conn)))
+                self._event(conn, run_id, f"cancelled: worker {worker_id} stopped it ({reason}) while its cancel "
+                                          "was pending; the last checkpoint is kept", level="warning")
+            else:
+                conn.execute(update(t.runs).where(owned).values(
+                    status=RunStatus.QUEUED.value, worker_id=None,
+                    attempts=r.attempts if count_attempt else r.attempts - 1))
+                self._event(conn, run_id, f"released by worker {worker_id}: {reason}", level="warning")
             conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(current_run=None))
+        if cancel:
+            self.resolve_dependencies()
         return True
 
     def reap_stale(self, *, stale_after_s: float = STALE_AFTER_S, max_attempts: int = MAX_ATTEMPTS) -> list[str]:
