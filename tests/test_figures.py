@@ -191,6 +191,7 @@ def test_zoo_figure_is_log_log_with_one_trace_per_family():
     frame = pd.DataFrame({"model": ["a", "b", "c"], "family": ["mlp", "mlp", "cnn"],
                           "params": [1e3, 1e5, 1e4], "flops": [2e3, 2e5, 1e6]})
     fig = figures.zoo_figure(frame)
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.yaxis.dtick == 1  # powers of ten, no bare "2" and "5"
     assert sorted(t.name for t in fig.data) == ["cnn", "mlp"]
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     assert "No model" in annotation_text(figures.zoo_figure(frame.iloc[0:0]))
