@@ -74,6 +74,7 @@ FIELD_WIDGETS: dict[str, str] = {
     "transfer.noise_std": "noise_std", "transfer.omit_classes": "omit_classes",
     "optimizer": "optimizer", "optimizer.name": "optimizer", "optimizer.lr": "lr", "optimizer.momentum": "momentum",
     "optimizer.weight_decay": "weight_decay", "optimizer.nesterov": "nesterov",
+    "optimizer.clip_grad_norm": "clip_grad_norm",
     "schedule": "schedule", "schedule.name": "schedule", "schedule.warmup_epochs": "warmup_epochs",
     "schedule.milestones": "milestones", "schedule.gamma": "gamma",
     "epochs": "epochs", "batch_size": "batch_size", "eval_batch_size": "batch_size", "device": "device",
@@ -360,6 +361,8 @@ def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None =
         data["dataset"]["path"] = (v.get("data_path") or "").strip() or None
     if v["optimizer"] == "sgd":
         data["optimizer"].update(momentum=v["momentum"], nesterov=v["nesterov"])
+    if v["clip_grad_norm"] is not None:  # empty = the spec's default (no clipping)
+        data["optimizer"]["clip_grad_norm"] = v["clip_grad_norm"]
     if v["schedule"] == "step":
         try:
             data["schedule"]["milestones"] = parse_number_list(v["milestones"], integers=True)
@@ -998,6 +1001,7 @@ def values_from_spec(spec: RunSpec) -> dict[str, Any]:
         precision=spec.precision, seed=spec.seed,
         optimizer=spec.optimizer.name, lr=spec.optimizer.lr, momentum=spec.optimizer.momentum,
         weight_decay=spec.optimizer.weight_decay, nesterov=spec.optimizer.nesterov,
+        clip_grad_norm=spec.optimizer.clip_grad_norm,
         schedule=spec.schedule.name, warmup_epochs=spec.schedule.warmup_epochs,
         milestones=", ".join(map(str, spec.schedule.milestones)), gamma=spec.schedule.gamma,
         transfer_kind=spec.transfer.kind, label_fraction=spec.transfer.label_fraction,

@@ -15,7 +15,7 @@ from kdcore.data import dataset_info
 from kdcore.errors import KDError
 from kdcore.losses import DISTANCES, PRESETS, STUDENT_TRANSFORMS, TEACHER_TRANSFORMS
 from kdcore.methods import EMBEDDING, get_method
-from kdcore.spec import EnsembleSpec, InputViewSpec, RunSpec, SpecError
+from kdcore.spec import EnsembleSpec, InputViewSpec, OptimizerSpec, RunSpec, SpecError
 
 store = state.get_store()
 S = st.session_state
@@ -606,7 +606,7 @@ with st.expander("Devices: GPUs per run, machines, gradient accumulation",
         note = forms.device_capacity_note(S["devices"], S["nodes"], worker_devices)
         if note:
             st.markdown(f":orange[:material/warning: {note}]")
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 with c1:
     st.selectbox("Optimiser", ["sgd", "adamw"], key="optimizer", persist_state=KEEP,
                  format_func={"sgd": "SGD", "adamw": "AdamW"}.get)
@@ -622,6 +622,12 @@ with c4:
         st.number_input("Momentum", min_value=None, step=0.05, key="momentum", persist_state=KEEP)
         here("momentum")
         st.checkbox("Nesterov", key="nesterov", persist_state=KEEP)
+with c5:
+    clip_max = forms.field_bounds(OptimizerSpec, "clip_grad_norm")[1]
+    st.number_input("Clip gradient norm", min_value=None, max_value=float(clip_max), step=0.1, format="%g",
+                    key="clip_grad_norm", placeholder="off", persist_state=KEEP,
+                    help="Empty = off. Otherwise " + OptimizerSpec.model_fields["clip_grad_norm"].description + ".")
+    here("clip_grad_norm")
 c1, c2, c3, c4 = st.columns(4)
 with c1:
     st.selectbox("Schedule", ["cosine", "step", "constant"], key="schedule", persist_state=KEEP)

@@ -417,3 +417,33 @@ def test_torchvision_teachers_are_scored_only_when_asked(kd_home):
     assert at.button(key="check_teachers").label == "Check teacher quality"
     assert [r["note"] for r in quality_rows(at)] == ["not checked yet", "not checked yet",
                                                      "known once every teacher can be scored"]
+
+
+def test_gradient_clipping_is_written_and_kept_when_a_run_is_duplicated(kd_home):
+    at = app("new_experiment.py")
+    assert at.number_input(key="clip_grad_norm").value is None  # off by default
+    at.number_input(key="clip_grad_norm").set_value(-1.0).run()
+    assert any("clip" in n.lower() or "greater than 0" in n for n in red_notes(at))
+    assert at.button(key="launch").disabled
+    at.number_input(key="clip_grad_norm").set_value(2.5)
+    at.text_input(key="name").set_value("clipped").run()
+    assert not red_notes(at)
+    at.button(key="launch").click().run()
+    no_exception(at)
+    store = RunStore()
+    assert [r.spec.optimizer.clip_grad_norm for r in store.list_runs()] == [2.5]
+
+    stored = store.submit({"name": "to copy", "dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 3,
+                           "optimizer": {"clip_grad_norm": 1.0}}, check=False)
+    at = app("run.py", run=stored)
+    at.button(key="duplicate_run").click().run()
+    no_exception(at)
+    assert at.title[0].value == "New experiment"
+    assert at.number_input(key="clip_grad_norm").value == 1.0
+    at.switch_page("../pages/new_experiment.py")  # stay on the form (the test app reruns its first page)
+    at.text_input(key="name").set_value("copy").run()
+    assert at.number_input(key="clip_grad_norm").value == 1.0
+    at.button(key="launch").click().run()
+    no_exception(at)
+    copy = next(r for r in store.list_runs() if r.name == "copy")
+    assert copy.spec.optimizer.clip_grad_norm == 1.0
