@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -77,7 +77,7 @@ FIELD_WIDGETS: dict[str, str] = {
     "optimizer.clip_grad_norm": "clip_grad_norm",
     "schedule": "schedule", "schedule.name": "schedule", "schedule.warmup_epochs": "warmup_epochs",
     "schedule.milestones": "milestones", "schedule.gamma": "gamma",
-    "epochs": "epochs", "batch_size": "batch_size", "eval_batch_size": "batch_size", "device": "device",
+    "epochs": "epochs", "batch_size": "batch_size", "device": "device",
     "devices": "devices", "nodes": "nodes", "grad_accumulation": "grad_accumulation",
     "sync_batchnorm": "sync_batchnorm",
     "precision": "precision", "seed": "seed",
@@ -88,6 +88,29 @@ FIELD_WIDGETS: dict[str, str] = {
     "chain": "chain_kind", "chain.students": "chain_assistants", "chain.generations": "chain_generations",
     "depends_on": "teacher_run",
 }
+
+# Spec fields the form shows under "Advanced" (dotted paths), with their labels. Each widget's key is
+# advanced_key(path); its range, choices, default and help come from the field's definition in the spec.
+ADVANCED_FIELDS: dict[str, str] = {
+    "eval_batch_size": "Evaluation batch size", "checkpoint_every_s": "Checkpoint every (s)",
+    "evaluation.val_every": "Validate every N epochs", "evaluation.test": "Test set",
+    "compile": "torch.compile the student", "channels_last": "Channels-last memory",
+    "teacher_cache": "Teacher logit cache", "teacher_cache_views": "Cached augmented views",
+    "probe_size": "Probe samples", "dataset.train_limit": "Training samples (subset)",
+}
+# What an empty optional number means, as its placeholder says.
+_EMPTY_MEANS = {"eval_batch_size": "per device", "dataset.train_limit": "all samples"}
+# An optional on/off field (None = decided at run time) as a choice of three words.
+_TRISTATE = {None: "auto", True: "on", False: "off"}
+
+
+def advanced_key(path: str) -> str:
+    return "adv_" + path.replace(".", "_")
+
+
+FIELD_WIDGETS.update({path: advanced_key(path) for path in ADVANCED_FIELDS})
+FIELD_WIDGETS["evaluation"] = advanced_key("evaluation.val_every")
+
 # Whole-spec rules name no field; these words tell which widget can fix them.
 _ROOT_RULES = (("hint_stage_epochs", "hint_stage_epochs"), ("need a teacher", "teacher_source"),
                ("must be a multiple of devices", "batch_size"))
@@ -177,6 +200,73 @@ def field_bounds(model: type, name: str) -> tuple[Any, Any]:
         elif getattr(rule, "lt", None) is not None and whole:
             hi = rule.lt - 1
     return lo, hi
+
+
+@dataclass(frozen=True)
+class AdvancedWidget:
+    """How the form draws one spec field of the Advanced section."""
+
+    path: str
+    key: str
+    label: str
+    kind: str  # "number", "choice" or "check"
+    help: str
+    bounds: tuple[Any, Any] = (None, None)
+    whole: bool = True  # a number widget of whole numbers
+    optional: bool = False  # empty = None (the spec decides at run time)
+    choices: tuple[Any, ...] = ()
+    tristate: bool = False  # an optional on/off field shown as auto / on / off
+    empty: str = ""  # placeholder of an optional number left empty
+
+
+def _spec_field(path: str) -> tuple[type, str]:
+    """(model, field name) of a dotted RunSpec path."""
+    model: type = RunSpec
+    *parents, name = path.split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    return model, name
+
+
+def advanced_widgets() -> list[AdvancedWidget]:
+    out = []
+    for path, label in ADVANCED_FIELDS.items():
+        model, name = _spec_field(path)
+        info = model.model_fields[name]
+        args = set(typing.get_args(info.annotation)) or {info.annotation}
+        optional = type(None) in args
+        args.discard(type(None))
+        common = dict(path=path, key=advanced_key(path), label=label, help=info.description or "")
+        if typing.get_origin(info.annotation) is Literal:
+            out.append(AdvancedWidget(kind="choice", choices=typing.get_args(info.annotation), **common))
+        elif args == {bool} and optional:
+            out.append(AdvancedWidget(kind="choice", choices=tuple(_TRISTATE.values()), tristate=True, **common))
+        elif args == {bool}:
+            out.append(AdvancedWidget(kind="check", **common))
+        else:
+            out.append(AdvancedWidget(kind="number", bounds=field_bounds(model, name), whole=args == {int},
+                                      optional=optional, empty=_EMPTY_MEANS.get(path, "auto"), **common))
+    return out
+
+
+def _advanced_values(spec: RunSpec) -> dict[str, Any]:
+    v = {}
+    for w in advanced_widgets():
+        value: Any = spec
+        for part in w.path.split("."):
+            value = getattr(value, part)
+        v[w.key] = _TRISTATE[value] if w.tristate else value
+    return v
+
+
+def _advanced_spec(v: Mapping[str, Any], data: dict[str, Any]) -> None:
+    """Write the Advanced widgets' values into the spec mapping `data`."""
+    back = {word: value for value, word in _TRISTATE.items()}
+    for w in advanced_widgets():
+        value = v[w.key]
+        if w.tristate:
+            value = back.get(value, value)
+        _set_field(data, w.path, value)
 
 
 def method_choices(slot: str) -> dict[str, str]:
@@ -420,6 +510,7 @@ def spec_dict(values: Mapping[str, Any], problems: dict[str, list[str]] | None =
         data["hints"] = hints
         if hints:
             data["hint_stage_epochs"] = v["hint_stage_epochs"]
+    _advanced_spec(v, data)
     return data
 
 
@@ -1016,6 +1107,7 @@ def values_from_spec(spec: RunSpec) -> dict[str, Any]:
         v.update({param_key(params.method, k, loss_prefix(i)): val
                   for k, val in params.model_dump().items() if k != "method"})
     v.update(_view_values(spec.student_input or _NO_VIEW))
+    v.update(_advanced_values(spec))
     order = _teacher_values(spec, v)  # form order of the ensemble's members (the form lists runs first)
     for i, h in enumerate(spec.hints):
         v[hint_key(i, "teacher")] = _renumber_member(h.teacher_layer, order)

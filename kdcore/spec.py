@@ -307,13 +307,15 @@ class RunSpec(_Strict):
     sync_batchnorm: bool = Field(False, description="over several GPUs: BatchNorm statistics over the global "
                                  "batch (SyncBatchNorm) rather than each device's share")
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the student (slower start, often faster steps)")
     channels_last: bool | None = Field(None, description="None = on for conv nets on CUDA")
-    teacher_cache: Literal["auto", "off"] = "auto"
+    teacher_cache: Literal["auto", "off"] = Field("auto", description="auto: reuse the teacher's logits where its "
+                                                  "inputs repeat; off: a teacher forward on every batch")
     teacher_cache_views: int = Field(8, ge=1, le=256, description="with augmentation: the teacher's logits are "
                                      "cached for this many augmented views of each sample, epoch e showing view "
                                      "(e - 1) mod views")
-    probe_size: int = Field(64, ge=0, le=1024)
+    probe_size: int = Field(64, ge=0, le=1024, description="fixed test samples whose predictions are kept "
+                            "each epoch (one per class at least); 0 = none")
     tags: list[str] = Field(default_factory=list, max_length=100)
 
     @field_validator("device")

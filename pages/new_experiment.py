@@ -642,6 +642,24 @@ if S["schedule"] == "step":
     with c4:
         st.number_input("γ at each milestone", min_value=None, step=0.05, key="gamma", persist_state=KEEP)
         here("gamma")
+advanced = forms.advanced_widgets()
+with st.expander("Advanced: evaluation, checkpoints, speed, probes, training subset",
+                 expanded=any_problem(*(w.key for w in advanced))):
+    for i, w in enumerate(advanced):
+        if i % 4 == 0:
+            cols = iter(st.columns(4))
+        with next(cols):
+            if w.kind == "check":
+                st.checkbox(w.label, key=w.key, help=w.help, persist_state=KEEP)
+            elif w.kind == "choice":
+                st.selectbox(w.label, w.choices, key=w.key, help=w.help, persist_state=KEEP)
+            else:
+                lo, hi = (None if b is None else (int(b) if w.whole else float(b)) for b in w.bounds)
+                # clearable: empty is the spec's None where it has one, else a problem shown below
+                st.number_input(w.label, lo, hi, value=None, step=1 if w.whole else 10.0,
+                                format=None if w.whole else "%g", key=w.key, help=w.help, persist_state=KEEP,
+                                placeholder=w.empty or None)
+            here(w.key)
 c1, c2 = st.columns(2)
 with c1:
     st.text_input("Run name (optional)", key="name", persist_state=KEEP)

@@ -447,3 +447,68 @@ def test_gradient_clipping_is_written_and_kept_when_a_run_is_duplicated(kd_home)
     no_exception(at)
     copy = next(r for r in store.list_runs() if r.name == "copy")
     assert copy.spec.optimizer.clip_grad_norm == 1.0
+
+
+# A value other than the spec's default for each field of the Advanced section.
+ADVANCED_VALUES = {
+    "eval_batch_size": 256, "checkpoint_every_s": 5.0, "evaluation.val_every": 2, "evaluation.test": "every_epoch",
+    "compile": True, "channels_last": False, "teacher_cache": "off", "teacher_cache_views": 4, "probe_size": 16,
+    "dataset.train_limit": 500,
+}
+
+
+def _field(spec, dotted: str):
+    for part in dotted.split("."):
+        spec = getattr(spec, part)
+    return spec
+
+
+def test_advanced_fields_launch_with_the_spec_defaults_and_survive_duplicate(kd_home):
+    from app import forms
+    from kdcore.spec import RunSpec
+
+    assert set(ADVANCED_VALUES) == set(forms.ADVANCED_FIELDS)  # a field added to the section needs a value here
+    defaults = RunSpec()
+    assert all(_field(defaults, f) != v for f, v in ADVANCED_VALUES.items())
+
+    at = app("new_experiment.py")
+    at.text_input(key="name").set_value("fresh").run()
+    at.button(key="launch").click().run()
+    no_exception(at)
+    store = RunStore()
+    fresh = store.list_runs()[0].spec
+    for f in ADVANCED_VALUES:
+        assert _field(fresh, f) == _field(defaults, f), f
+
+    original = {"name": "to copy", "dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 3}
+    for f, v in ADVANCED_VALUES.items():
+        forms._set_field(original, f, v)
+    stored = store.submit(original, check=False)
+    at = app("run.py", run=stored)
+    at.button(key="duplicate_run").click().run()
+    no_exception(at)
+    at.switch_page("../pages/new_experiment.py")  # stay on the form (the test app reruns its first page)
+    at.text_input(key="name").set_value("copy").run()
+    assert not red_notes(at)
+    at.button(key="launch").click().run()
+    no_exception(at)
+    copy = next(r for r in store.list_runs() if r.name == "copy").spec
+    for f, v in ADVANCED_VALUES.items():
+        assert _field(copy, f) == v, f
+
+
+def test_a_problem_in_an_advanced_field_is_shown_beside_it_and_counted(kd_home):
+    from app import forms
+
+    at = app("new_experiment.py")
+    key = forms.advanced_key("checkpoint_every_s")
+    at.number_input(key=key).set_value(None).run()  # a required number left empty
+    no_exception(at)
+    notes = red_notes(at)
+    assert len(notes) == 1
+    assert at.button(key="launch").disabled
+    assert "1 problem to fix before launching" in at.warning[0].value
+    section = next(e for e in at.expander if e.label.startswith("Advanced"))
+    assert section.proto.expanded  # opens so the note is seen
+    assert [m.value for m in section.markdown if m.value.startswith(":red[")] == notes  # beside its widget
+    assert "number" in notes[0].lower()
