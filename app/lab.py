@@ -23,6 +23,9 @@ MARKER_COLOR = "#E8710A"  # the current ρ on charts against ρ: an orange that 
 HEIGHT = 330
 # Light (nothing) to dark blue (much), given as stops: a named scale may be re-themed in the browser.
 HEAT_SCALE = [[0.0, "#f7fbff"], [0.25, "#c6dbef"], [0.5, "#6baed6"], [0.75, "#2171b5"], [1.0, "#08306b"]]
+# On a dark page the same blues run the other way, from near the page's background (nothing) to bright (much),
+# so the matrix is not a white block and "more" still reads as "more visible".
+HEAT_SCALE_DARK = [[0.0, "#16202c"], [0.25, "#1f4e79"], [0.5, "#2f7fc1"], [0.75, "#6baed6"], [1.0, "#deebf7"]]
 
 
 def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
@@ -308,9 +311,10 @@ def effective_classes_at(curve: pd.DataFrame, rho: float) -> float:
 
 
 # ---- the class-similarity matrix ------------------------------------------------------------------
-def similarity_figure(matrix: pd.DataFrame, rho: float) -> go.Figure:
+def similarity_figure(matrix: pd.DataFrame, rho: float, *, dark: bool = False) -> go.Figure:
     """Average soft labels per true class at ρ as a heatmap. The diagonal (the teacher being right)
-    is left blank so that the colour shows only the dark knowledge: what else each class resembles."""
+    is left blank so that the colour shows only the dark knowledge: what else each class resembles.
+    `dark`: the page is dark, so the colour scale starts near its background rather than at white."""
     values = matrix.to_numpy(dtype=float)
     shown = values.copy()
     np.fill_diagonal(shown, np.nan)
@@ -318,7 +322,8 @@ def similarity_figure(matrix: pd.DataFrame, rho: float) -> go.Figure:
     top = float(np.nanmax(shown)) if np.isfinite(shown).any() else 1.0
     text = [["" if not np.isfinite(v) else _short_pct(v) for v in row] for row in shown]
     data = [{"type": "heatmap", "z": shown, "x": names, "y": [str(r) for r in matrix.index], "customdata": values,
-             "colorscale": HEAT_SCALE, "zmin": 0, "zmax": max(top, 1e-9), "text": text, "texttemplate": "%{text}",
+             "colorscale": HEAT_SCALE_DARK if dark else HEAT_SCALE, "zmin": 0, "zmax": max(top, 1e-9),
+             "text": text, "texttemplate": "%{text}",
              "textfont": {"size": 10}, "hoverongaps": False,
              "hovertemplate": "a %{y} gets %{customdata:.2%} of its probability on %{x}<extra></extra>",
              "colorbar": {"title": {"text": "average<br>probability"}, "thickness": 12,

@@ -110,7 +110,7 @@ def explorer() -> None:
     matrix = lab_state.similarity(dataset, rho)
     pairs = softlabels.most_similar_pairs(matrix, top=5)
     c1, c2 = st.columns([3, 2], gap="large")
-    plot(lab.similarity_figure(matrix, rho), "lab_similarity_chart", c1)
+    plot(lab.similarity_figure(matrix, rho, dark=st.context.theme.type == "dark"), "lab_similarity_chart", c1)
     with c2:
         st.markdown(lab_text.for_dataset(lab_text.SIMILARITY, dataset))
         st.markdown(f"**The most similar pairs** at ρ = {rho:g}:")

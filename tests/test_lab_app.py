@@ -59,6 +59,19 @@ def test_entropy_figures_show_sample_average_ceiling_and_rho(digits):
     assert 1 <= lab.effective_classes_at(test, 8.0) <= 10
 
 
+def _luminance(hex_colour: str) -> float:
+    r, g, b = (int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def test_similarity_colour_scale_starts_near_the_pages_background(digits):
+    m = softlabels.similarity_matrix(digits.teacher_logits, digits.labels, digits.class_names, 4.0)
+    light = lab.similarity_figure(m, 4.0).data[0].colorscale
+    dark = lab.similarity_figure(m, 4.0, dark=True).data[0].colorscale
+    assert _luminance(light[0][1]) > 0.9 and _luminance(light[-1][1]) < 0.3  # white page: nothing is white
+    assert _luminance(dark[0][1]) < 0.2 and _luminance(dark[-1][1]) > 0.8  # dark page: nothing is near-black
+
+
 def test_similarity_figure_blanks_the_diagonal(digits):
     m = softlabels.similarity_matrix(digits.teacher_logits, digits.labels, digits.class_names, 4.0)
     fig = lab.similarity_figure(m, 4.0)
