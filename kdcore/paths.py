@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def kd_home() -> Path:
@@ -24,6 +28,30 @@ def run_dir(run_id: str) -> Path:
 def cache_dir() -> Path:
     """Derived files that can be rebuilt at any time, e.g. decoded datasets (KD_CACHE_DIR, default KD_HOME/cache)."""
     return Path(os.environ.get("KD_CACHE_DIR", kd_home() / "cache")).expanduser()
+
+
+def cached(path: Path, load: Callable[[Path], T | None], build: Callable[[], T],
+           save: Callable[[T, Path], None]) -> T:
+    """The value kept at `path` (a file under cache_dir()), or build() it and keep it there.
+    load() returns None for a file that does not hold what is wanted; a file that is absent or was cut short
+    by a killed process is built again. The file is written under a per-process temporary name and renamed
+    into place, so processes writing at once never leave half a file; without a writable cache the value is
+    simply built each time."""
+    try:
+        kept = load(path)
+        if kept is not None:
+            return kept
+    except Exception:  # noqa: BLE001 - absent or unreadable: build it again
+        pass
+    value = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        save(value, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return value
 
 
 def data_root() -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kdcore import paths
 from kdcore.data.idx import read_idx
 from kdcore.data.registry import (
     DIGIT_NAMES,
@@ -82,8 +82,6 @@ def find_idx_dir(candidates: list[Path]) -> Path | None:
 def _decoded_cache_file(files: dict[str, Path]) -> Path:
     """Where the decoded arrays of these IDX files are kept: named after their paths, sizes and times, so a
     changed or moved file is decoded afresh."""
-    from kdcore import paths
-
     key = "\n".join(f"{k}={p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for k, p in sorted(files.items()))
     return paths.cache_dir() / "idx" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".npz")
 
@@ -92,23 +90,16 @@ def _read_idx_files(files: dict[str, Path]) -> dict[str, np.ndarray]:
     """The IDX files' arrays. Decoding the gzipped Fashion-MNIST takes ~0.5 s of every run's start-up, so the
     decoded arrays are kept once in the cache folder (an uncompressed .npz, ~55 MB); without a writable
     cache the files are decoded every time."""
-    cache = _decoded_cache_file(files)
-    try:
-        with np.load(cache) as saved:
-            if set(saved.files) == set(files):
-                return {k: saved[k] for k in files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-        pass  # absent, or written incompletely by a killed process: decode and write it again
-    arrays = {key: read_idx(path) for key, path in files.items()}
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+    def load(path: Path) -> dict[str, np.ndarray] | None:
+        with np.load(path) as saved:
+            return {k: saved[k] for k in files} if set(saved.files) == set(files) else None
+
+    def save(arrays: dict[str, np.ndarray], path: Path) -> None:
+        with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a path
             np.savez(f, **arrays)
-        os.replace(tmp, cache)  # readers see the whole file or none
-    except OSError:
-        pass
-    return arrays
+
+    return paths.cached(_decoded_cache_file(files), load,
+                        lambda: {key: read_idx(path) for key, path in files.items()}, save)
 
 
 def read_idx_dir(directory: Path, class_names: tuple[str, ...]) -> RawData:
@@ -137,7 +128,7 @@ def read_idx_dir(directory: Path, class_names: tuple[str, ...]) -> RawData:
 
 def fashion_mnist_dirs(root: Path) -> list[Path]:
     """Local IDX folders tried in order: <root>/fashion-mnist, $KD_DATA_DIR/fashion-mnist, Debian's package."""
-    from kdcore import paths  # looked up on each call so tests (and users) can move DEBIAN_FASHION_MNIST
+    # paths.DEBIAN_FASHION_MNIST is looked up on each call, so tests (and users) can move it
 
     dirs = [root / "fashion-mnist", paths.data_root() / "fashion-mnist", Path(paths.DEBIAN_FASHION_MNIST)]
     unique: list[Path] = []

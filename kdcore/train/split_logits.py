@@ -9,7 +9,6 @@ evaluated (device kind, precision, batch, memory format) and the PyTorch version
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,23 +45,14 @@ def _key(source: Path, x: Tensor, how: str) -> str:
 
 def cached_split_logits(source: Path | None, x: Tensor, how: str, compute: Callable[[], Tensor]) -> Tensor:
     """compute() (a frozen model's float32 logits for the inputs x), or the copy kept from an earlier run."""
-    from kdcore.paths import cache_dir
+    from kdcore.paths import cache_dir, cached
 
     if source is None or not source.is_file():
         return compute()
-    path = cache_dir() / "logits" / f"{_key(source, x, how)}.pt"
-    try:
+
+    def load(path: Path) -> Tensor | None:
         kept = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(kept, Tensor) and kept.dim() == 2 and len(kept) == len(x):
-            return kept.to(x.device)
-    except Exception:  # noqa: BLE001 - absent, or cut short by a killed process: compute it again
-        pass
-    logits = compute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # runs in several processes may write at once
-        torch.save(logits.detach().cpu(), tmp)
-        os.replace(tmp, path)
-    except OSError:  # no writable cache: every run computes it
-        pass
-    return logits
+        return kept.to(x.device) if isinstance(kept, Tensor) and kept.dim() == 2 and len(kept) == len(x) else None
+
+    return cached(cache_dir() / "logits" / f"{_key(source, x, how)}.pt", load, compute,
+                  lambda logits, path: torch.save(logits.detach().cpu(), path))
