@@ -31,3 +31,20 @@ def cheap_hashes(monkeypatch):
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     monkeypatch.setattr(accounts, "_hasher", lambda: cheap)
     monkeypatch.setattr(accounts, "_decoy_hash", lambda: cheap.hash("no such account"))
+
+
+@pytest.fixture()
+def teacher_passes(monkeypatch):
+    """The input sizes the trainer runs its teacher on, in order (a spy on Trainer._predict)."""
+    from kdcore.train import Trainer
+
+    passes: list[int] = []
+    real_predict = Trainer._predict
+
+    def spy(self, model, x):
+        if model is self.teacher:
+            passes.append(len(x))
+        return real_predict(self, model, x)
+
+    monkeypatch.setattr(Trainer, "_predict", spy)
+    return passes

@@ -88,20 +88,11 @@ def test_a_teacher_for_another_dataset_is_refused_in_one_sentence(kd_home):
         evaluate_teachers(TeacherSpec(checkpoint=str(ASSETS / "teacher_fashion_mnist.pt")), DIGITS)
 
 
-def test_a_cpu_run_reads_the_logits_the_quality_check_kept(kd_home, tmp_path, monkeypatch):
+def test_a_cpu_run_reads_the_logits_the_quality_check_kept(kd_home, tmp_path, teacher_passes):
     from kdcore.spec import RunSpec
-    from kdcore.train import RecordingCallbacks, Trainer, evaluate_teachers, train
+    from kdcore.train import RecordingCallbacks, evaluate_teachers, train
 
     (score,), _ = evaluate_teachers(TeacherSpec(checkpoint=str(DIGITS_TEACHER)), DIGITS)
-    teacher_passes = []
-    real_predict = Trainer._predict
-
-    def spy(self, model, x):
-        if model is self.teacher:
-            teacher_passes.append(len(x))
-        return real_predict(self, model, x)
-
-    monkeypatch.setattr(Trainer, "_predict", spy)
     spec = RunSpec.from_dict({"dataset": {"name": "digits"}, "student": "mlp_64", "epochs": 1, "device": "cpu",
                               "teacher": {"checkpoint": str(DIGITS_TEACHER)}})
     cb = RecordingCallbacks()

@@ -203,20 +203,11 @@ def test_labels_are_checked_once_before_the_first_step_and_never_per_step(tmp_pa
 
 
 def test_a_teachers_test_logits_are_kept_between_runs_of_the_same_teacher_file(tmp_path, teacher_ckpt, kd_home,
-                                                                                monkeypatch):
+                                                                                teacher_passes):
     import os
 
     from kdcore import paths
 
-    teacher_passes = []
-    real_predict = Trainer._predict
-
-    def spy(self, model, x):
-        if model is self.teacher:
-            teacher_passes.append(len(x))
-        return real_predict(self, model, x)
-
-    monkeypatch.setattr(Trainer, "_predict", spy)
     spec = spec_of(teacher_ckpt, epochs=1)
     first, second = RecordingCallbacks(), RecordingCallbacks()
     train(spec, tmp_path / "first", first)
