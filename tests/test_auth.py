@@ -159,14 +159,19 @@ def test_without_credentials_only_the_login_shows(login_env, monkeypatch):
     assert "That password is not the team's password." in [e.value for e in at.error]
 
 
-def test_with_the_shared_password_a_user_sees_the_runs_but_cannot_touch_others(login_env, monkeypatch):
+def alice_and_bob_signed_in_as_alice(monkeypatch) -> tuple[RunStore, str, str, AppTest]:
+    """With the shared password: a run of alice's and one of bob's, and the app signed in as alice."""
     monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
     store = RunStore()
     alices = store.submit(SPEC, name="alice's run", owner="alice", check=False)
     bobs = store.submit(SPEC, name="bob's run", owner="bob", check=False)
-
     at = AppTest.from_file(MAIN, default_timeout=60).run()
     sign_in(at, "alice", PASSWORD)
+    return store, alices, bobs, at
+
+
+def test_with_the_shared_password_a_user_sees_the_runs_but_cannot_touch_others(login_env, monkeypatch):
+    store, alices, bobs, at = alice_and_bob_signed_in_as_alice(monkeypatch)
     assert not at.exception, [e.value for e in at.exception]
     assert "Signed in as **alice**" in texts(at)
     at.switch_page("../pages/runs.py").run()
@@ -198,12 +203,7 @@ def test_with_the_shared_password_a_user_sees_the_runs_but_cannot_touch_others(l
 
 
 def test_a_bulk_action_over_someone_elses_run_changes_nothing(login_env, monkeypatch):
-    monkeypatch.setenv("KD_SHARED_PASSWORD", PASSWORD)
-    store = RunStore()
-    alices = store.submit(SPEC, name="alice's run", owner="alice", check=False)
-    bobs = store.submit(SPEC, name="bob's run", owner="bob", check=False)
-    at = AppTest.from_file(MAIN, default_timeout=60).run()
-    sign_in(at, "alice", PASSWORD)
+    store, alices, bobs, at = alice_and_bob_signed_in_as_alice(monkeypatch)
     at.switch_page("../pages/runs.py").run()
     table = next(d for d in at.dataframe if d.key and d.key.startswith("runs_table_"))
     at.session_state[table.key] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}

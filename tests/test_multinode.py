@@ -60,12 +60,18 @@ def test_node_slots_are_claimed_once_each_and_carry_the_rendezvous(store_url):
     assert store.should_stop(run_id, "a", 1) == (True, True)
 
 
-def test_a_dead_node_requeues_the_run_to_resume_and_a_new_attempt_voids_the_old_nodes(store_url):
+def two_node_run_on_a_and_b(store_url: str) -> tuple[RunStore, str]:
+    """A `nodes: 2` run whose node 0 worker a and node 1 worker b hold; worker c registered and idle."""
     store = RunStore(store_url)
     run_id = store.submit(tiny(name="two nodes", nodes=2), check=False)
     workers(store, "a", "b", "c")
     store.claim_next("a", device="cpu", max_devices=1, endpoint="h1:1")
     store.claim_next("b", device="cpu", max_devices=1, endpoint="h2:1")
+    return store, run_id
+
+
+def test_a_dead_node_requeues_the_run_to_resume_and_a_new_attempt_voids_the_old_nodes(store_url):
+    store, run_id = two_node_run_on_a_and_b(store_url)
     time.sleep(1.5)
     assert store.heartbeat("a", run_id, 1)  # the owner lives; node 1's worker went silent
     assert store.reap_stale(stale_after_s=1.0) == [run_id]
@@ -89,11 +95,7 @@ def test_a_dead_node_requeues_the_run_to_resume_and_a_new_attempt_voids_the_old_
 
 
 def test_a_node_ending_while_the_runs_cancel_is_pending_cancels_the_run(store_url):
-    store = RunStore(store_url)
-    run_id = store.submit(tiny(name="two nodes", nodes=2), check=False)
-    workers(store, "a", "b", "c")
-    store.claim_next("a", device="cpu", max_devices=1, endpoint="h1:1")
-    store.claim_next("b", device="cpu", max_devices=1, endpoint="h2:1")
+    store, run_id = two_node_run_on_a_and_b(store_url)
     store.cancel(run_id)
     assert store.release_node(run_id, "b", 1, 1, "its worker is shutting down", count_attempt=False)
     assert store.get(run_id).status is RunStatus.CANCELLED
