@@ -16,10 +16,15 @@ A `RunSummary` has these fields:
 - `agreement`, `kl_to_teacher`, `ece`: teacher–student top-1 agreement, KL(teacher ‖ student) at ρ = 1
   and the student's expected calibration error, on the test set at the selected epoch (NaN when unknown,
   e.g. no teacher).
+
+A run's health warnings (`run_warnings`) are the one-sentence warnings its trainer raised, a student that
+stopped learning while its loss stayed finite above all: such a run's numbers say nothing about the method,
+so every table that shows or averages runs marks it (`health_text`), and a study table can leave it out.
 """
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -96,3 +101,34 @@ def summarize_points(points: Iterable[Any], selection: str = "best-val") -> RunS
 
 # What a summary reads from the store (the names `summarize` looks at).
 SELECTION_METRICS = [VAL_METRIC, *AT_SELECTED.values()]
+
+
+# ---- health: the warnings a run's trainer raised -----------------------------------------------------------
+WARNINGS_KEY = "warnings"  # where the trainer and the worker keep them in a run's info
+WARNED = "⚠"  # the mark of a run with a warning, in every table and legend
+_SHORT_MAX = 40
+
+
+def run_warnings(info: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The warnings in a run's info (its store record's `info`, or a trained run's), oldest first."""
+    found = (info or {}).get(WARNINGS_KEY) or ()
+    return tuple(str(w) for w in ([found] if isinstance(found, str) else found))
+
+
+def warning_short(message: str) -> str:
+    """A warning in a few words for a table cell: "stopped learning at epoch 2" for a collapsed student,
+    else the sentence's first clause, shortened."""
+    collapsed = re.search(r"stopped learning at epoch \d+", message)
+    if collapsed:
+        return collapsed.group(0)
+    clause = re.split(r"[:;.]", message.strip(), maxsplit=1)[0].strip()
+    return clause if len(clause) <= _SHORT_MAX else clause[:_SHORT_MAX - 1].rstrip() + "…"
+
+
+def health_text(warnings: Iterable[str]) -> str:
+    """A run's mark in a table: "" for a healthy run, "⚠ stopped learning at epoch 2" (and "+1 more") else."""
+    warnings = list(warnings)
+    if not warnings:
+        return ""
+    more = f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""
+    return f"{WARNED} {warning_short(warnings[0])}{more}"

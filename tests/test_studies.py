@@ -1,4 +1,5 @@
-"""Studies: grid × seeds expansion and ids, the table's statistics against scipy, the CLI."""
+"""Studies: grid × seeds expansion and ids, the table's statistics against scipy, the CLI, and runs whose trainer
+warned (a student that stopped learning) counted in each row and, on request, left out of the means."""
 import math
 import statistics
 
@@ -19,7 +20,7 @@ from kdcore.studies import (
 )
 from kdcore.studies.spec import StudySpec
 from kdcore.studies.table import RunResult
-from kdcore.summary import RunSummary
+from kdcore.summary import RunSummary, health_text, run_warnings, warning_short
 
 BASE = """
 name: rho study
@@ -69,10 +70,10 @@ def test_bad_studies_fail_with_one_sentence_naming_the_field():
         parse_study_yaml("student: mlp_64\n")
 
 
-def _result(label, seed, test, val, baseline=False):
+def _result(label, seed, test, val, baseline=False, warnings=()):
     s = RunSummary("best-val", 3, 5, val, test, test, agreement=0.9, kl_to_teacher=0.2, ece=0.05)
     return RunResult(run_id=f"{label}{seed}", name="", status="completed", seed=seed, config_key=label, label=label,
-                     is_baseline=baseline, summary=s, params=1000.0, seconds=2.0)
+                     is_baseline=baseline, summary=s, params=1000.0, seconds=2.0, warnings=tuple(warnings))
 
 
 def test_table_mean_std_and_paired_interval_match_scipy():
@@ -105,8 +106,8 @@ def test_paired_difference_pairs_by_seed_and_needs_two_pairs_for_an_interval():
     assert mean_std([]).n == 0 and math.isnan(mean_std([0.3]).std)
 
 
-def _complete(store, run_id, val_by_epoch, test_by_epoch):
-    """Play a worker: claim, write epoch metrics, complete."""
+def _complete(store, run_id, val_by_epoch, test_by_epoch, info=None):
+    """Play a worker: claim, write epoch metrics (and the run's info, where a worker keeps its warnings), complete."""
     store.register_worker("w", host="test", pid=1, device="cpu")
     rec = store.claim_next("w", device="cpu")
     assert rec.id == run_id
@@ -114,7 +115,7 @@ def _complete(store, run_id, val_by_epoch, test_by_epoch):
               for e in val_by_epoch for n, v in (("val/acc", val_by_epoch[e]), ("test/acc", test_by_epoch.get(e)))
               if v is not None]
     assert store.record_progress(run_id, "w", rec.attempts, points=points, epoch=max(val_by_epoch), step=3,
-                                 final={"test/acc": test_by_epoch[max(val_by_epoch)]})
+                                 final={"test/acc": test_by_epoch[max(val_by_epoch)]}, info=info)
     assert store.finish_run(run_id, "w", rec.attempts, RunStatus.COMPLETED)
 
 
@@ -160,3 +161,92 @@ def test_a_configuration_that_switches_the_logit_method_drops_the_base_methods_o
         dkd = next(s for label, s in specs.items() if "dkd" in label.lower())
         assert dkd.logit.method == "dkd" and dkd.logit.rho == 4  # a shared field keeps the base's value
         assert not hasattr(dkd.logit, "soft_loss")
+
+
+COLLAPSE = ("The student stopped learning at epoch 2: it predicts one class for 100% of the validation set "
+            "(accuracy 10.0%, chance 10%) while the loss stays finite, so this run's results say nothing about the "
+            "method; rerun with a lower learning rate (e.g. optimizer.lr: 0.01) or gradient clipping "
+            "(optimizer.clip_grad_norm: 1.0).")
+
+
+def test_a_runs_warnings_read_from_its_info_and_shortened_for_a_table_cell():
+    assert run_warnings({"warnings": [COLLAPSE]}) == (COLLAPSE,) and run_warnings({}) == run_warnings(None) == ()
+    assert warning_short(COLLAPSE) == "stopped learning at epoch 2"
+    assert health_text([COLLAPSE]) == "⚠ stopped learning at epoch 2" and health_text([]) == ""
+    assert health_text([COLLAPSE, "Out of memory at step 5; retried with a smaller batch"]) == (
+        "⚠ stopped learning at epoch 2 (+1 more)")
+    assert warning_short("Out of memory at step 5; retried") == "Out of memory at step 5"
+
+
+def _warned_study():
+    """Scratch and KD over five seeds; KD's seed 4 collapsed (test 0.10), the others 0.85..0.88."""
+    base = {s: 0.80 + s / 100 for s in range(5)}
+    kd = {0: 0.85, 1: 0.86, 2: 0.87, 3: 0.88, 4: 0.10}
+    return ([_result("scratch", s, a, 0.80, baseline=True) for s, a in base.items()]
+            + [_result("kd", s, a, 0.10 if s == 4 else 0.90, warnings=[COLLAPSE] if s == 4 else ())
+               for s, a in kd.items()])
+
+
+def test_a_warned_run_stays_in_the_mean_by_default_and_its_row_says_so():
+    table = build_table("abc", _warned_study())
+    kd = next(r for r in table.rows if r.label == "kd")
+    assert kd.warned == 1 and kd.test_acc.n == 5 and kd.test_acc.mean == pytest.approx(0.712)
+    assert table.warned == 1 and not table.exclude_warned and table.left_out == set()
+    header, body = table.cells()
+    assert dict(zip(header, body[1]))["n"] == "5/5, 1 ⚠" and dict(zip(header, body[0]))["n"] == "5/5"
+    md = table.format("markdown")
+    assert "| kd | 5/5, 1 ⚠ | 71.20 ± 34.23 |" in md and "1 such run is kept in the means" in md
+    assert r"5/5, 1 \textbf{!}" in table.format("latex")
+    csv_rows = table.format("csv").splitlines()
+    assert csv_rows[0].endswith(",warned,warned_left_out,selection") and csv_rows[2].endswith(",1,0,best-val")
+
+
+def test_leaving_warned_runs_out_takes_the_mean_of_the_others_and_says_so():
+    table = build_table("abc", _warned_study(), exclude_warned=True)
+    kd = next(r for r in table.rows if r.label == "kd")
+    others = [0.85, 0.86, 0.87, 0.88]
+    assert kd.test_acc.n == 4 and kd.test_acc.mean == pytest.approx(statistics.mean(others))
+    assert kd.test_acc.std == pytest.approx(statistics.stdev(others)) and kd.val_acc.mean == pytest.approx(0.9)
+    assert kd.vs_baseline.n == 4  # the collapsed seed is paired with nothing
+    assert kd.vs_baseline.mean == pytest.approx(statistics.mean(a - (0.80 + s / 100) for s, a in enumerate(others)))
+    assert table.best.label == "kd"  # on validation without the dead run (with it: 0.74 < scratch's 0.80)
+    assert build_table("abc", _warned_study()).best.label == "scratch"
+    assert table.left_out == {"kd4"} and table.warned == 1
+    assert dict(zip(*[table.cells()[0], table.cells()[1][1]]))["n"] == "4/5, 1 ⚠ left out"
+    assert "1 such run is left out of the means" in table.format("markdown")
+    assert table.format("csv").splitlines()[2].endswith(",1,1,best-val")
+    assert table.with_warned(excluded=False).rows[1].test_acc.n == 5  # and back
+
+
+def test_a_table_without_warned_runs_says_nothing_about_them():
+    table = build_table("abc", [r for r in _warned_study() if not r.warned], exclude_warned=True)
+    assert table.warned == 0 and table.health_note() is None
+    assert "⚠" not in table.format("markdown") and [row[1] for row in table.cells()[1]] == ["5/5", "4/4"]
+
+
+def test_a_stored_runs_warning_reaches_the_study_table_and_the_cli(kd_home, tmp_path, capsys):
+    spec = tmp_path / "study.yaml"
+    spec.write_text("""
+name: seeds
+dataset: {name: digits}
+student: mlp_64
+teacher: {source: checkpoint, checkpoint: t.pt, model: cnn_small}
+study: {seeds: [0, 1, 2]}
+""")
+    assert main(["study", str(spec), "--no-check"]) == 0
+    study_id = capsys.readouterr().out.strip()
+    store = RunStore()
+    runs = sorted(store.list_runs(sweep_id=study_id), key=lambda r: r.created_at)
+    for r in runs:
+        dead = r.spec.seed == 2
+        _complete(store, r.id, {1: 0.1 if dead else 0.8}, {1: 0.1 if dead else 0.8 + r.spec.seed / 100},
+                  info={"warnings": [COLLAPSE]} if dead else None)
+    assert [store.get(r.id).warnings for r in runs] == [(), (), (COLLAPSE,)]
+    kept = study_table(store, study_id)
+    assert kept.rows[0].warned == 1 and kept.rows[0].test_acc.mean == pytest.approx((0.8 + 0.81 + 0.1) / 3)
+    left = study_table(store, study_id, exclude_warned=True)
+    assert left.rows[0].test_acc.mean == pytest.approx(0.805) and left.rows[0].test_acc.n == 2
+    assert main(["table", study_id]) == 0 and "| 3/3, 1 ⚠ |" in capsys.readouterr().out
+    assert main(["table", study_id, "--exclude-warned"]) == 0
+    out = capsys.readouterr().out
+    assert "| 2/3, 1 ⚠ left out | 80.50 ± 0.71 |" in out and "left out of the means" in out

@@ -7,6 +7,7 @@ from enum import Enum
 from pathlib import Path
 
 from kdcore.spec import RunSpec
+from kdcore.summary import run_warnings
 
 
 class RunStatus(str, Enum):
@@ -95,6 +96,11 @@ class RunRecord:
     @property
     def method_label(self) -> str:
         return self.spec.method_label
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The one-sentence warnings its trainer raised (a student that stopped learning), oldest first."""
+        return run_warnings(self.info)
 
     @property
     def is_terminal(self) -> bool:
