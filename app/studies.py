@@ -4,7 +4,7 @@ the small form that starts a study from an existing run. No Streamlit here."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +16,7 @@ from app.figures import PALETTE, _is_fraction_metric, _layout, empty_figure, met
 from app.tables import EPOCH_METRICS, NO_TEACHER, differing_fields, field_label, flatten, method_text
 from kdcore.studies import RunResult, StudySpec, StudyTable, build_table, run_result
 from kdcore.studies.expand import study_runs_tags
+from kdcore.summary import WARNED
 
 SUMMARY_METRICS = {"test_acc": "test accuracy", "val_acc": "validation accuracy", "agreement": "agreement",
                    "kl_to_teacher": "KL to the teacher (ρ=1)", "ece": "ECE"}
@@ -51,11 +52,12 @@ def swept_fields(table: StudyTable) -> list[str]:
 
 
 def runs_frame(table: StudyTable) -> pd.DataFrame:
-    """One row per finished run: configuration, seed, the swept fields and the summary metrics."""
+    """One row per finished run: configuration, seed, the swept fields and the summary metrics (the runs the
+    table's means leave out are left out here too)."""
     fields = swept_fields(table)
     rows = []
     for r in table.results:
-        if not r.finished:
+        if not r.finished or r.run_id in table.left_out:
             continue
         flat = flatten(r.spec)
         row = {"configuration": r.label, "seed": r.seed, "run": r.run_id}
@@ -66,21 +68,27 @@ def runs_frame(table: StudyTable) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["configuration", "seed", "run", *fields, *SUMMARY_METRICS, "selected_epoch"])
 
 
+CURVE_COLUMNS = ["configuration", "seed", "epoch", "value", "warned"]
+
+
 def epoch_curves(store: Any, table: StudyTable, metric: str = "val/acc") -> pd.DataFrame:
-    """Long table configuration, seed, epoch, value of one epoch metric for every finished run."""
+    """Long table configuration, seed, epoch, value, warned of one epoch metric for every finished run (but
+    those the table's means leave out)."""
     rows = []
     for r in table.results:
-        if r.status not in ("completed", "running"):
+        if r.status not in ("completed", "running") or r.run_id in table.left_out:
             continue
         for p in store.metrics(r.run_id, names=[metric], kind="epoch"):
-            rows.append({"configuration": r.label, "seed": r.seed, "epoch": p.epoch, "value": p.value})
-    return pd.DataFrame(rows, columns=["configuration", "seed", "epoch", "value"])
+            rows.append({"configuration": r.label, "seed": r.seed, "epoch": p.epoch, "value": p.value,
+                         "warned": r.warned})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def band_figure(curves: pd.DataFrame, metric: str, *, x: str = "epoch", title: str | None = None,
                 height: int | None = None) -> go.Figure:
     """Mean over seeds per configuration and `x` value (the epoch, or the step for a step metric), with a
-    ±1 std band (std over the runs at that point)."""
+    ±1 std band (std over the runs at that point); the legend counts the runs, and those with a training
+    warning ("n=5, 1 ⚠") when `curves` has a `warned` column."""
     if curves.empty:
         return empty_figure("No epoch has finished yet." if x == "epoch" else "No point logged yet.",
                             title=metric_label(metric))
@@ -88,6 +96,7 @@ def band_figure(curves: pd.DataFrame, metric: str, *, x: str = "epoch", title: s
     for i, (label, part) in enumerate(curves.groupby("configuration", sort=False)):
         color = PALETTE[i % len(PALETTE)]
         stats = part.groupby(x)["value"].agg(["mean", "std", "count"]).reset_index()
+        warned = int(part.groupby(x)["warned"].sum().max()) if "warned" in part else 0
         std = stats["std"].fillna(0.0)
         xs = stats[x].tolist()
         fig.add_trace(go.Scatter(x=xs + xs[::-1], y=(stats["mean"] + std).tolist() + (stats["mean"] - std).tolist()[::-1],
@@ -95,7 +104,8 @@ def band_figure(curves: pd.DataFrame, metric: str, *, x: str = "epoch", title: s
                                  hoverinfo="skip",  # the band's outline only: no marker at its corners
                                  showlegend=False, legendgroup=label))
         fig.add_trace(go.Scatter(x=xs, y=stats["mean"], mode="lines+markers" if len(xs) <= 60 else "lines",
-                                 name=f"{label} (n={int(stats['count'].max())})",
+                                 name=f"{label} (n={int(stats['count'].max())}"
+                                      + (f", {warned} {WARNED})" if warned else ")"),
                                  line=dict(color=color), legendgroup=label,
                                  customdata=np.stack([std, stats["count"]], axis=1),
                                  hovertemplate="%{y:.4f} ± %{customdata[0]:.4f} (n=%{customdata[1]})"))
@@ -243,7 +253,8 @@ def best_summary(table: StudyTable) -> str | None:
     if best is None:
         return None
     text = (f"Best on validation: **{best.label}** — test accuracy {best.test_acc.mean * 100:.2f} %"
-            + (f" ± {best.test_acc.std * 100:.2f}" if finite(best.test_acc.std) else "") + f" over {best.test_acc.n} seed(s).")
+            + (f" ± {best.test_acc.std * 100:.2f}" if finite(best.test_acc.std) else "") + f" over {best.test_acc.n} seed(s)"
+            + (_warned_clause(best.warned, table.exclude_warned) if best.warned else "") + ".")
     d = best.vs_baseline
     if base is not None and d is not None and d.n >= 2:
         verdict = ("the interval excludes 0" if d.excludes_zero else "the interval includes 0: not distinguishable "
@@ -251,6 +262,17 @@ def best_summary(table: StudyTable) -> str | None:
         text += (f" Against {base.label}: {d.mean * 100:+.2f} points, 95 % interval "
                  f"[{d.low * 100:+.2f}, {d.high * 100:+.2f}] over {d.n} paired seeds — {verdict}.")
     return text
+
+
+def _warned_clause(warned: int, excluded: bool) -> str:
+    runs = "1 run" if warned == 1 else f"{warned} runs"
+    return f", {runs} with a training warning left out" if excluded else f", {runs} with a training warning ({WARNED}) among them"
+
+
+EXCLUDE_WARNED = f"Leave runs with a training warning ({WARNED}) out of the means"
+EXCLUDE_WARNED_HELP = ("A run whose student stopped learning (or that raised another training warning) says nothing "
+                       "about its method. Off: it counts in the means and each row says how many such runs it holds. "
+                       "On: the means, intervals and the best row are taken over the other runs.")
 
 
 def seeds_of(table: StudyTable) -> Sequence[int]:
@@ -335,10 +357,12 @@ def grouped_results(records: Sequence[Any], summaries: Mapping[str, Any], key: s
 
 
 def grouped_table(records: Sequence[Any], summaries: Mapping[str, Any], key: str,
-                  selection: str = "best-val") -> StudyTable:
+                  selection: str = "best-val", *, exclude_warned: bool = False) -> StudyTable:
     """The study table over arbitrary runs grouped by `key`: one row per group, mean ± std over its runs
-    (seeds) at the epoch validation selected, the best group on validation, Δ against a scratch group."""
-    return build_table("runs", grouped_results(records, summaries, key), selection, name=group_key_label(key))
+    (seeds) at the epoch validation selected, the best group on validation, Δ against a scratch group;
+    runs with a training warning counted in each row, or left out of the means (`exclude_warned`)."""
+    return build_table("runs", grouped_results(records, summaries, key), selection, name=group_key_label(key),
+                       exclude_warned=exclude_warned)
 
 
 def grouped_frame(table: StudyTable, key: str) -> pd.DataFrame:
@@ -350,12 +374,14 @@ def grouped_frame(table: StudyTable, key: str) -> pd.DataFrame:
 
 
 def group_curves(records: Sequence[Any], frames: Mapping[str, pd.DataFrame], key: str, metric: str,
-                 x: str = "epoch") -> pd.DataFrame:
-    """Long table configuration, seed, `x`, value of one metric for every run in `frames` (run id -> its
-    metric frame), each run under its group label(s): what `band_figure` averages."""
+                 x: str = "epoch", left_out: Iterable[str] = ()) -> pd.DataFrame:
+    """Long table configuration, seed, `x`, value, warned of one metric for every run in `frames` (run id ->
+    its metric frame) but those `left_out` (a grouped table's), each run under its group label(s): what
+    `band_figure` averages."""
     parts = []
+    skip = set(left_out)
     for r in records:
-        frame = frames.get(r.id)
+        frame = frames.get(r.id) if r.id not in skip else None
         if frame is None or not len(frame):
             continue
         points = frame[frame["name"] == metric]
@@ -365,8 +391,9 @@ def group_curves(records: Sequence[Any], frames: Mapping[str, pd.DataFrame], key
             points = points.groupby("epoch", as_index=False)["value"].mean()
         for value in group_values(r, key):
             parts.append((value, pd.DataFrame({"configuration": group_label(key, value), "seed": r.spec.seed,
-                                               x: points[x].to_numpy(), "value": points["value"].to_numpy()})))
+                                               x: points[x].to_numpy(), "value": points["value"].to_numpy(),
+                                               "warned": bool(r.warnings)})))
     if not parts:
-        return pd.DataFrame(columns=["configuration", "seed", x, "value"])
+        return pd.DataFrame(columns=["configuration", "seed", x, "value", "warned"])
     parts.sort(key=lambda part: _order(part[0]))  # the groups in the grouped table's order
     return pd.concat([frame for _, frame in parts], ignore_index=True)

@@ -7,10 +7,13 @@ from typing import Any
 
 import pandas as pd
 
+from kdcore.summary import WARNED, health_text
+
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 # Test accuracy at the epoch validation selected (kdcore.summary), and at the last epoch: never the best test.
 SELECTED_ACC, LAST_ACC = "test acc (best val)", "test acc (last)"
-RUN_COLUMNS = ["status", "name", SELECTED_ACC, LAST_ACC, "agreement", "method", "ρ / α / β",
+HEALTH = "health"  # the column that marks a run whose trainer warned (a student that stopped learning)
+RUN_COLUMNS = ["status", HEALTH, "name", SELECTED_ACC, LAST_ACC, "agreement", "method", "ρ / α / β",
                "teacher → student", "dataset", "duration", "tags", "notes", "id", "created"]
 
 
@@ -86,6 +89,7 @@ def runs_frame(records: Sequence[Any], selected: Mapping[str, float] | None = No
         rows.append({
             "id": r.id,
             "status": status_text(r.status),
+            HEALTH: health_text(r.warnings),
             "name": r.name,
             "dataset": r.dataset,
             "teacher → student": teacher_student(r),
@@ -125,13 +129,24 @@ def filter_runs(frame: pd.DataFrame, *, statuses: Iterable[str] = (), datasets: 
     if text.strip():
         needle = text.strip().lower()
         hay = (out["name"] + " " + out["id"] + " " + out["teacher → student"] + " " + out["method"] + " "
-               + out["notes"]).str.lower()
+               + out["notes"] + " " + out[HEALTH]).str.lower()
         out = out[hay.str.contains(needle, regex=False)]
     if tags:
         wanted = set(tags)
         out = out[out["tags"].map(lambda s: bool(wanted & {t.strip() for t in s.split(",") if t.strip()}))]
     column, ascending = SORTS.get(sort, SORTS["newest first"])
     return out.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+
+
+def warned_runs(records: Iterable[Any]) -> list[tuple[Any, str]]:
+    """(run, warning) for every warning of the given runs: the full sentences behind the health column."""
+    return [(r, w) for r in records for w in r.warnings]
+
+
+def mark_warned(labels: Mapping[str, str], records: Iterable[Any]) -> dict[str, str]:
+    """Run labels (run id -> label) with "⚠ " before those of runs whose trainer warned: legends and tables."""
+    warned = {r.id for r in records if r.warnings}
+    return {i: f"{WARNED} {label}" if i in warned else label for i, label in labels.items()}
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -193,11 +208,12 @@ FINAL_COLUMNS = {"test/acc": "test acc", "val/acc": "val acc", "fidelity/agreeme
 
 
 def final_metrics_table(records: Sequence[Any], labels: Mapping[str, str]) -> pd.DataFrame:
-    """Final metrics of several runs: one row per run (its label), one column per metric; metrics no
-    run has are left out."""
-    rows = {labels[r.id]: {col: _num((r.final or {}).get(name)) for name, col in FINAL_COLUMNS.items()}
+    """Final metrics of several runs: one row per run (its label), one column per metric, and the health
+    column when a run's trainer warned; metrics no run has are left out."""
+    rows = {labels[r.id]: {HEALTH: health_text(r.warnings) or None,
+                           **{col: _num((r.final or {}).get(name)) for name, col in FINAL_COLUMNS.items()}}
             for r in records}
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(FINAL_COLUMNS.values()))
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[HEALTH, *FINAL_COLUMNS.values()])
     frame.index.name = "run"
     return frame.dropna(axis=1, how="all")
 

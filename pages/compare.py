@@ -42,7 +42,7 @@ if not chosen:
     st.info("Pick at least one run.")
     st.stop()
 
-labels = tables.run_labels(chosen)
+labels = tables.mark_warned(tables.run_labels(chosen), chosen)  # "⚠ " before a run whose trainer warned
 run_frames = {r.id: state.metrics_frame(store, r) for r in chosen}
 frame = tables.combined_metrics((labels[r.id], run_frames[r.id]) for r in chosen)
 group_keys = studies.group_keys(chosen)
@@ -51,6 +51,11 @@ group = st.selectbox("Group by", group_keys, format_func=studies.group_key_label
                      help="Runs with the same value (the seeds of one setting) become one curve: their mean, with a "
                           "± std band, and one row of the table below.")
 grouped = group != studies.NO_GROUP
+group_table = None
+if grouped:
+    exclude = any(r.warnings for r in chosen) and st.checkbox(
+        studies.EXCLUDE_WARNED, key="compare_exclude_warned", help=studies.EXCLUDE_WARNED_HELP)
+    group_table = studies.grouped_table(chosen, state.run_summaries(store, chosen), group, exclude_warned=exclude)
 
 
 def draw(metric: str, x: str, smoothing: float, log_y: bool, height: int | None = None):
@@ -58,7 +63,8 @@ def draw(metric: str, x: str, smoothing: float, log_y: bool, height: int | None 
     if not grouped:
         return figures.overlay_figure(tables.overlay_data(frame, metric, x), metric, x=x, smoothing=smoothing,
                                       log_y=log_y, **({"height": height} if height else {}))
-    fig = studies.band_figure(studies.group_curves(chosen, run_frames, group, metric, x=x), metric, x=x,
+    curves = studies.group_curves(chosen, run_frames, group, metric, x=x, left_out=group_table.left_out)
+    fig = studies.band_figure(curves, metric, x=x,
                               title=f"{figures.metric_label(metric)}: mean ± std per group", height=height)
     if log_y:
         fig.update_yaxes(type="log")
@@ -104,15 +110,18 @@ if sweep_field is not None:
 
 st.subheader("Final metrics")
 if grouped:
-    table = studies.grouped_table(chosen, state.run_summaries(store, chosen), group)
-    st.dataframe(studies.grouped_frame(table, group), hide_index=True, key="compare_grouped", placeholder="—")
+    st.dataframe(studies.grouped_frame(group_table, group), hide_index=True, key="compare_grouped", placeholder="—")
+    note = group_table.health_note()
     st.caption("Per group: mean ± std over its runs at the epoch with the best validation accuracy; n = finished "
-               "runs / runs; ★ = best group on validation accuracy.")
+               "runs / runs; ★ = best group on validation accuracy." + (f"  \n{note}" if note else ""))
 final = tables.final_metrics_table(chosen, labels)
 if len(final):
     percent = st.column_config.NumberColumn(format="percent")
     st.dataframe(final, key="compare_final", placeholder="—",
                  column_config={"run": st.column_config.TextColumn(width="large"),
+                                tables.HEALTH: st.column_config.TextColumn(
+                                    width="medium", help="⚠: the run's trainer warned (its student stopped "
+                                                         "learning, say); the full sentence is in the run's view."),
                                 **{c: percent for c in ("test acc", "val acc", "agreement", "teacher acc")},
                                 "KL to teacher (ρ=1)": st.column_config.NumberColumn(format="%.3f"),
                                 "ECE": st.column_config.NumberColumn(format="%.3f")})

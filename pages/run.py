@@ -119,7 +119,7 @@ def show_run(run_id: str) -> None:
                 epoch, value = earlier[name]
                 label = f"{label} (epoch {epoch})"
             col.metric(label, f"{value:.1%}" if value is not None and value == value else "—")
-        for warning in (current.info or {}).get("warnings", []):  # e.g. a student that stopped learning
+        for warning in current.warnings:  # e.g. a student that stopped learning
             st.warning(warning, icon=":material/warning:")
         members = teachers.ensemble_rows(current.info or {})
         if members:  # an ensemble teacher: each member's accuracy beside the ensemble's

@@ -15,14 +15,18 @@ GROUP_METRICS = ("val/acc", "test/acc", "fidelity/agreement", "train/loss")
 def grouped_view(records: list, key: str, metric: str) -> None:
     """The shown runs grouped by `key`: the study table (mean ± std over each group's runs) and a curve with
     a ± std band per group."""
-    table = studies.grouped_table(records, state.run_summaries(store, records), key)
+    exclude = any(r.warnings for r in records) and st.checkbox(
+        studies.EXCLUDE_WARNED, key="runs_exclude_warned", help=studies.EXCLUDE_WARNED_HELP)
+    table = studies.grouped_table(records, state.run_summaries(store, records), key, exclude_warned=exclude)
     st.dataframe(studies.grouped_frame(table, key), hide_index=True, key="runs_grouped_table", placeholder="—")
+    note = table.health_note()
     st.caption("Each group's runs (seeds) at the epoch with the best validation accuracy: mean ± std; n = finished "
                "runs / runs. ★ = best group on validation accuracy" + ("; Δ = paired difference in test accuracy "
                                                                        "to the runs without a teacher, by seed."
-                                                                       if table.baseline else "."))
+                                                                       if table.baseline else ".")
+               + (f"  \n{note}" if note else ""))
     frames = state.one_metric_frames(store, records, metric)
-    curves = studies.group_curves(records, frames, key, metric)
+    curves = studies.group_curves(records, frames, key, metric, left_out=table.left_out)
     st.plotly_chart(studies.band_figure(curves, metric, title=f"{figures.metric_label(metric)} by "
                                                               f"{studies.group_key_label(key).split(' (')[0]}: "
                                                               "mean ± std"), key="runs_group_curves")
@@ -112,11 +116,17 @@ def show_table() -> None:
             S["runs_table_gen"] = S.get("runs_table_gen", 0) + 1
         S["runs_shown_ids"] = shown
         st.caption(f"{len(current)} of {len(frame)} runs · tick rows to act on several")
+        # No warning among the shown runs: no empty health column either.
+        hidden = ["created"] + ([] if current[tables.HEALTH].astype(bool).any() else [tables.HEALTH])
         event = st.dataframe(
-            current.drop(columns=["created"]), hide_index=True, on_select="rerun", selection_mode="multi-row",
+            current.drop(columns=hidden), hide_index=True, on_select="rerun", selection_mode="multi-row",
             key=f"runs_table_{S.get('runs_table_gen', 0)}", placeholder="—",
             column_config={
                 "status": st.column_config.TextColumn(width="small"),
+                tables.HEALTH: st.column_config.TextColumn(
+                    width="medium", help="⚠: the run's trainer warned (its student stopped learning, say), so its "
+                                         "numbers say nothing about the method. The full sentence: below the table "
+                                         "and in the run's view."),
                 "name": st.column_config.TextColumn(width="medium"),
                 tables.LAST_ACC: st.column_config.NumberColumn(format="percent", width="small"),
                 tables.SELECTED_ACC: st.column_config.NumberColumn(
@@ -131,6 +141,12 @@ def show_table() -> None:
         chosen = [known[shown[i]] for i in rows if i < len(shown) and shown[i] in known]
         if chosen:
             bulk_bar(chosen)
+        warned = tables.warned_runs(known[i] for i in shown if i in known)
+        if warned:
+            count = len({r.id for r, _ in warned})
+            with st.expander(f"⚠ {count} of these runs {'carries' if count == 1 else 'carry'} a training warning"):
+                for r, sentence in warned:
+                    st.markdown(f"**{r.name}** · `{r.id}`: {sentence}")
 
     st.fragment(run_every=state.LIVE_REFRESH_S * 2 if live else None)(table)()
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")

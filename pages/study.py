@@ -73,11 +73,16 @@ try:
 except KDError as err:
     st.error(str(err))
     st.stop()
+if table.warned and st.checkbox(studies.EXCLUDE_WARNED, key="study_exclude_warned",
+                                help=studies.EXCLUDE_WARNED_HELP):
+    table = table.with_warned(excluded=True)
 
 st.dataframe(studies.table_frame(table), hide_index=True, key="study_table")
 summary = studies.best_summary(table)
+note = table.health_note()
 st.caption((summary + "  \n" if summary else "") + "Mean ± std over seeds at each run's selected epoch; "
-           "★ = best configuration on validation accuracy; Δ = paired difference to scratch, 95 % t-interval.")
+           "★ = best configuration on validation accuracy; Δ = paired difference to scratch, 95 % t-interval."
+           + (f"  \n{note}" if note else ""))
 fmt = st.segmented_control("Export", ["markdown", "csv", "latex"], default="markdown", key="study_format",
                            required=True)
 st.code(table.format(fmt), language=None)

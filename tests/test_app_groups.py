@@ -1,10 +1,12 @@
-"""Runs grouped by a field or a tag (seeds averaged: the study table and a ± std band), bulk actions on the
-Runs table's selection (tag, cancel, delete, compare: all through the store's authorisation) and run notes."""
+"""Runs grouped by a field or a tag (seeds averaged: the study table and a ± std band), runs whose trainer warned
+(marked in the Runs table and Compare, counted in each group, left out of the means on request), bulk actions on
+the Runs table's selection (tag, cancel, delete, compare: all through the store's authorisation) and run notes."""
 from __future__ import annotations
 
 import json
 import math
 
+import pandas as pd
 import pytest
 from test_app_support import (
     SCRATCH,
@@ -16,7 +18,7 @@ from test_app_support import (
     texts,
 )
 
-from app import bulk, state, studies
+from app import bulk, state, studies, tables
 from kdcore.errors import KDError
 from kdcore.jobs import RunStatus, RunStore
 from kdcore.jobs.access import Actor
@@ -25,13 +27,15 @@ TEACHER_RUN = {"name": "teacher", "dataset": {"name": "digits"}, "student": "cnn
 
 
 def finished_run(store: RunStore, spec: dict, epochs: list[tuple[float, float]], *, owner: str | None = None,
-                 tags: tuple[str, ...] = ()) -> str:
-    """A completed run whose epochs reported (val acc, test acc) as given."""
+                 tags: tuple[str, ...] = (), warning: str | None = None) -> str:
+    """A completed run whose epochs reported (val acc, test acc) as given, and `warning` as its trainer's."""
     run_id = store.submit(spec, check=False, owner=owner, tags=tags)
     cb = claim(store, run_id)
     for epoch, (val, test) in enumerate(epochs, 1):
         cb.on_step(epoch, epoch * 5, {"loss/total": 1.0 / epoch})
         cb.on_epoch(epoch, epoch * 5, {"val/acc": val, "test/acc": test, "train/loss": 1.0 / epoch})
+    if warning:
+        cb.on_warning(warning)  # as the trainer's collapse watch reports it
     cb.flush()
     assert store.finish_run(run_id, WORKER, cb.attempt, RunStatus.COMPLETED, final=cb.info.get("final"))
     return run_id
@@ -126,6 +130,126 @@ def test_the_runs_page_groups_what_it_shows(rho_runs):
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert [t.get("name") for t in fig["data"]] == [None, "ρ = 2 (n=3)", None, "ρ = 8 (n=2)"]
     assert fig["data"][0]["fill"] == "toself"
+
+
+# ---- runs whose trainer warned ---------------------------------------------------------------------------
+
+COLLAPSE = ("The student stopped learning at epoch 1: it predicts one class for 100% of the validation set "
+            "(accuracy 10.0%, chance 10%) while the loss stays finite, so this run's results say nothing about the "
+            "method; rerun with a lower learning rate (e.g. optimizer.lr: 0.01) or gradient clipping "
+            "(optimizer.clip_grad_norm: 1.0).")
+
+
+@pytest.fixture()
+def warned_runs(rho_runs):
+    """rho_runs with a fourth ρ = 2 seed whose student collapsed (val and test 0.10) and said so."""
+    store, ids = rho_runs
+    ids["dead"] = finished_run(store, kd(ids["teacher"], 2.0, 3), [(0.1, 0.1), (0.1, 0.1)], tags=("sweep",),
+                               warning=COLLAPSE)
+    ids[2.0].append(ids["dead"])
+    return store, ids
+
+
+def test_a_warned_run_is_marked_in_the_runs_frame_and_compares_labels(warned_runs):
+    store, ids = warned_runs
+    records = store.list_runs()
+    frame = tables.runs_frame(records).set_index("id")
+    assert frame.loc[ids["dead"], tables.HEALTH] == "⚠ stopped learning at epoch 1"
+    assert frame.loc[ids[2.0][0], tables.HEALTH] == ""
+    assert tables.filter_runs(frame.reset_index(), text="stopped learning")["id"].tolist() == [ids["dead"]]
+    chosen = [r for r in records if r.id in (ids["dead"], ids[2.0][0])]
+    labels = tables.mark_warned(tables.run_labels(chosen), chosen)
+    assert labels[ids["dead"]].startswith("⚠ ") and not labels[ids[2.0][0]].startswith("⚠")
+    final = tables.final_metrics_table(chosen, labels)
+    assert final.loc[labels[ids["dead"]], tables.HEALTH] == "⚠ stopped learning at epoch 1"
+    assert tables.HEALTH not in tables.final_metrics_table(chosen[1:], labels).columns  # no warning, no column
+
+
+def test_a_groups_row_counts_its_warned_runs_and_leaving_them_out_takes_the_mean_of_the_others(warned_runs):
+    store, ids = warned_runs
+    records = [r for r in store.list_runs() if r.id in ids[2.0] + ids[8.0]]
+    summaries = state.run_summaries(store, records)
+    kept = studies.grouped_table(records, summaries, "logit.rho")
+    rho2 = kept.rows[0]
+    assert rho2.label == "ρ = 2" and rho2.warned == 1 and rho2.test_acc.n == 4
+    assert rho2.test_acc.mean == pytest.approx((0.80 + 0.82 + 0.84 + 0.10) / 4)
+    assert kept.best.label == "ρ = 8"  # the dead seed drags ρ = 2's validation mean down to 0.70
+    frame = studies.grouped_frame(kept, "logit.rho").set_index("ρ")
+    assert frame.loc["ρ = 2", "n"] == "4/4, 1 ⚠" and frame.loc["★ ρ = 8", "n"] == "2/2"
+    assert "1 such run is kept in the means" in kept.health_note()
+
+    left = studies.grouped_table(records, summaries, "logit.rho", exclude_warned=True)
+    assert left.rows[0].test_acc.mean == pytest.approx(0.82) and left.rows[0].test_acc.n == 3
+    assert left.best.label == "ρ = 2" and left.left_out == {ids["dead"]}
+    assert studies.grouped_frame(left, "logit.rho").set_index("ρ").loc["★ ρ = 2", "n"] == "3/4, 1 ⚠ left out"
+
+    frames = {r.id: state.metrics_frame(store, r) for r in records}
+    curves = studies.group_curves(records, frames, "logit.rho", "test/acc")
+    assert studies.band_figure(curves, "test/acc").data[1].name == "ρ = 2 (n=4, 1 ⚠)"
+    curves = studies.group_curves(records, frames, "logit.rho", "test/acc", left_out=left.left_out)
+    line = studies.band_figure(curves, "test/acc").data[1]
+    assert line.name == "ρ = 2 (n=3)" and list(line.y) == pytest.approx([0.82, 0.5])
+
+
+def test_the_runs_page_marks_a_warned_run_and_its_group_and_can_leave_it_out(warned_runs):
+    store, ids = warned_runs
+    at = app("runs.py")
+    no_exception(at)
+    table = next(d for d in at.dataframe if d.key and d.key.startswith("runs_table_")).value.set_index("id")
+    assert table.loc[ids["dead"], "health"] == "⚠ stopped learning at epoch 1"
+    assert list(table.columns[:2]) == ["status", "health"] and table.loc[ids["scratch"], "health"] == ""
+    assert "1 of these runs carries a training warning" in at.expander[0].label
+    assert COLLAPSE in texts(at)  # the full sentence, under the table
+
+    at.multiselect(key="runs_tags").set_value(["sweep"]).run()
+    at.selectbox(key="runs_group").set_value("logit.rho").run()
+    no_exception(at)
+    assert at.checkbox(key="runs_exclude_warned").value is False  # kept by default, flagged
+    grouped = at.dataframe[0].value.set_index("ρ")
+    assert grouped.loc["ρ = 2", "n"] == "4/4, 1 ⚠" and grouped.loc["ρ = 2", "test acc %"] == "64.00 ± 36.04"
+    assert "1 such run is kept in the means" in texts(at)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["data"][1]["name"] == "ρ = 2 (n=4, 1 ⚠)"
+
+    at.checkbox(key="runs_exclude_warned").check().run()
+    no_exception(at)
+    grouped = at.dataframe[0].value.set_index("ρ")
+    assert grouped.loc["★ ρ = 2", "n"] == "3/4, 1 ⚠ left out" and grouped.loc["★ ρ = 2", "test acc %"] == "82.00 ± 2.00"
+    assert "1 such run is left out of the means" in texts(at)
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][1]["name"] == "ρ = 2 (n=3)"
+
+
+def test_the_runs_page_has_no_health_column_or_checkbox_without_a_warning(rho_runs):
+    at = app("runs.py")
+    at.selectbox(key="runs_group").set_value("logit.rho").run()
+    no_exception(at)
+    table = next(d for d in at.dataframe if d.key and d.key.startswith("runs_table_")).value
+    assert "health" not in table.columns and not at.checkbox and not at.expander
+    assert "⚠" not in texts(at)
+
+
+def test_compare_marks_a_warned_run_in_its_legend_and_tables_and_its_group(warned_runs):
+    store, ids = warned_runs
+    at = app("compare.py", runs=",".join(ids[2.0] + ids[8.0]))
+    no_exception(at)
+    at.selectbox(key="compare_metric").set_value("test/acc").run()
+    legend = [t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
+    assert [n for n in legend if n and n.startswith("⚠")] == ["⚠ ρ = 2, seed = 3"]
+    final = at.dataframe[0].value
+    assert final.loc["⚠ ρ = 2, seed = 3", "health"] == "⚠ stopped learning at epoch 1"
+    assert pd.isna(final.loc["ρ = 2, seed = 0", "health"])  # shown as "—"
+    assert "⚠ ρ = 2, seed = 3" in at.dataframe[1].value.columns  # the specs side by side
+
+    at.selectbox(key="compare_group").set_value("logit.rho").run()
+    no_exception(at)
+    grouped = at.dataframe[0].value.set_index("ρ")
+    assert grouped.iloc[0]["n"] == "4/4, 1 ⚠" and "1 such run is kept in the means" in texts(at)
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][1]["name"] == "ρ = 2 (n=4, 1 ⚠)"
+    at.checkbox(key="compare_exclude_warned").check().run()
+    no_exception(at)
+    grouped = at.dataframe[0].value.set_index("ρ")
+    assert grouped.iloc[0]["n"] == "3/4, 1 ⚠ left out" and grouped.iloc[0]["test acc %"] == "82.00 ± 2.00"
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][1]["name"] == "ρ = 2 (n=3)"
 
 
 # ---- bulk actions ---------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
-"""Studies page under AppTest: the table, the figures, selection, the start form and a search's Optuna view."""
+"""Studies page under AppTest: the table, the figures, selection, a run whose trainer warned (counted, and left out
+of the means on request), the start form and a search's Optuna view."""
 from __future__ import annotations
+
+import json
 
 from test_app_support import (
     TEACHER,
@@ -18,8 +21,9 @@ from kdcore.studies import StudySpec, submit_study
 from kdcore.studies.search import _trial_spec, create_search, load_search
 
 
-def finish(store: RunStore, run_id: str, val: list[float], test_last: float) -> None:
-    """Complete a run with a validation curve; test accuracy where validation improved and at the end."""
+def finish(store: RunStore, run_id: str, val: list[float], test_last: float, warning: str | None = None) -> None:
+    """Complete a run with a validation curve; test accuracy where validation improved and at the end; `warning`
+    as its trainer's."""
     cb = claim(store, run_id)
     best = -1.0
     for epoch, v in enumerate(val, 1):
@@ -29,15 +33,28 @@ def finish(store: RunStore, run_id: str, val: list[float], test_last: float) -> 
             metrics["fidelity/agreement"] = v
         best = max(best, v)
         cb.on_epoch(epoch, epoch * 5, metrics)
+    if warning:
+        cb.on_warning(warning)
     cb.flush()
     assert store.finish_run(run_id, WORKER, cb.attempt, RunStatus.COMPLETED, final=cb.info.get("final"))
 
 
-def grid_study(store: RunStore) -> str:
+COLLAPSE = ("The student stopped learning at epoch 1: it predicts one class for 100% of the validation set "
+            "(accuracy 10.0%, chance 10%) while the loss stays finite, so this run's results say nothing about the "
+            "method; rerun with a lower learning rate (e.g. optimizer.lr: 0.01) or gradient clipping "
+            "(optimizer.clip_grad_norm: 1.0).")
+
+
+def grid_study(store: RunStore, *, dead_rho4_seed: int | None = None) -> str:
+    """ρ ∈ {1, 4} × seeds 0..2 and scratch; with `dead_rho4_seed` that ρ = 4 run's student collapsed (val 0.1,
+    test 0.09 at its selected epoch) and its trainer said so."""
     teacher = completed_run(store, TEACHER)
     study = StudySpec(name="rho grid", grid={"logit.rho": [1, 4]}, seeds=[0, 1, 2], baseline=True)
     study_id = submit_study(store, kd_spec(teacher), study, check=False)
     for r in sorted(store.list_runs(sweep_id=study_id), key=lambda r: r.created_at):
+        if r.spec.teacher is not None and r.spec.logit.rho == 4 and r.spec.seed == dead_rho4_seed:
+            finish(store, r.id, [0.1, 0.1, 0.1], test_last=0.1, warning=COLLAPSE)
+            continue
         gain = 0.0 if r.spec.teacher is None else 0.02 * r.spec.logit.rho / 4
         v = 0.6 + gain + 0.01 * r.spec.seed
         finish(store, r.id, [v - 0.1, v, v - 0.05], test_last=v - 0.2)
@@ -58,6 +75,35 @@ def test_study_page_shows_the_table_figures_and_switches_selection(kd_home):
     at.segmented_control(key="study_select").set_value("last").run()
     no_exception(at)
     assert at.dataframe[0].value.loc[2, "test acc %"] == "43.00 ± 1.00"  # the last epoch
+
+
+def test_a_studys_arm_row_counts_a_collapsed_seed_and_can_leave_it_out(kd_home):
+    store = RunStore()
+    study_id = grid_study(store, dead_rho4_seed=2)
+    at = app("study.py", study=study_id)
+    no_exception(at)
+    table = at.dataframe[0].value.set_index("configuration")
+    assert at.checkbox(key="study_exclude_warned").value is False  # kept by default, and flagged
+    assert table.loc["logit.rho=4", "n"] == "3/3, 1 ⚠" and table.loc["★ logit.rho=1", "n"] == "3/3"
+    assert table.loc["logit.rho=4", "test acc %"] == "44.00 ± 30.32"  # 0.61, 0.62 and the dead 0.09
+    assert "1 such run is kept in the means" in texts(at) and "| logit.rho=4 | 3/3, 1 ⚠ |" in at.code[0].value
+
+    at.checkbox(key="study_exclude_warned").check().run()
+    no_exception(at)
+    table = at.dataframe[0].value.set_index("configuration")
+    assert table.loc["★ logit.rho=4", "n"] == "2/3, 1 ⚠ left out"
+    assert table.loc["★ logit.rho=4", "test acc %"] == "61.50 ± 0.71"  # the mean of the two others
+    assert "1 such run is left out of the means" in texts(at) and "left out of the means" in at.code[0].value
+    assert "over 2 seed(s), 1 run with a training warning left out" in texts(at)
+    curves = next(c for c in at.get("plotly_chart") if "study_curves" in c.proto.id)
+    names = [t.get("name") for t in json.loads(curves.proto.spec)["data"]]
+    assert "logit.rho=4 (n=2)" in names  # the band leaves the dead run out too
+
+
+def test_a_study_without_a_warned_run_offers_no_checkbox(kd_home):
+    at = app("study.py", study=grid_study(RunStore()))
+    no_exception(at)
+    assert not at.checkbox and "⚠" not in texts(at)
 
 
 def _chart_keys(at) -> set[str]:
