@@ -256,6 +256,54 @@ def test_decoded_idx_files_are_cached_and_decoded_again_when_a_file_changes(data
     assert len(decoded) == 8
 
 
+def test_split_fashion_mnist_is_kept_and_equals_a_fresh_computation_bit_for_bit(data_root, monkeypatch):
+    from kdcore.data import loader
+    from kdcore.data.batches import stratified_split
+
+    write_fake_mnist(data_root / "fashion-mnist", n_train=60, n_test=20, gz=True)
+    built = load_dataset("fashion-mnist", download=False, val_fraction=0.25, seed=3)
+    assert len(list((paths.cache_dir() / "splits").glob("*.pt"))) == 1
+
+    # the computation as it was before splits were kept: rows picked by tensor indexing, normalised afresh
+    raw = read_raw("fashion-mnist", download=False)
+    keep, held = stratified_split(raw.y, 0.25, 3)
+    mean, std = loader._channel_stats(raw.x[keep])
+    reference = {"train": (raw.x[keep], raw.y[keep]), "val": (raw.x[held], raw.y[held]),
+                 "test": (raw.test_x, raw.test_y)}
+
+    def unread(*args, **kwargs):
+        raise AssertionError("kept splits must be served without reading the dataset")
+
+    monkeypatch.setattr(loader, "read_raw", unread)
+    clear_cache()
+    kept = load_dataset("fashion-mnist", download=False, val_fraction=0.25, seed=3)
+    for name, (x, y) in reference.items():
+        expected = loader._normalised(x, mean, std, "cpu")
+        for bundle in (built, kept):
+            assert torch.equal(bundle.split(name).x, expected) and torch.equal(bundle.split(name).y, y)
+    assert kept.mean == built.mean == tuple(mean.tolist()) and kept.std == built.std == tuple(std.tolist())
+    assert kept.info == built.info
+
+    kept.train.x.add_(1.0)  # copy-on-write: a run changing its tensors never changes the kept file
+    assert torch.equal(load_dataset("fashion-mnist", download=False, val_fraction=0.25, seed=3).train.x,
+                       built.train.x)
+
+    monkeypatch.setattr(loader, "read_raw", read_raw)
+    other = load_dataset("fashion-mnist", download=False, val_fraction=0.5, seed=3)  # other arguments: other splits
+    assert len(other.val) == 30 and len(list((paths.cache_dir() / "splits").glob("*.pt"))) == 2
+
+    new_test = np.full((20, 28, 28), 7, dtype=np.uint8)  # a changed file is split again, not served stale
+    write_idx(data_root / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", new_test)
+    clear_cache()
+    changed = load_dataset("fashion-mnist", download=False, val_fraction=0.25, seed=3)
+    assert torch.allclose(changed.denormalize(changed.test.x)[:, 0], torch.from_numpy(new_test) / 255.0, atol=1e-6)
+
+    for kept_file in (paths.cache_dir() / "splits").glob("*.pt"):  # a damaged kept file is built and written again
+        kept_file.write_bytes(b"PK\x03\x04 cut short")
+    clear_cache()
+    assert torch.equal(load_dataset("fashion-mnist", download=False, val_fraction=0.25, seed=3).test.x, changed.test.x)
+
+
 def test_fashion_mnist_missing_everywhere(data_root, tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
     with pytest.raises(DatasetMissingError) as err:

@@ -79,11 +79,30 @@ def find_idx_dir(candidates: list[Path]) -> Path | None:
     return None
 
 
+def _idx_files(directory: Path) -> dict[str, Path]:
+    return {key: _idx_file(directory, stem) for key, stem in _IDX_STEMS.items()}
+
+
+def _files_key(files: dict[str, Path]) -> str:
+    """The files' paths, sizes and modification times: a changed or moved file changes it."""
+    return "\n".join(f"{k}={p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for k, p in sorted(files.items()))
+
+
 def _decoded_cache_file(files: dict[str, Path]) -> Path:
-    """Where the decoded arrays of these IDX files are kept: named after their paths, sizes and times, so a
-    changed or moved file is decoded afresh."""
-    key = "\n".join(f"{k}={p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for k, p in sorted(files.items()))
-    return paths.cache_dir() / "idx" / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".npz")
+    """Where the decoded arrays of these IDX files are kept: named after the files, so a changed or moved file is
+    decoded afresh."""
+    return paths.cache_dir() / "idx" / (hashlib.sha1(_files_key(files).encode()).hexdigest()[:20] + ".npz")
+
+
+def local_files_key(name: str, root: Path) -> str | None:
+    """What identifies the local files dataset `name` would be read from (their paths, sizes and times), found
+    without reading them; None where there is no such cheap identity (the embedded digits, image folders,
+    torchvision's formats) or no file yet."""
+    if name == "fashion-mnist":
+        directory = find_idx_dir(fashion_mnist_dirs(root))
+        if directory is not None:
+            return f"{name}\n{_files_key(_idx_files(directory))}"
+    return None
 
 
 def _read_idx_files(files: dict[str, Path]) -> dict[str, np.ndarray]:
@@ -103,7 +122,7 @@ def _read_idx_files(files: dict[str, Path]) -> dict[str, np.ndarray]:
 
 
 def read_idx_dir(directory: Path, class_names: tuple[str, ...]) -> RawData:
-    arrays = _read_idx_files({key: _idx_file(directory, stem) for key, stem in _IDX_STEMS.items()})
+    arrays = _read_idx_files(_idx_files(directory))
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
