@@ -245,3 +245,20 @@ def test_kept_split_logits_belong_to_the_exact_inputs_and_evaluation(tmp_path, k
     cached_split_logits(source, x, "cpu|bf16", lambda: compute(x))
     cached_split_logits(None, x, "cpu|fp32", lambda: compute(x))  # no file (torchvision weights): never kept
     assert len(computed) == 4
+
+
+def test_the_teacher_stays_in_eval_mode_through_every_switch_of_the_distiller(tmp_path, teacher_ckpt):
+    trainer = Trainer(spec_of(teacher_ckpt, student="cnn_small"), tmp_path)
+    trainer._setup()
+    distiller = trainer.distiller
+
+    def modes(model):
+        return {m.training for m in model.modules()}
+
+    distiller.train()
+    assert modes(distiller.student) == {True} and modes(distiller.teacher) == {False}
+    distiller.eval()
+    assert modes(distiller.student) == {False} and modes(distiller.teacher) == {False}
+    distiller.teacher.train()  # something switched it: the next switch of the distiller puts it back
+    distiller.train()
+    assert modes(distiller.student) == {True} and modes(distiller.teacher) == {False} and distiller.training

@@ -148,15 +148,24 @@ class Distiller(nn.Module):
         if teacher is not None:
             teacher.eval()
             teacher.requires_grad_(False)
+        # What a step calls, resolved once: plain attributes, not a walk through nn.Module's submodule lookup
+        # and the checks below on every step (a few µs each, on steps of a few ms).
+        self.__dict__["_run_student"] = student
+        self._needs_teacher_forward = bool(hints) or any(real.side == "teacher" for _, real in self._taps)
+        self._logit_terms = logit_loss.checked_terms if isinstance(logit_loss, LogitLoss) else self._any_loss_terms
 
     def use_compiled_student(self, compiled) -> None:
         # Kept outside the module tree: a registered OptimizedModule would duplicate the student's weights.
-        self.__dict__["_compiled_student"] = compiled
+        self.__dict__["_run_student"] = compiled
+
+    def _any_loss_terms(self, z_s: Tensor, z_t: Tensor | None, y: Tensor, epoch: float) -> dict[str, Tensor]:
+        """A logit loss that is not a LogitLoss: its terms but "total"."""
+        return {k: v for k, v in self.logit_loss(z_s, z_t, y, epoch=epoch).items() if k != "total"}
 
     @property
     def needs_teacher_forward(self) -> bool:
         """Whether a step must run the teacher even when its logits are cached: some loss reads its layers."""
-        return bool(self.hints) or any(real.side == "teacher" for _, real in self._taps)
+        return self._needs_teacher_forward
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Student and student-side transforms and method heads: never the teacher."""
@@ -173,9 +182,14 @@ class Distiller(nn.Module):
             self.methods.load_state_dict(state["methods"])
 
     def train(self, mode: bool = True) -> "Distiller":
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()  # the teacher stays in eval mode (BN statistics, dropout) whatever happens
+        """Everything but the teacher, which stays in eval mode (BN statistics, dropout) whatever happens.
+        The teacher's tree is not walked each epoch: it is put back only if something switched it."""
+        self.training = mode
+        for child in self.children():
+            if child is not self.teacher:
+                child.train(mode)
+        if self.teacher is not None and self.teacher.training:
+            self.teacher.eval()
         return self
 
     def forward(self, x: Tensor, y: Tensor, *, epoch: float = 0, teacher_logits: Tensor | None = None,
@@ -186,23 +200,19 @@ class Distiller(nn.Module):
             self._s_hooks.clear()
             self._t_hooks.clear()
         x_s = x if self.student_view is None else self.student_view(x)
-        z_s = self.__dict__.get("_compiled_student", self.student)(x_s)
-        if self.teacher is not None and (teacher_logits is None or self.needs_teacher_forward):
+        z_s = self._run_student(x_s)
+        if (teacher_logits is None or self._needs_teacher_forward) and self.teacher is not None:
             with torch.no_grad():
                 z_t = self.teacher(x)
             teacher_logits = z_t if teacher_logits is None else teacher_logits
-        losses: dict[str, Tensor] = {}
-        if not hint_only:
-            if isinstance(self.logit_loss, LogitLoss):  # its terms alone: the trainer adds them up
-                losses.update(self.logit_loss.checked_terms(z_s, teacher_logits, y, epoch))
-            else:
-                terms = self.logit_loss(z_s, teacher_logits, y, epoch=epoch)
-                losses.update({k: v for k, v in terms.items() if k != "total"})
-        for i, (h, loss_fn) in enumerate(zip(self.hints, self.feature_losses)):
-            f_t = self._t_hooks.outputs[h.teacher_path]
-            f_s = self._s_hooks.outputs[h.student_path]
-            losses[f"hint{i}_{h.distance}"] = loss_fn(f_t.float(), f_s.float())
-        if len(self.methods):
+        # the logit loss's terms alone: the trainer adds every term up
+        losses: dict[str, Tensor] = {} if hint_only else self._logit_terms(z_s, teacher_logits, y, epoch)
+        if self.hints:
+            for i, (h, loss_fn) in enumerate(zip(self.hints, self.feature_losses)):
+                f_t = self._t_hooks.outputs[h.teacher_path]
+                f_s = self._s_hooks.outputs[h.student_path]
+                losses[f"hint{i}_{h.distance}"] = loss_fn(f_t.float(), f_s.float())
+        if self.method_names:
             batch = Batch(inputs=x, labels=y, indices=indices, epoch=epoch, student_logits=z_s,
                           teacher_logits=teacher_logits, features=self._tapped())
             for prefix, loss_fn in zip(self.method_names, self.methods):
