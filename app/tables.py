@@ -210,10 +210,10 @@ FINAL_COLUMNS = {"test/acc": "test acc", "val/acc": "val acc", "fidelity/agreeme
 def final_metrics_table(records: Sequence[Any], labels: Mapping[str, str]) -> pd.DataFrame:
     """Final metrics of several runs: one row per run (its label), one column per metric, and the health
     column when a run's trainer warned; metrics no run has are left out."""
-    rows = {labels[r.id]: {HEALTH: health_text(r.warnings) or None,
-                           **{col: _num((r.final or {}).get(name)) for name, col in FINAL_COLUMNS.items()}}
+    rows = {labels[r.id]: {**{col: _num((r.final or {}).get(name)) for name, col in FINAL_COLUMNS.items()},
+                           HEALTH: health_text(r.warnings) or None}  # last: the label carries the ⚠ already
             for r in records}
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[HEALTH, *FINAL_COLUMNS.values()])
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*FINAL_COLUMNS.values(), HEALTH])
     frame.index.name = "run"
     return frame.dropna(axis=1, how="all")
 

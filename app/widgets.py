@@ -127,6 +127,15 @@ def live_sidebar() -> None:
     st.fragment(run_every=3.0)(sidebar_status)()
 
 
+def seed_table(frame: Any, key: str) -> None:
+    """A table of mean ± std over seeds (a study's, or runs grouped by a field). Its n column is widened when a
+    cell counts runs with a training warning ("4/5, 1 ⚠ out"), which the grid's own sizing cuts short."""
+    warned = frame["n"].astype(str).str.contains("⚠").any()
+    st.dataframe(frame, hide_index=True, key=key, placeholder="—", column_config={"n": st.column_config.TextColumn(
+        width=120 if warned else None, help="Runs in the mean / runs; ⚠ = runs with a training warning, kept in "
+                                            "the mean or (out) left out of it.")})
+
+
 def run_options(records: Sequence[Any]) -> dict[str, str]:
     """run id -> 'name · status · id' for pickers."""
     return {r.id: f"{r.name} · {str(r.status.value)} · {r.id}" for r in records}

@@ -116,17 +116,17 @@ def run_warnings(info: Mapping[str, Any] | None) -> tuple[str, ...]:
 
 
 def warning_short(message: str) -> str:
-    """A warning in a few words for a table cell: "stopped learning at epoch 2" for a collapsed student,
+    """A warning in a few words for a table cell: "collapsed at epoch 2" for a student that stopped learning,
     else the sentence's first clause, shortened."""
-    collapsed = re.search(r"stopped learning at epoch \d+", message)
+    collapsed = re.search(r"stopped learning at epoch (\d+)", message)
     if collapsed:
-        return collapsed.group(0)
+        return f"collapsed at epoch {collapsed.group(1)}"
     clause = re.split(r"[:;.]", message.strip(), maxsplit=1)[0].strip()
     return clause if len(clause) <= _SHORT_MAX else clause[:_SHORT_MAX - 1].rstrip() + "…"
 
 
 def health_text(warnings: Iterable[str]) -> str:
-    """A run's mark in a table: "" for a healthy run, "⚠ stopped learning at epoch 2" (and "+1 more") else."""
+    """A run's mark in a table: "" for a healthy run, "⚠ collapsed at epoch 2" (and "+1 more") else."""
     warnings = list(warnings)
     if not warnings:
         return ""

@@ -17,7 +17,7 @@ if not records:
     st.info("Nothing to compare yet: launch a few runs first.")
     st.stop()
 by_id = {r.id: r for r in records}
-labels_all = {r.id: f"{r.name} · {r.status.value} · {r.id}" for r in records}
+labels_all = tables.mark_warned({r.id: f"{r.name} · {r.status.value} · {r.id}" for r in records}, records)
 
 sweeps = store.sweep_ids()
 mode = "Runs"
@@ -110,7 +110,7 @@ if sweep_field is not None:
 
 st.subheader("Final metrics")
 if grouped:
-    st.dataframe(studies.grouped_frame(group_table, group), hide_index=True, key="compare_grouped", placeholder="—")
+    widgets.seed_table(studies.grouped_frame(group_table, group), "compare_grouped")
     note = group_table.health_note()
     st.caption("Per group: mean ± std over its runs at the epoch with the best validation accuracy; n = finished "
                "runs / runs; ★ = best group on validation accuracy." + (f"  \n{note}" if note else ""))
@@ -120,8 +120,8 @@ if len(final):
     st.dataframe(final, key="compare_final", placeholder="—",
                  column_config={"run": st.column_config.TextColumn(width="large"),
                                 tables.HEALTH: st.column_config.TextColumn(
-                                    width="medium", help="⚠: the run's trainer warned (its student stopped "
-                                                         "learning, say); the full sentence is in the run's view."),
+                                    width=160, help="⚠: the run's trainer warned; collapsed: its student stopped "
+                                                    "learning. The full sentence is in the run's view."),
                                 **{c: percent for c in ("test acc", "val acc", "agreement", "teacher acc")},
                                 "KL to teacher (ρ=1)": st.column_config.NumberColumn(format="%.3f"),
                                 "ECE": st.column_config.NumberColumn(format="%.3f")})

@@ -18,7 +18,7 @@ def grouped_view(records: list, key: str, metric: str) -> None:
     exclude = any(r.warnings for r in records) and st.checkbox(
         studies.EXCLUDE_WARNED, key="runs_exclude_warned", help=studies.EXCLUDE_WARNED_HELP)
     table = studies.grouped_table(records, state.run_summaries(store, records), key, exclude_warned=exclude)
-    st.dataframe(studies.grouped_frame(table, key), hide_index=True, key="runs_grouped_table", placeholder="—")
+    widgets.seed_table(studies.grouped_frame(table, key), "runs_grouped_table")
     note = table.health_note()
     st.caption("Each group's runs (seeds) at the epoch with the best validation accuracy: mean ± std; n = finished "
                "runs / runs. ★ = best group on validation accuracy" + ("; Δ = paired difference in test accuracy "
@@ -124,9 +124,9 @@ def show_table() -> None:
             column_config={
                 "status": st.column_config.TextColumn(width="small"),
                 tables.HEALTH: st.column_config.TextColumn(
-                    width="medium", help="⚠: the run's trainer warned (its student stopped learning, say), so its "
-                                         "numbers say nothing about the method. The full sentence: below the table "
-                                         "and in the run's view."),
+                    width=160, help="⚠: the run's trainer warned; collapsed: its student stopped learning, so its "
+                                    "numbers say nothing about the method. The full sentence: below the table and "
+                                    "in the run's view."),
                 "name": st.column_config.TextColumn(width="medium"),
                 tables.LAST_ACC: st.column_config.NumberColumn(format="percent", width="small"),
                 tables.SELECTED_ACC: st.column_config.NumberColumn(
@@ -146,7 +146,7 @@ def show_table() -> None:
             count = len({r.id for r, _ in warned})
             with st.expander(f"⚠ {count} of these runs {'carries' if count == 1 else 'carry'} a training warning"):
                 for r, sentence in warned:
-                    st.markdown(f"**{r.name}** · `{r.id}`: {sentence}")
+                    st.markdown(f"**{r.name}** (`{r.id}`)  \n{sentence}")
 
     st.fragment(run_every=state.LIVE_REFRESH_S * 2 if live else None)(table)()
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")

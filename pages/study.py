@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import auth, state, studies
+from app import auth, state, studies, widgets
 from kdcore.errors import KDError
 from kdcore.studies import study_table, submit_study
 from kdcore.studies.search import load_search
@@ -77,7 +77,7 @@ if table.warned and st.checkbox(studies.EXCLUDE_WARNED, key="study_exclude_warne
                                 help=studies.EXCLUDE_WARNED_HELP):
     table = table.with_warned(excluded=True)
 
-st.dataframe(studies.table_frame(table), hide_index=True, key="study_table")
+widgets.seed_table(studies.table_frame(table), "study_table")
 summary = studies.best_summary(table)
 note = table.health_note()
 st.caption((summary + "  \n" if summary else "") + "Mean ± std over seeds at each run's selected epoch; "

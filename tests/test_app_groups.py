@@ -154,14 +154,14 @@ def test_a_warned_run_is_marked_in_the_runs_frame_and_compares_labels(warned_run
     store, ids = warned_runs
     records = store.list_runs()
     frame = tables.runs_frame(records).set_index("id")
-    assert frame.loc[ids["dead"], tables.HEALTH] == "⚠ stopped learning at epoch 1"
+    assert frame.loc[ids["dead"], tables.HEALTH] == "⚠ collapsed at epoch 1"
     assert frame.loc[ids[2.0][0], tables.HEALTH] == ""
-    assert tables.filter_runs(frame.reset_index(), text="stopped learning")["id"].tolist() == [ids["dead"]]
+    assert tables.filter_runs(frame.reset_index(), text="collapsed")["id"].tolist() == [ids["dead"]]
     chosen = [r for r in records if r.id in (ids["dead"], ids[2.0][0])]
     labels = tables.mark_warned(tables.run_labels(chosen), chosen)
     assert labels[ids["dead"]].startswith("⚠ ") and not labels[ids[2.0][0]].startswith("⚠")
     final = tables.final_metrics_table(chosen, labels)
-    assert final.loc[labels[ids["dead"]], tables.HEALTH] == "⚠ stopped learning at epoch 1"
+    assert final.loc[labels[ids["dead"]], tables.HEALTH] == "⚠ collapsed at epoch 1"
     assert tables.HEALTH not in tables.final_metrics_table(chosen[1:], labels).columns  # no warning, no column
 
 
@@ -181,7 +181,7 @@ def test_a_groups_row_counts_its_warned_runs_and_leaving_them_out_takes_the_mean
     left = studies.grouped_table(records, summaries, "logit.rho", exclude_warned=True)
     assert left.rows[0].test_acc.mean == pytest.approx(0.82) and left.rows[0].test_acc.n == 3
     assert left.best.label == "ρ = 2" and left.left_out == {ids["dead"]}
-    assert studies.grouped_frame(left, "logit.rho").set_index("ρ").loc["★ ρ = 2", "n"] == "3/4, 1 ⚠ left out"
+    assert studies.grouped_frame(left, "logit.rho").set_index("ρ").loc["★ ρ = 2", "n"] == "3/4, 1 ⚠ out"
 
     frames = {r.id: state.metrics_frame(store, r) for r in records}
     curves = studies.group_curves(records, frames, "logit.rho", "test/acc")
@@ -196,7 +196,7 @@ def test_the_runs_page_marks_a_warned_run_and_its_group_and_can_leave_it_out(war
     at = app("runs.py")
     no_exception(at)
     table = next(d for d in at.dataframe if d.key and d.key.startswith("runs_table_")).value.set_index("id")
-    assert table.loc[ids["dead"], "health"] == "⚠ stopped learning at epoch 1"
+    assert table.loc[ids["dead"], "health"] == "⚠ collapsed at epoch 1"
     assert list(table.columns[:2]) == ["status", "health"] and table.loc[ids["scratch"], "health"] == ""
     assert "1 of these runs carries a training warning" in at.expander[0].label
     assert COLLAPSE in texts(at)  # the full sentence, under the table
@@ -214,7 +214,7 @@ def test_the_runs_page_marks_a_warned_run_and_its_group_and_can_leave_it_out(war
     at.checkbox(key="runs_exclude_warned").check().run()
     no_exception(at)
     grouped = at.dataframe[0].value.set_index("ρ")
-    assert grouped.loc["★ ρ = 2", "n"] == "3/4, 1 ⚠ left out" and grouped.loc["★ ρ = 2", "test acc %"] == "82.00 ± 2.00"
+    assert grouped.loc["★ ρ = 2", "n"] == "3/4, 1 ⚠ out" and grouped.loc["★ ρ = 2", "test acc %"] == "82.00 ± 2.00"
     assert "1 such run is left out of the means" in texts(at)
     assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][1]["name"] == "ρ = 2 (n=3)"
 
@@ -236,7 +236,7 @@ def test_compare_marks_a_warned_run_in_its_legend_and_tables_and_its_group(warne
     legend = [t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
     assert [n for n in legend if n and n.startswith("⚠")] == ["⚠ ρ = 2, seed = 3"]
     final = at.dataframe[0].value
-    assert final.loc["⚠ ρ = 2, seed = 3", "health"] == "⚠ stopped learning at epoch 1"
+    assert final.loc["⚠ ρ = 2, seed = 3", "health"] == "⚠ collapsed at epoch 1"
     assert pd.isna(final.loc["ρ = 2, seed = 0", "health"])  # shown as "—"
     assert "⚠ ρ = 2, seed = 3" in at.dataframe[1].value.columns  # the specs side by side
 
@@ -248,7 +248,7 @@ def test_compare_marks_a_warned_run_in_its_legend_and_tables_and_its_group(warne
     at.checkbox(key="compare_exclude_warned").check().run()
     no_exception(at)
     grouped = at.dataframe[0].value.set_index("ρ")
-    assert grouped.iloc[0]["n"] == "3/4, 1 ⚠ left out" and grouped.iloc[0]["test acc %"] == "82.00 ± 2.00"
+    assert grouped.iloc[0]["n"] == "3/4, 1 ⚠ out" and grouped.iloc[0]["test acc %"] == "82.00 ± 2.00"
     assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][1]["name"] == "ρ = 2 (n=3)"
 
 

@@ -91,7 +91,7 @@ def test_a_studys_arm_row_counts_a_collapsed_seed_and_can_leave_it_out(kd_home):
     at.checkbox(key="study_exclude_warned").check().run()
     no_exception(at)
     table = at.dataframe[0].value.set_index("configuration")
-    assert table.loc["★ logit.rho=4", "n"] == "2/3, 1 ⚠ left out"
+    assert table.loc["★ logit.rho=4", "n"] == "2/3, 1 ⚠ out"
     assert table.loc["★ logit.rho=4", "test acc %"] == "61.50 ± 0.71"  # the mean of the two others
     assert "1 such run is left out of the means" in texts(at) and "left out of the means" in at.code[0].value
     assert "over 2 seed(s), 1 run with a training warning left out" in texts(at)

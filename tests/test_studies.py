@@ -171,10 +171,10 @@ COLLAPSE = ("The student stopped learning at epoch 2: it predicts one class for 
 
 def test_a_runs_warnings_read_from_its_info_and_shortened_for_a_table_cell():
     assert run_warnings({"warnings": [COLLAPSE]}) == (COLLAPSE,) and run_warnings({}) == run_warnings(None) == ()
-    assert warning_short(COLLAPSE) == "stopped learning at epoch 2"
-    assert health_text([COLLAPSE]) == "⚠ stopped learning at epoch 2" and health_text([]) == ""
+    assert warning_short(COLLAPSE) == "collapsed at epoch 2"
+    assert health_text([COLLAPSE]) == "⚠ collapsed at epoch 2" and health_text([]) == ""
     assert health_text([COLLAPSE, "Out of memory at step 5; retried with a smaller batch"]) == (
-        "⚠ stopped learning at epoch 2 (+1 more)")
+        "⚠ collapsed at epoch 2 (+1 more)")
     assert warning_short("Out of memory at step 5; retried") == "Out of memory at step 5"
 
 
@@ -212,7 +212,7 @@ def test_leaving_warned_runs_out_takes_the_mean_of_the_others_and_says_so():
     assert table.best.label == "kd"  # on validation without the dead run (with it: 0.74 < scratch's 0.80)
     assert build_table("abc", _warned_study()).best.label == "scratch"
     assert table.left_out == {"kd4"} and table.warned == 1
-    assert dict(zip(*[table.cells()[0], table.cells()[1][1]]))["n"] == "4/5, 1 ⚠ left out"
+    assert dict(zip(*[table.cells()[0], table.cells()[1][1]]))["n"] == "4/5, 1 ⚠ out"
     assert "1 such run is left out of the means" in table.format("markdown")
     assert table.format("csv").splitlines()[2].endswith(",1,1,best-val")
     assert table.with_warned(excluded=False).rows[1].test_acc.n == 5  # and back
@@ -249,4 +249,4 @@ study: {seeds: [0, 1, 2]}
     assert main(["table", study_id]) == 0 and "| 3/3, 1 ⚠ |" in capsys.readouterr().out
     assert main(["table", study_id, "--exclude-warned"]) == 0
     out = capsys.readouterr().out
-    assert "| 2/3, 1 ⚠ left out | 80.50 ± 0.71 |" in out and "left out of the means" in out
+    assert "| 2/3, 1 ⚠ out | 80.50 ± 0.71 |" in out and "left out of the means" in out

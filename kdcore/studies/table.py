@@ -151,10 +151,10 @@ class StudyTable:
 
 
 def _count(row: ConfigRow, exclude_warned: bool) -> str:
-    """"runs in the mean / runs", and how many warned runs the mean holds or left out: "5/5, 1 ⚠"."""
+    """"runs in the mean / runs", and how many warned runs the mean holds ("5/5, 1 ⚠") or left out ("4/5, 1 ⚠ out")."""
     text = f"{row.test_acc.n}/{row.runs}"
     if row.warned:
-        text += f", {row.warned} {WARNED} left out" if exclude_warned else f", {row.warned} {WARNED}"
+        text += f", {row.warned} {WARNED} out" if exclude_warned else f", {row.warned} {WARNED}"
     return text
 
 
