@@ -43,3 +43,35 @@ def test_a_digits_kd_run_from_the_command_line_imports_no_heavy_library(tmp_path
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen == {"after_import": [], "after_run": []}
     assert (tmp_path / "out" / "checkpoint.pt").is_file()
+
+
+WORKER_CHILD = r"""
+import json, sys
+import torch
+from kdcore.jobs.store import RunStore
+from kdcore.jobs.worker import Worker, WorkerConfig
+
+seen = {"before": "torch._dynamo" in sys.modules}
+rng, threads = torch.get_rng_state(), torch.get_num_threads()
+next_run = Worker._next_run
+
+def first_poll(self):
+    seen.setdefault("at_first_poll", "torch._dynamo" in sys.modules)
+    return next_run(self)
+
+Worker._next_run = first_poll
+Worker(RunStore(sys.argv[1]), WorkerConfig(device="cpu", exit_when_idle=True, poll_interval_s=0.01)).run_forever()
+seen.update(same_rng=torch.equal(rng, torch.get_rng_state()), same_threads=threads == torch.get_num_threads())
+print(json.dumps(seen))
+"""
+
+
+def test_an_idle_worker_pays_the_first_optimiser_use_before_it_claims_a_run(tmp_path):
+    """torch.optim's first use imports torch._dynamo (about a second): a worker does it before its first look at
+    the queue, so the first run it claims does not wait for it; and the warm-up leaves no global state behind."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KD_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-c", WORKER_CHILD, f"sqlite:///{tmp_path / 'kdstudio.db'}"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {"before": False, "at_first_poll": True, "same_rng": True, "same_threads": True}

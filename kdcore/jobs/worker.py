@@ -244,8 +244,10 @@ class Worker:
                  self.store)
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="kd-heartbeat", daemon=True)
         self._heartbeat_thread.start()
-        # Import the trainer (torch and friends: seconds) before claiming, not while a claimed run waits.
+        # Import the trainer (torch and friends: seconds) and pay PyTorch's one-offs before claiming, not while
+        # a claimed run waits.
         import kdcore.train  # noqa: F401
+        warm_up()
         executed = 0
         try:
             while not self._stop.is_set():
@@ -596,6 +598,21 @@ def restrict_visible_device(device: str) -> None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
     elif device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def warm_up() -> None:
+    """PyTorch's one-off costs of a first training step, paid by an idle worker rather than by the first run it
+    claims: any torch.optim optimiser's first use imports torch._dynamo (~1 s of CPU; ~150 MB that the first run
+    would load anyway). One step of each optimiser a spec can ask for on a throwaway one-element parameter; no
+    seed, thread count or other global setting changes, and nothing touches a GPU."""
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    for optimiser in (torch.optim.SGD([param], lr=0.1, momentum=0.9, nesterov=True),
+                      torch.optim.AdamW([param], lr=0.1)):
+        param.grad = torch.zeros(1)
+        optimiser.step()
+        optimiser.zero_grad()
 
 
 def _free_memory() -> None:
