@@ -16,6 +16,15 @@ trainer's does the same).
 Each child reports its own CPU time (user + system, interpreter start included) and the wall time since the
 parent launched it. Children alternate; the figure is the best of --repeats (a shared machine's load only ever
 adds), with the median beside it. Also prints which heavy modules the run had imported by its first step.
+
+    .venv/bin/python bench/startup_bench.py --worker [--repeats 5]
+
+A run launched from the dashboard: a real worker (`python -m kdcore worker --device cpu` on a throwaway SQLite
+store, its own KD_HOME, the kept cache folder) is started and left to become idle (polling the queue); then the
+example is submitted, and the worker reports the time from its claim (claim_next returning the run) to the end
+of the run's first optimiser step, less one step: CPU time of the whole worker process (every thread: heartbeat,
+metric writes) and wall time. Each example with the worker as shipped ("warmed": it pays PyTorch's one-offs while
+idle, kdcore.jobs.worker.warm_up) and with that warm-up switched off ("cold": the first run claimed pays them).
 """
 from __future__ import annotations
 
@@ -84,21 +93,123 @@ def child(what: str, threads: int, out: str = "", cache: str = "") -> tuple[floa
     return float(wall), float(cpu), heavy
 
 
-def example_spec(name: str, example: str, folder: Path) -> str:
-    """The example with the shipped teacher of its dataset, on the CPU, as a YAML file the CLI reads."""
+def example_data(name: str, example: str) -> dict:
+    """The example with the shipped teacher of its dataset, on the CPU."""
     data = yaml.safe_load((ROOT / example).read_text())
     data.update(device="cpu", teacher={"source": "checkpoint", "checkpoint": str(teacher_path(name))})
+    return data
+
+
+def example_spec(name: str, example: str, folder: Path) -> str:
+    """example_data as a YAML file the CLI reads."""
     path = folder / Path(example).name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(example_data(name, example), sort_keys=False))
     return str(path)
+
+
+WORKER_CHILD = r"""
+import os, resource, sys, time
+warm, threads = sys.argv[1] == "warmed", int(sys.argv[2])
+
+def now():
+    use = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the worker
+    return time.monotonic(), use.ru_utime + use.ru_stime
+
+marks = []  # claim, first step, second step
+import torch
+torch.set_num_threads(threads)
+from torch.optim.optimizer import register_optimizer_step_post_hook
+import kdcore.jobs.worker as worker
+from kdcore.jobs.store import RunStore
+if not warm:
+    worker.warm_up = lambda: None  # the first run claimed pays PyTorch's one-offs
+
+claim_next, next_run = RunStore.claim_next, worker.Worker._next_run
+
+def claim(self, *args, **kwargs):
+    record = claim_next(self, *args, **kwargs)
+    if record is not None and not marks:
+        marks.append(now())
+    return record
+
+def poll(self):
+    print("idle", flush=True)  # start-up done: the parent submits the run now
+    worker.Worker._next_run = next_run
+    return next_run(self)
+
+def step(*args):
+    if not marks:  # the warm-up's own steps
+        return
+    marks.append(now())
+    if len(marks) == 3:
+        (w0, c0), (w1, c1), (w2, c2) = marks
+        print(f"{(w1 - w0) - (w2 - w1)} {(c1 - c0) - (c2 - c1)}", flush=True)
+        os._exit(0)
+
+RunStore.claim_next, worker.Worker._next_run = claim, poll
+register_optimizer_step_post_hook(step)
+import runpy
+sys.argv = ["kdcore", "worker", "--device", "cpu", "--poll", "0.05", "--quiet"]
+runpy.run_module("kdcore", run_name="__main__", alter_sys=True)
+raise SystemExit("the worker stopped before the run's second step")
+"""
+
+
+def worker_child(mode: str, threads: int, data: dict, cache: str) -> tuple[float, float]:
+    """(wall, cpu) seconds from a worker's claim of the run to its first step's end, less one step."""
+    from kdcore.jobs import RunStore
+    from kdcore.jobs.db import dispose_engines
+
+    with tempfile.TemporaryDirectory() as home:
+        url = f"sqlite:///{Path(home) / 'kdstudio.db'}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "KD_HOME": home, "KD_DATABASE_URL": url, "KD_CACHE_DIR": cache}
+        with open(Path(home) / "stderr.txt", "w+") as err:
+            proc = subprocess.Popen([sys.executable, "-c", WORKER_CHILD, mode, str(threads)], stdout=subprocess.PIPE,
+                                    stderr=err, stdin=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
+            try:
+                if proc.stdout.readline().strip() != "idle":
+                    raise SystemExit(f"worker ({mode}) failed to start:\n{Path(err.name).read_text()[-2000:]}")
+                RunStore(url).submit(data)
+                dispose_engines()
+                line = proc.stdout.readline().split()
+                if len(line) != 2:
+                    raise SystemExit(f"worker ({mode}) failed:\n{Path(err.name).read_text()[-2000:]}")
+            finally:
+                proc.kill()
+                proc.wait()
+    return float(line[0]), float(line[1])
+
+
+def worker_main(args: argparse.Namespace, examples: dict[str, str]) -> int:
+    modes = ("cold", "warmed")
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {(n, m): [] for n in examples for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = {name: example_data(name, example) for name, example in examples.items()}
+        kept = str(Path(tmp) / "kept")
+        for name, example in examples.items():  # fill the cache folder as a machine that has run them before
+            child(example_spec(name, example, Path(tmp)), args.threads, str(Path(tmp) / f"{name}-fill"), kept)
+        for _ in range(args.repeats):
+            for name in examples:
+                for mode in modes:
+                    times[(name, mode)].append(worker_child(mode, args.threads, data[name], kept))
+    print(f"worker: from claiming a run to the end of its first step, less one step; best of {args.repeats} "
+          f"(median), {args.threads} thread(s), the worker idle before the submission, cache folder kept")
+    for (name, mode), v in times.items():
+        wall, cpu = min(w for w, _ in v), min(c for _, c in v)
+        print(f"  {examples[name]}, worker {mode}: wall {wall:.2f} s (median {statistics.median(w for w, _ in v):.2f}), "
+              f"cpu {cpu:.2f} s (median {statistics.median(c for _, c in v):.2f})")
+    return 0
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--worker", action="store_true", help="time a worker's claim of a run to its first step")
     args = p.parse_args()
     examples = {"digits": "examples/digits_kd.yaml", "fashion-mnist": "examples/fmnist_kd.yaml"}
+    if args.worker:
+        return worker_main(args, examples)
     runs = ["torch", "optim", *(f"{k} {c}" for k in examples for c in ("first", "again"))]
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
     imported: dict[str, str] = {}
