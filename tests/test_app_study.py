@@ -16,8 +16,9 @@ from test_app_support import (
     texts,
 )
 
+from app import studies
 from kdcore.jobs import RunStatus, RunStore
-from kdcore.studies import StudySpec, submit_study
+from kdcore.studies import StudySpec, study_table, submit_study
 from kdcore.studies.search import _trial_spec, create_search, load_search
 
 
@@ -98,6 +99,8 @@ def test_a_studys_arm_row_counts_a_collapsed_seed_and_can_leave_it_out(kd_home):
     curves = next(c for c in at.get("plotly_chart") if "study_curves" in c.proto.id)
     names = [t.get("name") for t in json.loads(curves.proto.spec)["data"]]
     assert "logit.rho=4 (n=2)" in names  # the band leaves the dead run out too
+    kept, left = study_table(store, study_id), study_table(store, study_id, exclude_warned=True)
+    assert len(studies.runs_frame(kept)) == 9 and len(studies.runs_frame(left)) == 8  # swept value, parcoords
 
 
 def test_a_study_without_a_warned_run_offers_no_checkbox(kd_home):
