@@ -90,11 +90,13 @@ if not latest:
     st.page_link(navigation.page("new"), label="New experiment", icon=":material/science:")
 else:
     frame = tables.runs_frame(latest)
+    health = [tables.HEALTH] if frame[tables.HEALTH].astype(bool).any() else []  # only when a run has a warning
     st.dataframe(
-        frame[["status", "name", "method", tables.LAST_ACC, "agreement", "duration", "id"]],
+        frame[["status", *health, "name", "method", tables.LAST_ACC, "agreement", "duration", "id"]],
         hide_index=True, placeholder="—",
         column_config={tables.LAST_ACC: st.column_config.NumberColumn(format="percent"),
-                       "agreement": st.column_config.NumberColumn(format="percent")},
+                       "agreement": st.column_config.NumberColumn(format="percent"),
+                       tables.HEALTH: st.column_config.TextColumn(width=160)},
         key="home_latest",
     )
     st.page_link(navigation.page("runs"), label="All runs", icon=":material/monitoring:")

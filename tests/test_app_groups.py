@@ -219,6 +219,14 @@ def test_the_runs_page_marks_a_warned_run_and_its_group_and_can_leave_it_out(war
     assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][1]["name"] == "ρ = 2 (n=3)"
 
 
+def test_home_latest_runs_mark_a_warned_run(warned_runs):
+    store, ids = warned_runs
+    at = app("home.py")
+    no_exception(at)
+    latest = next(d.value for d in at.dataframe if "status" in d.value.columns).set_index("id")
+    assert latest.loc[ids["dead"], "health"] == "⚠ collapsed at epoch 1"
+
+
 def test_the_runs_page_has_no_health_column_or_checkbox_without_a_warning(rho_runs):
     at = app("runs.py")
     at.selectbox(key="runs_group").set_value("logit.rho").run()
