@@ -40,7 +40,7 @@ class _Strict(BaseModel):
     # Unknown keys are refused so a typo in YAML ("rhoo: 4") is reported, not silently ignored.
     # Numbers must be finite (rho: .inf would only fail in the worker) and text bounded.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
-                              str_max_length=MAX_TEXT)
+                              str_max_length=MAX_TEXT, defer_build=True)
 
     @field_validator("*", mode="after")
     @classmethod

@@ -10,7 +10,8 @@ class MethodParams(BaseModel):
     ``description`` (shown as help text in the form and by ``python -m kdcore methods``)."""
 
     # Unknown keys are refused (a typo is reported, not ignored); NaN and infinities are refused too.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, str_max_length=1000)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, str_max_length=1000,
+                              defer_build=True)
 
     method: str
 
