@@ -224,6 +224,47 @@ def test_a_teachers_test_logits_are_kept_between_runs_of_the_same_teacher_file(t
     assert len(teacher_passes) == 2
 
 
+def test_teacher_logits_on_kept_splits_are_named_by_the_split_and_shared_with_the_quality_check(
+        tmp_path, kd_home, monkeypatch, teacher_passes):
+    import numpy as np
+
+    from kdcore import paths
+    from kdcore.data import clear_cache, write_idx
+    from kdcore.lab.assets import teacher_path
+    from kdcore.train import split_logits
+    from kdcore.train.teacher_quality import evaluate_teachers
+
+    folder = tmp_path / "data" / "fashion-mnist"  # a small Fashion-MNIST: its splits are kept, and named
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 60), ("t10k", 20)):
+        write_idx(folder / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{stem}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
+    clear_cache()
+    named = []
+    real_key = split_logits._key
+    monkeypatch.setattr(split_logits, "_key", lambda *args: named.append(args[-1]) or real_key(*args))
+
+    spec = RunSpec.from_dict({"dataset": {"name": "fashion-mnist"}, "student": "mlp_64", "epochs": 1, "device": "cpu",
+                              "batch_size": 16, "probe_size": 10,
+                              "teacher": {"source": "checkpoint", "checkpoint": str(teacher_path("fashion-mnist"))}})
+    trainers = [Trainer(spec, tmp_path / run) for run in ("first", "second")]
+    for trainer in trainers:
+        trainer._setup()
+    (score,), _ = evaluate_teachers(spec.teacher, spec.dataset)
+    assert len(teacher_passes) == 1 and len(list((paths.cache_dir() / "logits").glob("*.pt"))) == 1
+    assert torch.equal(trainers[1].teacher_test_logits, trainers[0].teacher_test_logits)
+    assert torch.equal(score.logits, trainers[0].teacher_test_logits)  # the quality check reads the same
+    assert named and all(key == f"{trainers[0].data.key}/test" for key in named)  # named, not hashed
+
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((20, 28, 28), dtype=np.uint8))  # other test images
+    clear_cache()
+    Trainer(spec, tmp_path / "third")._setup()
+    assert len(teacher_passes) == 2 and len(list((paths.cache_dir() / "logits").glob("*.pt"))) == 2
+
+
 def test_kept_split_logits_belong_to_the_exact_inputs_and_evaluation(tmp_path, kd_home):
     from kdcore.train.split_logits import cached_split_logits
 

@@ -50,6 +50,9 @@ class DatasetBundle:
     test: TensorSplit
     mean: tuple[float, ...]  # per channel, computed on the train split, subtracted from every split
     std: tuple[float, ...]
+    # Splits kept in the cache folder: a name for their contents (a bundle of the same key holds the same tensors),
+    # so what is derived from them can be kept under it without hashing them; None for splits computed unnamed.
+    key: str | None = None
 
     @property
     def device(self) -> torch.device:

@@ -30,6 +30,7 @@ class HeldOutSplit:
     y: Tensor
     num_classes: int
     input_shape: tuple[int, int, int]
+    key: str | None = None  # names x's contents when the splits were kept (DatasetBundle.key)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def load_test_split(dataset: DataSpec) -> HeldOutSplit:
 
     data = load_dataset(dataset.name, val_fraction=dataset.val_fraction, seed=SPLIT_SEED, device=CPU,
                         path=dataset.path)
-    return HeldOutSplit(data.test.x, data.test.y, data.info.num_classes, tuple(data.info.input_shape))
+    return HeldOutSplit(data.test.x, data.test.y, data.info.num_classes, tuple(data.info.input_shape),
+                        f"{data.key}/test" if data.key else None)
 
 
 def evaluate_teacher(teacher: TeacherSpec, split: HeldOutSplit, *, eval_batch: int | None = None,
@@ -73,7 +75,7 @@ def evaluate_teacher(teacher: TeacherSpec, split: HeldOutSplit, *, eval_batch: i
 
     try:
         logits = cached_split_logits(teacher_file(teacher), split.x, evaluation_key("cpu", "fp32", batch, False),
-                                     compute)
+                                     compute, inputs_key=split.key)
     except RuntimeError as err:  # e.g. a torchvision model that cannot take this input
         raise KDError(f"the {who} ({record['name']}) cannot run on this dataset's "
                       f"{c}×{h}×{split.input_shape[2]} images ({str(err).splitlines()[0]})") from None
