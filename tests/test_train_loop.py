@@ -163,6 +163,22 @@ def test_the_augmented_cache_serves_the_teachers_logits_for_the_stored_views(tmp
     assert not torch.equal(cache.params[0], cache.params[1])
 
 
+def test_a_cache_draws_a_views_augmentation_when_an_epoch_first_shows_it(monkeypatch):
+    from kdcore.data import Augmentation
+    from kdcore.train.teacher_cache import _VIEW_SEED_STRIDE, TeacherCache
+
+    real_draw, draws = Augmentation.draw, []
+    monkeypatch.setattr(Augmentation, "draw", lambda self, n, *args: draws.append(n) or real_draw(self, n, *args))
+    augment = Augmentation(crop_padding=2, hflip=True)
+    cache = TeacherCache(50, 10, 4, augment, seed=3, device=torch.device("cpu"))
+    assert draws == []  # nothing drawn at start-up
+    x, index = torch.randn(50, 1, 8, 8), torch.arange(0, 50, 3)
+    shown = cache.inputs(x[index], index, 2)
+    assert torch.equal(cache.inputs(x[index], index, 2), shown) and draws == [50]  # drawn once, then kept
+    expected = real_draw(augment, 50, torch.Generator().manual_seed(3 * _VIEW_SEED_STRIDE + 2))
+    assert torch.equal(cache.view_params(2), expected) and torch.equal(shown, augment.apply(x[index], expected[index]))
+
+
 def test_a_cached_run_trains_like_the_uncached_run_of_the_same_views(tmp_path, teacher_ckpt, monkeypatch):
     from kdcore.train.teacher_cache import TeacherCache
 

@@ -23,21 +23,33 @@ class TeacherCache:
         self.logits = torch.zeros(self.views, size, num_classes, device=device)
         self.stored = torch.zeros(self.views, size, dtype=torch.bool, device=device)
         self.filled = [False] * self.views
-        # (views, N, 3) crop top, crop left, flip: drawn on the CPU so every device shows the same views
-        self.params = torch.stack([
-            augment.draw(size, torch.Generator().manual_seed(seed * _VIEW_SEED_STRIDE + v)) for v in range(self.views)
-        ]).to(device)
+        self._size, self._seed = size, seed
+        self._params: list[Tensor | None] = [None] * self.views  # drawn when an epoch first shows the view
 
     @property
     def device(self) -> torch.device:
         return self.logits.device
+
+    def view_params(self, view: int) -> Tensor:
+        """(N, 3) crop top, crop left, flip of every sample in `view`: drawn on the CPU from (seed, view), so every
+        device shows the same views, when first asked for (drawing all of them cost start-up ~20 ms on
+        Fashion-MNIST)."""
+        if self._params[view] is None:
+            generator = torch.Generator().manual_seed(self._seed * _VIEW_SEED_STRIDE + view)
+            self._params[view] = self.augment.draw(self._size, generator).to(self.device)
+        return self._params[view]
+
+    @property
+    def params(self) -> Tensor:
+        """(views, N, 3): every view's parameters."""
+        return torch.stack([self.view_params(v) for v in range(self.views)])
 
     def view_of(self, epoch: int) -> int:
         return (epoch - 1) % self.views
 
     def inputs(self, x: Tensor, index: Tensor, view: int) -> Tensor:
         """The batch as the view shows it (x holds the plain samples at `index`)."""
-        return self.augment.apply(x, self.params[view][index]) if self.augment else x
+        return self.augment.apply(x, self.view_params(view)[index]) if self.augment else x
 
     def lookup(self, index: Tensor, view: int) -> Tensor | None:
         return self.logits[view][index] if self.filled[view] else None
