@@ -323,8 +323,9 @@ def similarity_figure(matrix: pd.DataFrame, rho: float, *, dark: bool = False) -
     text = [["" if not np.isfinite(v) else _short_pct(v) for v in row] for row in shown]
     data = [{"type": "heatmap", "z": shown, "x": names, "y": [str(r) for r in matrix.index], "customdata": values,
              "colorscale": HEAT_SCALE_DARK if dark else HEAT_SCALE, "zmin": 0, "zmax": max(top, 1e-9),
-             "text": text, "texttemplate": "%{text}",
-             "textfont": {"size": 10}, "hoverongaps": False,
+             # No font size: plotly then sizes the cell labels to the narrowest cell, up to the chart's
+             # font size, so they fit in an 800 px window as on a projector.
+             "text": text, "texttemplate": "%{text}", "hoverongaps": False,
              "hovertemplate": "a %{y} gets %{customdata:.2%} of its probability on %{x}<extra></extra>",
              "colorbar": {"title": {"text": "average<br>probability"}, "thickness": 12,
                           "tickformat": ".0%" if top >= 0.1 else ".1%" if top >= 0.01 else ".2%"}}]
@@ -342,11 +343,15 @@ def similarity_figure(matrix: pd.DataFrame, rho: float, *, dark: bool = False) -
     return _figure(data, layout)
 
 
+CELL_LABEL_CHARS = 4  # "15%", "0.4%", "100%": the longest cell label, by which plotly sizes the labels' font
+
+
 def _short_pct(p: float) -> str:
-    """A cell label: every one a percentage, whole above 9.5%, one decimal below; nothing under 0.1%."""
-    if p >= 0.095:
+    """A cell label of at most CELL_LABEL_CHARS: a whole percentage from 1%, one decimal below; nothing under
+    0.1%, too little to colour the cell."""
+    if p >= 0.0095:
         return f"{p:.0%}"
-    if p >= 0.001:
+    if p >= 0.00095:
         return f"{p:.1%}"
     return ""
 

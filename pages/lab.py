@@ -109,10 +109,11 @@ def explorer() -> None:
     st.header("2 · Which classes look alike to the teacher?")
     matrix = lab_state.similarity(dataset, rho)
     pairs = softlabels.most_similar_pairs(matrix, top=5)
-    c1, c2 = st.columns([3, 2], gap="large")
-    plot(lab.similarity_figure(matrix, rho, dark=st.context.theme.type == "dark"), "lab_similarity_chart", c1)
+    # The matrix across the page: in a column of an 800 px window its cells were too narrow for their labels.
+    plot(lab.similarity_figure(matrix, rho, dark=st.context.theme.type == "dark"), "lab_similarity_chart")
+    c1, c2 = st.columns(2, gap="large")
+    c1.markdown(lab_text.for_dataset(lab_text.SIMILARITY, dataset))
     with c2:
-        st.markdown(lab_text.for_dataset(lab_text.SIMILARITY, dataset))
         st.markdown(f"**The most similar pairs** at ρ = {rho:g}:")
         st.markdown(lab.pairs_markdown(pairs))
 

@@ -90,6 +90,19 @@ def test_similarity_figure_blanks_the_diagonal(digits):
     assert text.count("\n") == 2 and text.startswith(f"1. **{pairs.class_a[0]} ↔ {pairs.class_b[0]}**")
 
 
+def test_similarity_cell_labels_fit_a_narrow_cell(digits):
+    """The cell labels are short and their font is left to plotly, which sizes it to the narrowest cell (a
+    fixed size overflowed the cells of an 800 px window)."""
+    for rho in (1.0, 8.0, 50.0):
+        m = softlabels.similarity_matrix(digits.teacher_logits, digits.labels, digits.class_names, rho)
+        heat = lab.similarity_figure(m, rho).data[0]
+        assert heat.textfont.size is None, "a fixed font size does not shrink with the cells"
+        labels = [t for row in heat.text for t in row if t]
+        assert labels and max(len(t) for t in labels) <= lab.CELL_LABEL_CHARS
+    assert [lab._short_pct(p) for p in (0.163, 0.0431, 0.0099, 0.004, 0.0004, 1.0)] == [
+        "16%", "4%", "1%", "0.4%", "", "100%"]
+
+
 def test_gradient_figure_is_log_log_with_three_lines(digits):
     curve = gradients.soft_gradient_curve(digits.teacher_logits, digits.student_logits, digits.labels, [1, 4, 16])
     fig = lab.gradient_figure(curve, 4.0)

@@ -74,6 +74,14 @@ def test_rho_slider_and_sample_picker_redraw(lab_page):
     assert at.select_slider(key="lab_rho").value == 8.0
 
 
+def test_similarity_matrix_spans_the_page(lab_page):
+    """The matrix is not squeezed into a column: in an 800 px window a column left its cells too narrow."""
+    at = lab_page
+    assert chart(at, "lab_similarity_chart")
+    in_columns = [c.proto.id for col in at.columns for c in col.get("plotly_chart")]
+    assert in_columns and not [i for i in in_columns if i.endswith("-lab_similarity_chart")]
+
+
 def test_switching_to_fashion_mnist(lab_page):
     at = lab_page
     at.radio(key="lab_dataset").set_value("fashion-mnist").run()
