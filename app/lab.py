@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from kdcore.lab.softlabels import soften
+from kdcore.lab.softlabels import effective_classes, soften
 
 TEACHER_COLOR = "#636EFA"
 STUDENT_COLOR = "#EF553B"
@@ -308,6 +308,25 @@ def entropy_figure(sample_curve: pd.DataFrame, test_curve: pd.DataFrame, num_cla
 def effective_classes_at(curve: pd.DataFrame, rho: float) -> float:
     """The effective number of classes read off a curve at ρ (log-linear interpolation)."""
     return float(np.interp(np.log(rho), np.log(curve["rho"]), curve["effective_classes"]))
+
+
+def hesitation_sentence(logits: np.ndarray, test_curve: pd.DataFrame, rhos: Sequence[float], *,
+                        played: bool = False) -> str:
+    """How many classes the teacher hesitates between, for this image and on an average test image, at the ρ
+    the answer is shown at: `rhos` is the slider's ρ alone, the two charts' ρ side by side (left, right), or
+    with `played` the first and last ρ of the animation, which runs in the browser (so no one ρ is shown)."""
+    here = [float(effective_classes(soften(np.asarray(logits, dtype=float), rho))) for rho in rhos]
+    average = [effective_classes_at(test_curve, rho) for rho in rhos]
+    if played:
+        return (f"As ρ rises from {rhos[0]:g} to {rhos[-1]:g} the teacher goes from hesitating between about "
+                f"**{here[0]:.1f}** classes for this image to **{here[-1]:.1f}** (on an average test image from "
+                f"**{average[0]:.1f}** to **{average[-1]:.1f}**; section 3 shows every ρ in between).")
+    if len(rhos) == 2 and rhos[0] != rhos[1]:
+        return (f"The teacher hesitates between about **{here[0]:.1f}** classes for this image at ρ = {rhos[0]:g} "
+                f"(left) and **{here[1]:.1f}** at ρ = {rhos[1]:g} (right); on an average test image "
+                f"**{average[0]:.1f}** and **{average[1]:.1f}** (section 3 shows it for every ρ).")
+    return (f"At ρ = {rhos[-1]:g} the teacher hesitates between about **{here[-1]:.1f}** classes for this image "
+            f"and **{average[-1]:.1f}** on an average test image (section 3 shows it for every ρ).")
 
 
 # ---- the class-similarity matrix ------------------------------------------------------------------

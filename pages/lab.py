@@ -87,20 +87,21 @@ def explorer() -> None:
         if view == ANSWER_VIEWS[1]:
             left_rho = st.select_slider("Left chart at ρ", options=list(softlabels.RHO_STEPS), value=1.0,
                                         key="lab_rho_left", format_func=lambda r: f"{r:g}")
+            shown = (left_rho, rho)  # the ρ of the charts the answer is shown at
         elif view == ANSWER_VIEWS[2]:
             plot(lab.rho_animation_figure(z, names, true_name, softlabels.RHO_STEPS, log_scale=log_scale),
                  "lab_play_chart")
+            shown = (softlabels.RHO_STEPS[0], softlabels.RHO_STEPS[-1])
             st.caption("Press ▶ Play: ρ rises from 0.5 to 50 and the answer softens, in your browser "
                        "(the page is free meanwhile); drag the ρ under the chart to go back.")
         else:
             frame = softlabels.distribution_frame(z, names, rho)
             plot(lab.distribution_figure(frame, rho, true_name, log_scale=log_scale), "lab_answer_chart")
+            shown = (rho,)
         similar = softlabels.similar_classes(z, names, rho, top=3)
         st.markdown(lab.similar_classes_sentence(similar, names[int(np.argmax(z))], true_name, rho))
-        here = float(softlabels.effective_classes(softlabels.soften(z, rho)))
-        average = lab.effective_classes_at(lab_state.test_entropy_curve(dataset), rho)
-        st.markdown(f"At ρ = {rho:g} the teacher hesitates between about **{here:.1f}** classes for this image "
-                    f"and **{average:.1f}** on an average test image (section 3 shows it for every ρ).")
+        st.markdown(lab.hesitation_sentence(z, lab_state.test_entropy_curve(dataset), shown,
+                                            played=view == ANSWER_VIEWS[2]))
     if view == ANSWER_VIEWS[1]:  # the full width, so both panels' bars and labels have room
         plot(lab.two_temperatures_figure(z, names, (left_rho, rho), true_name, log_scale=log_scale),
              "lab_two_rho_chart")

@@ -103,6 +103,22 @@ def test_similarity_cell_labels_fit_a_narrow_cell(digits):
         "16%", "4%", "1%", "0.4%", "", "100%"]
 
 
+def test_hesitation_sentence_names_the_rho_it_describes(digits):
+    z = digits.teacher_logits[0]
+    curve = softlabels.entropy_curve(digits.teacher_logits)
+
+    def classes(rho: float) -> str:
+        return f"**{float(softlabels.effective_classes(softlabels.soften(z, rho))):.1f}**"
+
+    one = lab.hesitation_sentence(z, curve, (4.0,))
+    assert one.startswith(f"At ρ = 4 the teacher hesitates between about {classes(4.0)} classes")
+    two = lab.hesitation_sentence(z, curve, (1.0, 16.0))
+    assert f"{classes(1.0)} classes for this image at ρ = 1 (left) and {classes(16.0)} at ρ = 16 (right)" in two
+    assert lab.hesitation_sentence(z, curve, (4.0, 4.0)) == one  # both charts at one ρ: one sentence
+    played = lab.hesitation_sentence(z, curve, (0.5, 50.0), played=True)
+    assert "from 0.5 to 50" in played and f"about {classes(0.5)} classes for this image to {classes(50.0)}" in played
+
+
 def test_gradient_figure_is_log_log_with_three_lines(digits):
     curve = gradients.soft_gradient_curve(digits.teacher_logits, digits.student_logits, digits.labels, [1, 4, 16])
     fig = lab.gradient_figure(curve, 4.0)

@@ -176,6 +176,23 @@ def test_two_rho_side_by_side_and_play_through_rho(lab_page):
     assert "Play" in " ".join(c.value for c in at.caption)
 
 
+def test_hesitation_sentence_speaks_of_the_rho_shown(lab_page):
+    """The sentence on how unsure the teacher is follows the view: the slider's ρ, both ρ side by side, or the
+    animation's whole range (it runs in the browser, so the server cannot know the ρ on screen)."""
+    at = lab_page
+    at.select_slider(key="lab_rho").set_value(8.0).run()
+    hesitation = [m.value for m in at.markdown if "classes for this image" in m.value]
+    assert len(hesitation) == 1 and hesitation[0].startswith("At ρ = 8 the teacher hesitates")
+    at.button_group(key="lab_answer_view").set_value("Side by side").run()
+    at.select_slider(key="lab_rho_left").set_value(2.0).run()
+    hesitation = [m.value for m in at.markdown if "classes for this image" in m.value]
+    assert len(hesitation) == 1 and "at ρ = 2 (left)" in hesitation[0] and "at ρ = 8 (right)" in hesitation[0]
+    at.button_group(key="lab_answer_view").set_value("Play through ρ").run()
+    assert not at.exception
+    hesitation = [m.value for m in at.markdown if "classes for this image" in m.value]
+    assert len(hesitation) == 1 and "from 0.5 to 50" in hesitation[0] and "ρ = 8" not in hesitation[0]
+
+
 def test_few_label_section_waits_for_the_button(lab_page):
     at = lab_page
     assert at.button_group(key="lab_few_fraction").value == 0.05
