@@ -109,6 +109,12 @@ section[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], hea
 html { font-size: 24px; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.05rem; }
 [data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p { font-size: 2.25rem; }
+/* A slider's value (ρ) large, bold, in the text's colour, and clear above the thumb: Streamlit's offset is in px,
+   so at this root size its thin red label would sit on the track. */
+[data-testid="stSliderThumbValue"] { top: auto; bottom: calc(100% + 0.3rem); color: inherit; }
+[data-testid="stSliderThumbValue"] [data-testid="stMarkdownContainer"] p {
+  font-size: 1.5rem; font-weight: 700; line-height: 1.1; }
+[data-testid="stSlider"] [role="group"] { padding-top: 1.2rem; }
 </style>"""
 PROJECTOR_HEIGHT = 1.25
 

@@ -119,6 +119,20 @@ def test_hesitation_sentence_names_the_rho_it_describes(digits):
     assert "from 0.5 to 50" in played and f"about {classes(0.5)} classes for this image to {classes(50.0)}" in played
 
 
+def test_presentation_mode_lifts_the_sliders_value_off_the_track():
+    """In presentation mode a slider's value (ρ) is large, bold, in the text's colour and placed above the thumb
+    by the root font size, not Streamlit's pixel offset (which left it on the track at 24 px)."""
+    import re
+
+    css = re.sub(r"/\*.*?\*/", "", lab.PRESENTATION_CSS.split("<style>")[1], flags=re.S)
+    rules = dict(re.findall(r"([^{}]+)\{([^{}]*)\}", css))
+    value = next((body for sel, body in rules.items() if sel.strip() == '[data-testid="stSliderThumbValue"]'), "")
+    text = next((body for sel, body in rules.items() if "stSliderThumbValue" in sel and sel.strip().endswith("p")), "")
+    assert "top: auto" in value and re.search(r"bottom: calc\(100% \+ [\d.]+rem\)", value)
+    assert "color: inherit" in value  # the page's text colour, not the thin primary red
+    assert "font-weight: 700" in text and float(re.search(r"font-size: ([\d.]+)rem", text)[1]) >= 1.5
+
+
 def test_gradient_figure_is_log_log_with_three_lines(digits):
     curve = gradients.soft_gradient_curve(digits.teacher_logits, digits.student_logits, digits.labels, [1, 4, 16])
     fig = lab.gradient_figure(curve, 4.0)
