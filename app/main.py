@@ -36,7 +36,9 @@ NARROW_WINDOW_CSS = """<style>
 
 
 def dashboard() -> None:
-    st.set_page_config(page_title="KD Studio", page_icon=":material/school:", layout="wide")
+    # An emoji icon: the browser draws it itself. A material icon would be fetched from fonts.gstatic.com, which a
+    # lecture hall or company network without internet cannot reach (a broken icon, a page left waiting).
+    st.set_page_config(page_title="KD Studio", page_icon="🎓", layout="wide")
 
     from app import auth, navigation, state, theme, widgets
 

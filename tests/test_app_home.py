@@ -52,3 +52,24 @@ def test_finished_quick_start_shows_three_accuracies_side_by_side(kd_home):
     assert at.get("plotly_chart"), "the accuracy bars are missing"
     latest = at.dataframe[0].value
     assert set(latest["id"]) == set(trio.ids())
+
+
+def test_page_icon_needs_no_request_outside_the_app(kd_home, monkeypatch):
+    """The page icon is drawn by the browser or served by the app itself: a material icon is fetched from
+    fonts.gstatic.com, which a network without internet cannot reach."""
+    import streamlit
+    from streamlit.commands.page_config import _get_favicon_string
+
+    configs: list[dict] = []
+    real = streamlit.set_page_config
+
+    def recording(*args, **kwargs):
+        configs.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "set_page_config", recording)
+    no_exception(app())
+    icons = [_get_favicon_string(c["page_icon"]) for c in configs if c.get("page_icon") is not None]
+    assert icons, "the app names a page icon"
+    for icon in icons:
+        assert "://" not in icon and not icon.startswith(":material"), icon
