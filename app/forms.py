@@ -352,7 +352,8 @@ def _sentence(text: str) -> str:
     text = text.strip()
     if not text:
         return text
-    text = text[0].upper() + text[1:]
+    if not re.search(r"[./]\w", text.split(maxsplit=1)[0]):  # a file name or path keeps its spelling: broken.pt
+        text = text[0].upper() + text[1:]
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
@@ -563,6 +564,17 @@ def member_widget(v: Mapping[str, Any], index: int) -> str:
         return "teacher_more_runs"
     i = index - 1 - len(runs)
     return member_key(i, "tv_model" if v.get(member_key(i, "source")) == "torchvision" else "checkpoint")
+
+
+def teachers_with_notes(values: Mapping[str, Any], problems: Mapping[str, list[str]]) -> set[int]:
+    """The teachers (by index: 0 alone, or an ensemble's members in the spec's order) whose own widgets carry a
+    note: what the quality check finds wrong with such a teacher (a file that does not load, a model that
+    does not fit the data) is said there already."""
+    v = {**form_defaults(), **values}
+    count = ensemble_size(v)
+    if count <= 1:
+        return {0} if any(problems.get(w) for w in TEACHER_WIDGETS) else set()
+    return {i for i in range(count) if problems.get(member_widget(v, i))}
 
 
 def chain_block(v: Mapping[str, Any]) -> dict[str, Any] | None:

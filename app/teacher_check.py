@@ -6,7 +6,7 @@ which needs every member's logits) is scored by kdcore.train.teacher_quality on 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,9 +139,10 @@ def _pct(value: float) -> str:
 
 
 def quality_table(teacher: Mapping[str, Any] | None, check: TeacherCheck | None, records: Mapping[str, Any],
-                  num_classes: int, dataset_title: str, named: Any = None) -> QualityTable:
+                  num_classes: int, dataset_title: str, named: Any = None, noted: Collection[int] = ()) -> QualityTable:
     """One row per teacher (and one for an ensemble) with test accuracy, ECE and a note, and the warnings
-    a user must read before distilling."""
+    a user must read before distilling. `noted`: the teachers (by index) whose form fields already say what is
+    wrong with them; a teacher that cannot be scored is then not warned about a second time."""
     members = members_of(teacher)
     table = QualityTable()
     several = len(members) > 1
@@ -166,6 +167,8 @@ def quality_table(teacher: Mapping[str, Any] | None, check: TeacherCheck | None,
                 acc, ece = record.final.get("test/acc"), record.final.get("calib/ece_student")
         elif scored is None:
             note = "not checked yet"
+        elif scored.problem and i in noted:
+            note = "not scored (the note under its field says why)"
         elif scored.problem:
             note = "does not fit this dataset"
             table.warnings.append(f"{subject} cannot teach on {dataset_title}: {scored.problem}.")

@@ -182,7 +182,7 @@ def quality_block() -> None:
                 check = _teacher_check(json.dumps(teacher, sort_keys=True, default=str), files,
                                        json.dumps(data["dataset"], sort_keys=True), tuple(sorted(runs)))
     table = teacher_check.quality_table(teacher, check, records, num_classes, datasets[S["dataset"]],
-                                        _checkpoint_model)
+                                        _checkpoint_model, noted=forms.teachers_with_notes(values, problems))
     if not table.rows:
         return
     if len(table.rows) == 1 and table.rows[0]["test accuracy"] is None and not table.warnings:

@@ -111,7 +111,18 @@ def test_a_broken_upload_is_explained_not_a_traceback(kd_home, tmp_path):
     at.session_state["teacher_checkpoint_path"] = str(bad)
     at.run()
     no_exception(at)
-    assert any("not a loadable weights-only checkpoint" in n for n in red_notes(at))
+    # said once, beside the checkpoint field (the file's name as it is spelled), not again by the quality check
+    assert "broken.pt is not a loadable weights-only checkpoint" in under_upload(at, "broken.pt")
+    shown = [m.value for m in at.markdown] + [w.value for w in at.warning] + [c.value for c in at.caption]
+    assert len([t for t in shown if "not a loadable" in t]) == 1, shown
+    assert "Teacher quality: not scored (the note under its field says why)." in shown
+
+
+def under_upload(at, file_name: str) -> str:
+    """The red note right under the uploader that holds `file_name` ("" when there is none)."""
+    shown = [str(getattr(e, "value", "")) for e in at.main]
+    after = shown[next(i for i, v in enumerate(shown) if v.startswith("Using `") and v.endswith(f"{file_name}`")) + 1]
+    return after if after.startswith(":red[") else ""
 
 
 def note_beside(at, kind: str, key: str, text: str) -> bool:
@@ -401,9 +412,11 @@ def test_checkpoint_teachers_show_their_quality_and_a_broken_one_is_warned_about
     at.session_state["member_0_model"] = None
     at.run()
     no_exception(at)
-    assert "lenet5 · teacher_fashion_mnist.pt (teacher1) cannot teach on Digits (8×8): the teacher was built for " \
-           "28×28 images but the dataset's are 8×8." in [w.value for w in at.warning]
-    assert [r["note"] for r in quality_rows(at)] == ["", "does not fit this dataset",
+    # one sentence, beside the checkpoint, says why it cannot teach here; the table points there, no warning repeats it
+    assert "The teacher1 was built for 28×28 images but the dataset's are 8×8." in \
+        under_upload(at, "teacher_fashion_mnist.pt")
+    assert not [w.value for w in at.warning if "cannot teach" in w.value]
+    assert [r["note"] for r in quality_rows(at)] == ["", "not scored (the note under its field says why)",
                                                      "known once every teacher can be scored"]
 
 

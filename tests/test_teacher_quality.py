@@ -118,6 +118,22 @@ def test_a_member_far_below_the_others_is_warned_about_and_the_table_names_every
     assert "run" not in table.rows[0]  # no run among the teachers
 
 
+def test_a_teacher_whose_field_says_what_is_wrong_is_not_warned_about_again():
+    from app.forms import teachers_with_notes
+    from app.teacher_check import Score, TeacherCheck, quality_table
+
+    teacher = {"source": "checkpoint", "checkpoint": "/x/broken.pt"}
+    check = TeacherCheck([Score(problem="broken.pt is not a loadable weights-only checkpoint (UnpicklingError)")])
+    values = {"teacher_source": "upload", "teacher_checkpoint_path": "/x/broken.pt"}
+    noted = teachers_with_notes(values, {"teacher_checkpoint_path": ["broken.pt is not a loadable ..."]})
+    assert noted == {0} and teachers_with_notes(values, {"kd.rho": ["Must be greater than 0."]}) == set()
+    table = quality_table(teacher, check, {}, 10, "Digits (8×8)", noted=noted)
+    assert table.warnings == [] and table.rows[0]["note"] == "not scored (the note under its field says why)"
+    alone = quality_table(teacher, check, {}, 10, "Digits (8×8)")  # nothing beside the field: the table warns
+    assert alone.warnings == ["checkpoint · broken.pt cannot teach on Digits (8×8): broken.pt is not a loadable "
+                              "weights-only checkpoint (UnpicklingError)."]
+
+
 def test_a_dataset_that_cannot_be_read_leaves_the_teachers_unchecked_without_an_error(monkeypatch):
     from app import teacher_check
     from kdcore.train import teacher_quality
