@@ -14,6 +14,7 @@ from typing import Any
 from kdcore.errors import KDError
 from kdcore.spec import DataSpec, TeacherSpec
 
+NOT_SCORED = "not scored"  # what the table shows for a teacher's unknown accuracy or ECE (the note says why)
 FAR_BELOW = 0.2  # a member this far (in accuracy) below the ensemble's best looks broken
 PENDING = "new-teacher"  # app.forms.PENDING_TEACHER: a teacher run this submission trains first
 UPLOAD_DIGEST = re.compile(r"-[0-9a-f]{16}(?=\.pt$)")  # app.forms.save_upload names a file after its content

@@ -30,13 +30,17 @@ def zoo_table() -> None:
         st.progress(len(stats) / max(len(job.names), 1),
                     text=f"Building the models to count parameters and FLOPs: {len(stats)} of {len(job.names)}")
     # The table, then the chart under it: beside it, at 800 px, the chart was too narrow for its title and legend.
+    busy = not job.stats_done or job.measuring
     st.dataframe(
-        frame, hide_index=True, height=560, key="zoo_table", placeholder="…",
+        # "…" while numbers are on their way; after that a missing one is not coming (the note says why, and
+        # latency waits for the button).
+        frame, hide_index=True, height=560, key="zoo_table", placeholder="…" if busy else "—",
         column_order=["model", "family", "params", "flops", "latency (ms/image)", "description", "note"],
         column_config={
             "params": st.column_config.NumberColumn("parameters", format="compact"),
             "flops": st.column_config.NumberColumn("FLOPs / image", format="compact"),
-            "latency (ms/image)": st.column_config.NumberColumn(format="%.3f"),
+            "latency (ms/image)": st.column_config.NumberColumn(
+                format="%.3f", help="Measured on this machine when you press “Measure latency on this machine”"),
             "description": st.column_config.TextColumn(width="large"),
         },
     )

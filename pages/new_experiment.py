@@ -189,9 +189,11 @@ def quality_block() -> None:
         st.caption(f"Teacher quality: {table.rows[0]['note']}.")  # nothing to score yet
         return
     st.markdown("**Teacher quality** on the test set")
-    st.dataframe(table.rows, hide_index=True, key="teacher_quality",
+    st.dataframe(table.rows, hide_index=True, key="teacher_quality", placeholder=teacher_check.NOT_SCORED,
                  column_config={"teacher": st.column_config.TextColumn(width=340),
-                                "test accuracy": st.column_config.NumberColumn(format="percent", width=110),
+                                "test accuracy": st.column_config.NumberColumn(
+                                    format="percent", width=110,
+                                    help=f"On the test set; “{teacher_check.NOT_SCORED}”: the note says why"),
                                 "calibration error (ECE)": st.column_config.NumberColumn(format="%.3f", width=170),
                                 "note": st.column_config.TextColumn(width=280)})
     for sentence in table.warnings:

@@ -24,6 +24,8 @@ def test_zoo_table_fills_in_and_layers_have_shapes(kd_home):
     at.run()
     zoo = at.dataframe[0].value.set_index("model")
     assert zoo.loc["mlp_64", "params"] == 64 * 64 + 64 + 64 * 10 + 10
+    # latency not measured yet: a dash, not "…" as if it were on its way (or "None")
+    assert zoo["latency (ms/image)"].isna().all() and at.dataframe[0].proto.placeholder == "—"
     assert zoo.loc["cnn_small", "flops"] > zoo.loc["mlp_64", "flops"] > 0
 
     at.selectbox(key="models_layers_model").set_value("cnn_small").run()

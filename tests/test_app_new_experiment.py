@@ -430,6 +430,9 @@ def test_torchvision_teachers_are_scored_only_when_asked(kd_home):
     assert at.button(key="check_teachers").label == "Check teacher quality"
     assert [r["note"] for r in quality_rows(at)] == ["not checked yet", "not checked yet",
                                                      "known once every teacher can be scored"]
+    # an accuracy not known yet reads "not scored" in the table, not "None"
+    (table,) = [d for d in at.dataframe if "calibration error (ECE)" in d.value.columns]
+    assert all(r["test accuracy"] is None for r in quality_rows(at)) and table.proto.placeholder == "not scored"
 
 
 def test_gradient_clipping_is_written_and_kept_when_a_run_is_duplicated(kd_home):
