@@ -25,6 +25,14 @@ example is submitted, and the worker reports the time from its claim (claim_next
 of the run's first optimiser step, less one step: CPU time of the whole worker process (every thread: heartbeat,
 metric writes) and wall time. Each example with the worker as shipped ("warmed": it pays PyTorch's one-offs while
 idle, kdcore.jobs.worker.warm_up) and with that warm-up switched off ("cold": the first run claimed pays them).
+
+    .venv/bin/python bench/startup_bench.py --phases [--repeats 5]
+
+Where the command line's own start-up goes, with the cache folder kept: a fresh interpreter imports torch and
+takes one torch.optim step first (the floor, out of the way), then runs the command line and marks CPU time at
+each phase: importing the trainer's modules, the command line up to Trainer.run (argument parsing, the spec
+read and validated), Trainer._setup (data, models, teacher and its test logits, optimiser), and the first
+step less the second (the first step's one-offs). Median of --repeats per phase.
 """
 from __future__ import annotations
 
@@ -180,6 +188,76 @@ def worker_child(mode: str, threads: int, data: dict, cache: str) -> tuple[float
     return float(line[0]), float(line[1])
 
 
+PHASES_CHILD = r"""
+import os, resource, runpy, sys
+
+def cpu():
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+marks = []
+import torch
+torch.set_num_threads(int(sys.argv[2]))
+p = torch.nn.Parameter(torch.zeros(1))
+p.grad = torch.zeros(1)
+torch.optim.SGD([p], lr=0.1).step()
+marks.append(cpu())
+import kdcore.train.trainer as trainer
+marks.append(cpu())
+run, setup = trainer.Trainer.run, trainer.Trainer._setup
+
+def timed_run(self, *args, **kwargs):
+    marks.append(cpu())
+    return run(self, *args, **kwargs)
+
+def timed_setup(self):
+    marks.append(cpu())
+    setup(self)
+    marks.append(cpu())
+
+def step(*args):
+    marks.append(cpu())
+    if len(marks) == 7:
+        _, imported, cli, setup_start, setup_end, first, second = marks
+        spans = (imported - marks[0], cli - imported, setup_end - setup_start, (first - setup_end) - (second - first))
+        print(" ".join(map(str, spans)), flush=True)
+        os._exit(0)
+
+trainer.Trainer.run, trainer.Trainer._setup = timed_run, timed_setup
+from torch.optim.optimizer import register_optimizer_step_post_hook
+register_optimizer_step_post_hook(step)
+sys.argv = ["kdcore", "train", sys.argv[1], "--fresh", "--quiet", "--out", sys.argv[3]]
+runpy.run_module("kdcore", run_name="__main__", alter_sys=True)
+raise SystemExit("the run ended without a training step")
+"""
+
+
+def phases_main(args: argparse.Namespace, examples: dict[str, str]) -> int:
+    names = ("trainer modules imported", "command line until Trainer.run", "Trainer._setup",
+             "first step's one-offs (first less second)")
+    spans: dict[str, list[list[float]]] = {name: [] for name in examples}
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = {name: example_spec(name, example, Path(tmp)) for name, example in examples.items()}
+        kept = str(Path(tmp) / "kept")
+        for name in specs:
+            child(specs[name], args.threads, str(Path(tmp) / f"{name}-fill"), kept)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "KD_CACHE_DIR": kept}
+        for r in range(args.repeats):
+            for name, spec in specs.items():
+                proc = subprocess.run([sys.executable, "-c", PHASES_CHILD, spec, str(args.threads),
+                                       str(Path(tmp) / f"{name}{r}")], capture_output=True, text=True, cwd=ROOT, env=env)
+                if proc.returncode != 0 or not proc.stdout.strip():
+                    raise SystemExit(f"child {name} failed:\n{proc.stderr[-2000:]}")
+                spans[name].append([float(v) for v in proc.stdout.split()[-4:]])
+    print(f"start-up phases of the command line after torch.optim's first use, cache folder kept; CPU s, median of "
+          f"{args.repeats}, {args.threads} thread(s)")
+    for name, rows in spans.items():
+        medians = [statistics.median(row[i] for row in rows) for i in range(len(names))]
+        print(f"  {examples[name]}: " + ", ".join(f"{label} {m:.3f}" for label, m in zip(names, medians))
+              + f"; total {sum(medians):.3f}")
+    return 0
+
+
 def worker_main(args: argparse.Namespace, examples: dict[str, str]) -> int:
     modes = ("cold", "warmed")
     times: dict[tuple[str, str], list[tuple[float, float]]] = {(n, m): [] for n in examples for m in modes}
@@ -206,10 +284,13 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--worker", action="store_true", help="time a worker's claim of a run to its first step")
+    p.add_argument("--phases", action="store_true", help="the command line's own start-up, phase by phase")
     args = p.parse_args()
     examples = {"digits": "examples/digits_kd.yaml", "fashion-mnist": "examples/fmnist_kd.yaml"}
     if args.worker:
         return worker_main(args, examples)
+    if args.phases:
+        return phases_main(args, examples)
     runs = ["torch", "optim", *(f"{k} {c}" for k in examples for c in ("first", "again"))]
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
     imported: dict[str, str] = {}
