@@ -35,8 +35,8 @@ def cached(path: Path, load: Callable[[Path], T | None], build: Callable[[], T],
     """The value kept at `path` (a file under cache_dir()), or build() it and keep it there.
     load() returns None for a file that does not hold what is wanted; a file that is absent or was cut short
     by a killed process is built again. The file is written under a per-process temporary name and renamed
-    into place, so processes writing at once never leave half a file; without a writable cache the value is
-    simply built each time."""
+    into place, so processes writing at once never leave half a file; without a writable cache (or room on its
+    disk) the value is simply built each time."""
     try:
         kept = load(path)
         if kept is not None:
@@ -44,13 +44,16 @@ def cached(path: Path, load: Callable[[Path], T | None], build: Callable[[], T],
     except Exception:  # noqa: BLE001 - absent or unreadable: build it again
         pass
     value = build()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         save(value, tmp)
         os.replace(tmp, path)
-    except OSError:
-        pass
+    except (OSError, RuntimeError):  # RuntimeError: torch.save's writer reports a failed write (a full disk) so
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return value
 
 

@@ -304,6 +304,25 @@ def test_split_fashion_mnist_is_kept_and_equals_a_fresh_computation_bit_for_bit(
     assert torch.equal(load_dataset("fashion-mnist", download=False, val_fraction=0.25, seed=3).test.x, changed.test.x)
 
 
+def test_splits_that_cannot_be_kept_are_used_all_the_same_and_leave_no_partial_file(data_root, monkeypatch):
+    from kdcore.data import loader
+
+    write_fake_mnist(data_root / "fashion-mnist", n_train=40, n_test=20, gz=False)
+
+    def full_disk(state, file):  # torch.save's writer reports a failed write as a RuntimeError
+        Path(file).write_bytes(b"PK\x03\x04 half")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    real_save = torch.save
+    monkeypatch.setattr(loader.torch, "save", full_disk)
+    bundle = load_dataset("fashion-mnist", download=False, val_fraction=0.25)
+    assert len(bundle.train) == 30 and bundle.key is not None
+    assert list((paths.cache_dir() / "splits").iterdir()) == []
+    monkeypatch.setattr(loader.torch, "save", real_save)
+    clear_cache()
+    assert torch.equal(load_dataset("fashion-mnist", download=False, val_fraction=0.25).train.x, bundle.train.x)
+
+
 def test_fashion_mnist_missing_everywhere(data_root, tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
     with pytest.raises(DatasetMissingError) as err:
