@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Called without argv, main is this process's entry point (python -m kdcore, the kdstudio script): a command
+    # may then tune process-wide settings, which a caller passing argv (a test, a notebook) keeps as they are.
+    args.entry_point = argv is None
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

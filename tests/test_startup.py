@@ -2,6 +2,7 @@
 (scikit-learn, pandas, torchvision, SQLAlchemy, ...), and importing the library must not import torch._dynamo."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -75,3 +76,54 @@ def test_an_idle_worker_pays_the_first_optimiser_use_before_it_claims_a_run(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen == {"before": False, "at_first_poll": True, "same_rng": True, "same_threads": True}
+
+
+def _digits_spec_file(tmp_path: Path) -> Path:
+    spec = yaml.safe_load((ROOT / "examples" / "digits_kd.yaml").read_text())
+    spec.update(epochs=1, device="cpu", teacher={"source": "checkpoint", "checkpoint": str(teacher_path("digits"))})
+    path = tmp_path / "digits_kd.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _collector_states(monkeypatch) -> dict[str, list[bool]]:
+    """Whether the garbage collector is on during the run's set-up and at each reported step."""
+    from kdcore.commands.train import ConsoleCallbacks
+    from kdcore.train.trainer import Trainer
+
+    states: dict[str, list[bool]] = {"set-up": [], "steps": []}
+    setup = Trainer._setup
+
+    def recording_setup(self):
+        states["set-up"].append(gc.isenabled())
+        setup(self)
+
+    monkeypatch.setattr(Trainer, "_setup", recording_setup)
+    monkeypatch.setattr(ConsoleCallbacks, "on_step", lambda self, *args: states["steps"].append(gc.isenabled()))
+    return states
+
+
+def test_the_command_line_pauses_collection_for_its_set_up_only_when_the_process_is_its_own(
+        tmp_path, kd_home, monkeypatch):
+    from kdcore import cli
+    from kdcore.commands import train as train_command
+
+    spec_file = _digits_spec_file(tmp_path)
+    states = _collector_states(monkeypatch)
+    frozen = gc.get_freeze_count()
+    # a caller passing argv (a test, a notebook) keeps its process's collector exactly as it was
+    assert cli.main(["train", str(spec_file), "--quiet", "--fresh", "--out", str(tmp_path / "a")]) == 0
+    assert states["set-up"] == [True] and states["steps"] and all(states["steps"])
+    assert gc.get_freeze_count() == frozen and gc.isenabled()
+
+    # as the process's entry point: imports frozen, no collection during the set-up, collection back for training
+    states["set-up"].clear(), states["steps"].clear()
+    args = cli.build_parser().parse_args(["train", str(spec_file), "--quiet", "--fresh", "--out", str(tmp_path / "b")])
+    args.entry_point = True
+    try:
+        assert train_command.run(args) == 0
+        assert states["set-up"] == [False] and states["steps"] and all(states["steps"])
+        assert gc.get_freeze_count() > frozen and gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
