@@ -104,13 +104,45 @@ def chromium_page(errors: list[str] | None = None) -> Iterator:
             browser.close()
 
 
-def idle(page, timeout_ms: int = 60_000) -> None:
-    """Wait until Streamlit has finished the current script run (its 'Running' indicator is gone)."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout_ms)
-    page.wait_for_timeout(300)
+# Streamlit marks its app root with the state of the session's script: "notRunning" between runs; "running",
+# "rerunRequested" or "stopRequested" while the script or one of its fragments runs; "initial" before the first
+# run. Its status widget says nothing readable until a run has lasted half a second (then a running icon and a
+# "Stop" button), so the root's attributes are what to watch; the icon is checked too.
+APP_BUSY_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return !app || app.getAttribute('data-test-connection-state') !== 'CONNECTED'
+    || app.getAttribute('data-test-script-state') !== 'notRunning'
+    || document.querySelector('[data-testid="stStatusWidgetRunningIcon"]') !== null;
+}"""
+APP_STATE_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return app ? `script ${app.getAttribute('data-test-script-state')}, `
+    + `connection ${app.getAttribute('data-test-connection-state')}` : 'no app on the page';
+}"""
+
+
+def app_busy(page) -> bool:
+    """Whether Streamlit is running a script (or a fragment) for this page, or is not connected."""
+    return page.evaluate(APP_BUSY_JS)
+
+
+def idle(page, timeout_ms: int = 120_000, quiet_ms: int = 750) -> None:
+    """Wait until Streamlit has finished the current script run: connected and not running for `quiet_ms`
+    in a row. The quiet spell covers the moment between a click and the server starting the run it asks
+    for, when the page shows nothing running yet (a page whose fragments rerun more often never idles)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.evaluate("() => { window.__kdQuietSince = null; }")
+    try:
+        page.wait_for_function(
+            f"""(quietMs) => {{
+              const now = performance.now();
+              if (({APP_BUSY_JS})()) {{ window.__kdQuietSince = null; return false; }}
+              if (window.__kdQuietSince == null) window.__kdQuietSince = now;
+              return now - window.__kdQuietSince >= quietMs;
+            }}""", arg=quiet_ms, polling=50, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        pytest.fail(f"Streamlit was still busy after {timeout_ms / 1000:.0f} s ({page.evaluate(APP_STATE_JS)})")
 
 
 def has_traceback(page) -> bool:

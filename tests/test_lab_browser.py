@@ -63,6 +63,7 @@ def test_lab_in_the_browser(lab_server):
         # Play through ρ: plotly's own animation, in the browser, from ρ = 0.5 up to 50.
         page.get_by_text("Play through ρ", exact=True).click()
         chart_title_shown(page, "What the teacher answers at ρ = 0.5")
+        idle(page)
         page.locator(".updatemenu-button").first.click()
         chart_title_shown(page, "What the teacher answers at ρ = 50", timeout_ms=60_000)
         snap(page, "lab_02b_digits_played_to_rho50")
@@ -72,6 +73,7 @@ def test_lab_in_the_browser(lab_server):
         snap(page, "lab_02c_digits_side_by_side")
         page.get_by_text("At ρ", exact=True).click()
         chart_title_shown(page, "What the teacher answers at ρ = 8")
+        idle(page)
 
         page.get_by_text("Fashion-MNIST", exact=True).click()
         chart_title_shown(page, "Average soft label per true class at ρ = 8")

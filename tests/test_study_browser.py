@@ -39,6 +39,7 @@ def test_studies_page_in_the_browser(kd_home):
 
         page.goto(f"{url}/studies?study={search_id}", wait_until="networkidle")
         page.get_by_role("tab", name="Search").wait_for(timeout=60_000)
+        idle(page)
         page.get_by_role("tab", name="Search").click()
         page.get_by_text("Best trial").first.wait_for(timeout=60_000)
         idle(page)
