@@ -3,6 +3,7 @@ Chromium through Playwright, waiting for a script run to end, full-page screensh
 Plain functions and context managers, not tests."""
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -121,9 +122,7 @@ APP_STATE_JS = """() => {
 }"""
 
 
-def app_busy(page) -> bool:
-    """Whether Streamlit is running a script (or a fragment) for this page, or is not connected."""
-    return page.evaluate(APP_BUSY_JS)
+_IDLE_CALLS = itertools.count(1)  # each wait starts its quiet spell afresh
 
 
 def idle(page, timeout_ms: int = 120_000, quiet_ms: int = 750) -> None:
@@ -132,15 +131,15 @@ def idle(page, timeout_ms: int = 120_000, quiet_ms: int = 750) -> None:
     for, when the page shows nothing running yet (a page whose fragments rerun more often never idles)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    page.evaluate("() => { window.__kdQuietSince = null; }")
     try:
         page.wait_for_function(
-            f"""(quietMs) => {{
+            f"""([quietMs, call]) => {{
               const now = performance.now();
+              if (window.__kdIdleCall !== call) {{ window.__kdIdleCall = call; window.__kdQuietSince = null; }}
               if (({APP_BUSY_JS})()) {{ window.__kdQuietSince = null; return false; }}
               if (window.__kdQuietSince == null) window.__kdQuietSince = now;
               return now - window.__kdQuietSince >= quietMs;
-            }}""", arg=quiet_ms, polling=50, timeout=timeout_ms)
+            }}""", arg=[quiet_ms, next(_IDLE_CALLS)], polling=50, timeout=timeout_ms)
     except PlaywrightTimeout:
         pytest.fail(f"Streamlit was still busy after {timeout_ms / 1000:.0f} s ({page.evaluate(APP_STATE_JS)})")
 
