@@ -16,7 +16,8 @@ import deploy_support as ds
 import pytest
 from browser_support import idle
 
-pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.timeout(240)]
+# A backstop only: the waits inside (a PostgreSQL cluster, the app, a training run) have deadlines of their own.
+pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 PASSWORD = "deploy-test-password"
 # What a team would put in .env; everything else keeps the compose file's defaults.
@@ -90,6 +91,7 @@ def test_compose_deployment_trains_a_run_submitted_in_the_app(tmp_path):
 
     from kdcore.jobs import RunStore
     from kdcore.jobs.db import dispose_engines
+    from kdcore.jobs.testing import wait_until
 
     spec = ds.compose(COMPOSE_ENV)
     image = ds.dockerfile()
@@ -157,10 +159,8 @@ def test_compose_deployment_trains_a_run_submitted_in_the_app(tmp_path):
                 idle(page)
                 page.get_by_role("button", name="Launch", exact=True).click()
 
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and not store.list_runs():
-                    time.sleep(0.5)
-                (run,) = store.list_runs()
+                (run,) = wait_until(store.list_runs, 60, "the launched run in the store", poll_s=0.5,
+                                    on_timeout=tails)
                 assert run.owner == "alice" and run.spec.dataset.name == "digits" and run.spec.epochs == 2
                 # The app opens the new run's live view (same session: a reload would mean signing in again).
                 page.get_by_role("heading", name=run.name).wait_for(timeout=60_000)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 from test_worker_devices import run_processes
 
 from kdcore.jobs import RunStatus, RunStore
+from kdcore.jobs import schema as t
 from kdcore.jobs.testing import database_url, start_worker, stop_process, wait_until
 from kdcore.paths import run_dir
 from kdcore.spec import RunSpec
@@ -70,11 +72,20 @@ def two_node_run_on_a_and_b(store_url: str) -> tuple[RunStore, str]:
     return store, run_id
 
 
+def silent_since(store: RunStore, run_id: str, node_rank: int, hours: float) -> None:
+    """Node `node_rank`'s last heartbeat moved `hours` back: its worker went silent, without a test waiting."""
+    n = t.run_nodes.c
+    node = (n.run_id == run_id) & (n.node_rank == node_rank)
+    with store.engine.begin() as conn:
+        last = conn.execute(select(n.heartbeat_at).where(node)).scalar_one()
+        conn.execute(update(t.run_nodes).where(node).values(heartbeat_at=last - timedelta(hours=hours)))
+
+
 def test_a_dead_node_requeues_the_run_to_resume_and_a_new_attempt_voids_the_old_nodes(store_url):
     store, run_id = two_node_run_on_a_and_b(store_url)
-    time.sleep(1.5)
+    silent_since(store, run_id, node_rank=1, hours=1)
     assert store.heartbeat("a", run_id, 1)  # the owner lives; node 1's worker went silent
-    assert store.reap_stale(stale_after_s=1.0) == [run_id]
+    assert store.reap_stale() == [run_id]
     run = store.get(run_id)
     assert run.status is RunStatus.QUEUED and run.attempts == 1  # the attempt counts: it fails after max attempts
     assert any("worker b stopped heartbeating" in e.message for e in store.events(run_id))
@@ -204,10 +215,10 @@ def test_a_dead_node_requeues_the_run_which_resumes_on_another_worker_and_a_canc
             epochs = [p.epoch for p in store.metrics(run_id, names=["train/acc"], kind="epoch")]
             assert epochs == list(range(1, len(epochs) + 1))  # gapless history across the attempts
             store.cancel(run_id, by="tester")
-            run = wait_until(lambda: (r := store.get(run_id)).status.is_terminal and r, 60, "the cancel",
+            run = wait_until(lambda: (r := store.get(run_id)).status.is_terminal and r, 120, "the cancel",
                              on_timeout=logs)
             assert run.status is RunStatus.CANCELLED
-            wait_until(lambda: run_processes(run_id) == [], 30, "every node's ranks to stop",
+            wait_until(lambda: run_processes(run_id) == [], 60, "every node's ranks to stop",
                        on_timeout=lambda: f"left: {run_processes(run_id)}")
             assert all(p.poll() is None for p in procs if p is not victim)  # the workers go on
         finally:
@@ -234,7 +245,7 @@ def test_a_run_whose_other_nodes_never_come_goes_back_to_the_queue_uncounted(kd_
             assert store.get(run_id).attempts <= 1  # handed back uncounted (and maybe claimed again since)
             assert run_processes(run_id) == []  # no launcher started for a run that cannot assemble
             store.cancel(run_id, by="tester")
-            run = wait_until(lambda: (r := store.get(run_id)).status.is_terminal and r, 30, "the cancel")
+            run = wait_until(lambda: (r := store.get(run_id)).status.is_terminal and r, 120, "the cancel")
             assert run.status is RunStatus.CANCELLED
             assert worker.poll() is None
         finally:

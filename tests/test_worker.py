@@ -162,8 +162,9 @@ def test_cancelling_a_running_run_stops_it_within_seconds_and_keeps_its_checkpoi
     wait_until(lambda: checkpoint.is_file() and store.get(run_id).epoch >= 1, RUN_TIMEOUT_S, "a first checkpoint",
                on_timeout=lambda: worker_log(kd_home))
     store.cancel(run_id, by="tester")
+    # The worker reads the flag between steps; the deadline only bounds a loaded CI machine's delay.
     run = wait_for(store, [run_id], {RunStatus.CANCELLED, RunStatus.COMPLETED, RunStatus.FAILED}, kd_home,
-                   timeout_s=20)[0]
+                   timeout_s=90)[0]
     assert run.status is RunStatus.CANCELLED and run.epoch < 2000
     assert checkpoint.is_file() and "checkpoint" in store.artifacts(run_id)
     messages = [e.message for e in store.events(run_id)]
