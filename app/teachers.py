@@ -14,12 +14,13 @@ from kdcore.lab.softlabels import soften
 
 
 def ensemble_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each member's model, size and test accuracy, then the ensemble's (empty for a single teacher)."""
+    """Each member's model, size and test accuracy, then the ensemble's (empty for a single teacher). An accuracy
+    not scored is None: the table shows teacher_check.NOT_SCORED there, as the New-experiment form's does."""
     members = info.get("teacher_members") or []
     if not members:
         return []
-    rows = [{"teacher": m["name"], "model": m["model"], "parameters": m["params"], "test accuracy": m["test_acc"]}
-            for m in members]
+    rows = [{"teacher": m.get("name", f"teacher{i}"), "model": m.get("model", ""), "parameters": m.get("params"),
+             "test accuracy": m.get("test_acc")} for i, m in enumerate(members)]
     rows.append({"teacher": "ensemble", "model": info.get("teacher", ""), "parameters": info.get("teacher_params"),
                  "test accuracy": info.get("teacher_test_acc")})
     return rows

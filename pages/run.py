@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from app import auth, forms, live, live_chart, navigation, state, tables, teachers, widgets
+from app import auth, forms, live, live_chart, navigation, state, tables, teacher_check, teachers, widgets
 from kdcore.errors import KDError
 
 store = state.get_store()
@@ -123,7 +123,7 @@ def show_run(run_id: str) -> None:
             st.warning(warning, icon=":material/warning:")
         members = teachers.ensemble_rows(current.info or {})
         if members:  # an ensemble teacher: each member's accuracy beside the ensemble's
-            st.dataframe(members, hide_index=True, key="ensemble_members",
+            st.dataframe(members, hide_index=True, key="ensemble_members", placeholder=teacher_check.NOT_SCORED,
                          column_config={"test accuracy": st.column_config.NumberColumn(format="percent")})
 
         frame = data["frame"]

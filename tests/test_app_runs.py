@@ -203,3 +203,23 @@ def test_a_tile_shows_the_last_test_accuracy_when_the_newest_epoch_did_not_read_
     no_exception(at)
     tiles = {m.label: m.value for m in at.metric}
     assert tiles["test accuracy (epoch 1)"] == "68.0%" and tiles["validation accuracy"] == "65.0%"
+
+
+def test_an_ensemble_member_not_scored_reads_not_scored_not_none(kd_home):
+    from app.teacher_check import NOT_SCORED
+
+    store = RunStore()
+    run_id = store.submit(SCRATCH, check=False)
+    cb = claim(store, run_id)
+    cb.on_start({"device": "cpu", "start_epoch": 0, "start_step": 0, "teacher": "ensemble of 2",
+                 "teacher_params": 300, "teacher_test_acc": 0.9,
+                 "teacher_members": [{"name": "teacher0", "model": "cnn_small", "params": 100, "test_acc": 0.88},
+                                     {"name": "teacher1", "model": "mlp_128", "params": 200, "test_acc": None}]})
+    feed(cb, range(1, 2))
+    at = app("run.py", run=run_id)
+    no_exception(at)
+    (table,) = [d for d in at.dataframe if "teacher" in d.value.columns]
+    assert list(table.value["teacher"]) == ["teacher0", "teacher1", "ensemble"]
+    accuracies = list(table.value["test accuracy"])
+    assert accuracies[0] == 0.88 and pd.isna(accuracies[1]) and accuracies[2] == 0.9
+    assert table.proto.placeholder == NOT_SCORED == "not scored"  # the missing accuracy's cell
