@@ -22,6 +22,7 @@ COMMANDS = {
     "users": "manage the team's sign-in accounts (password mode)",
     "study": "queue a study (a grid × seeds, or an Optuna search) and print its id",
     "table": "print a study's table: mean ± std over seeds per configuration",
+    "cache": "list what the cache folder holds, or clear it (--clear)",
 }
 
 

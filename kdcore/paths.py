@@ -30,6 +30,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KD_CACHE_DIR", kd_home() / "cache")).expanduser()
 
 
+# What the cache folder holds, by kind: the subfolder each kind is kept in and what it is (`python -m kdcore cache`
+# lists and clears them). Written by kdcore.data.sources (idx/), kdcore.data.loader (splits/) and
+# kdcore.train.split_logits (logits/).
+CACHE_KINDS = {
+    "decoded": ("idx", "Fashion-MNIST's IDX files decoded"),
+    "splits": ("splits", "normalised train/val/test splits, one per validation fraction and seed"),
+    "logits": ("logits", "teachers' test-set logits"),
+}
+
+
 def cached(path: Path, load: Callable[[Path], T | None], build: Callable[[], T],
            save: Callable[[T, Path], None]) -> T:
     """The value kept at `path` (a file under cache_dir()), or build() it and keep it there.
