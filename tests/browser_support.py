@@ -144,6 +144,15 @@ def idle(page, timeout_ms: int = 120_000, quiet_ms: int = 750) -> None:
         pytest.fail(f"Streamlit was still busy after {timeout_ms / 1000:.0f} s ({page.evaluate(APP_STATE_JS)})")
 
 
+def eventually(page, check, timeout_s: float = 30) -> bool:
+    """check() polled until true or `timeout_s` passed; its last answer. For what the browser draws after a
+    script run has ended (charts render asynchronously, later on loaded cores)."""
+    deadline = time.monotonic() + timeout_s
+    while not (ok := check()) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    return ok
+
+
 def has_traceback(page) -> bool:
     return page.locator('[data-testid="stException"]').count() > 0
 

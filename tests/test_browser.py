@@ -92,7 +92,7 @@ def test_quickstart_in_the_browser(server, kd_home):
         while time.monotonic() < deadline and (first := latest_step(page)) == 0:
             page.wait_for_timeout(500)
         assert first > 0, "the live view never showed a point"
-        assert drawn_charts(page) >= 4, "the live charts were not drawn"
+        assert bs.eventually(page, lambda: drawn_charts(page) >= 4), "the live charts were not drawn"
         now = store.get(teacher.id)
         if now.status.value == "running" and now.epoch < now.spec.epochs - 2:  # time left to see it grow
             grown = first
@@ -187,14 +187,15 @@ def test_the_theme_switch_turns_the_page_and_its_charts_dark_and_back(kd_home):
         page.goto(f"{url}/compare", wait_until="networkidle")
         page.locator(".js-plotly-plot .gtitle").first.wait_for(timeout=60_000)
         idle(page)
-        assert brightness(page.evaluate(background)) > 0.5 and brightness(page.evaluate(title)) < 0.4
+        assert brightness(page.evaluate(background)) > 0.5
+        assert bs.eventually(page, lambda: brightness(page.evaluate(title)) < 0.4)
         switch = page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Light / dark theme")
         switch.click()
         page.wait_for_function(f"() => ({background})().startsWith('rgb(') && "
                                f"!({background})().startsWith('rgb(255')", timeout=30_000)
         idle(page)
         assert brightness(page.evaluate(background)) < 0.5
-        assert brightness(page.evaluate(title)) > 0.6  # the chart's text follows: light on dark
+        assert bs.eventually(page, lambda: brightness(page.evaluate(title)) > 0.6)  # the chart's text follows
         snap(page, "theme_compare_dark")
         page.reload(wait_until="networkidle")  # the choice is Streamlit's, kept by the browser
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)

@@ -34,7 +34,7 @@ def test_studies_page_in_the_browser(kd_home):
         bs.snap(page, "study_02_swept_value", settle_ms=1500)
         page.get_by_role("tab", name="Parallel coordinates").click()
         idle(page)
-        assert page.locator(".js-plotly-plot .parcoords").count() >= 1
+        page.locator(".js-plotly-plot .parcoords").first.wait_for(timeout=30_000)
         bs.snap(page, "study_03_parcoords", settle_ms=1500)
 
         page.goto(f"{url}/studies?study={search_id}", wait_until="networkidle")
