@@ -48,3 +48,25 @@ def teacher_passes(monkeypatch):
 
     monkeypatch.setattr(Trainer, "_predict", spy)
     return passes
+
+
+@pytest.fixture()
+def small_fashion_mnist(tmp_path, monkeypatch):
+    """A Fashion-MNIST of 60 + 20 random images in KD_DATA_DIR (not Debian's package): its decoded arrays and
+    splits are kept in the cache folder. Yields the folder of its IDX files."""
+    import numpy as np
+
+    from kdcore import paths
+    from kdcore.data import clear_cache, write_idx
+
+    folder = tmp_path / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 60), ("t10k", 20)):
+        write_idx(folder / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{stem}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
+    clear_cache()
+    yield folder
+    clear_cache()

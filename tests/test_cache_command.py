@@ -6,12 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
-from kdcore import paths
 from kdcore.cli import main
 
 
@@ -26,24 +24,6 @@ def cache(kd_home, tmp_path, monkeypatch):
     folder = tmp_path / "cache"
     monkeypatch.setenv("KD_CACHE_DIR", str(folder))
     return folder
-
-
-@pytest.fixture()
-def small_fashion_mnist(tmp_path, monkeypatch):
-    """A Fashion-MNIST of 60 + 20 random images in KD_DATA_DIR: its decoded arrays and splits are cached."""
-    from kdcore.data import clear_cache, write_idx
-
-    folder = tmp_path / "data" / "fashion-mnist"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for stem, n in (("train", 60), ("t10k", 20)):
-        write_idx(folder / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{stem}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
-    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
-    clear_cache()
-    yield folder
-    clear_cache()
 
 
 def listing(capsys) -> tuple[dict[str, list[str]], str]:

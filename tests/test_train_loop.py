@@ -241,7 +241,7 @@ def test_a_teachers_test_logits_are_kept_between_runs_of_the_same_teacher_file(t
 
 
 def test_teacher_logits_on_kept_splits_are_named_by_the_split_and_shared_with_the_quality_check(
-        tmp_path, kd_home, monkeypatch, teacher_passes):
+        tmp_path, kd_home, monkeypatch, teacher_passes, small_fashion_mnist):
     import numpy as np
 
     from kdcore import paths
@@ -250,15 +250,7 @@ def test_teacher_logits_on_kept_splits_are_named_by_the_split_and_shared_with_th
     from kdcore.train import split_logits
     from kdcore.train.teacher_quality import evaluate_teachers
 
-    folder = tmp_path / "data" / "fashion-mnist"  # a small Fashion-MNIST: its splits are kept, and named
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for stem, n in (("train", 60), ("t10k", 20)):
-        write_idx(folder / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{stem}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
-    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(paths, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
-    clear_cache()
+    folder = small_fashion_mnist  # its splits are kept, and named
     named = []
     real_key = split_logits._key
     monkeypatch.setattr(split_logits, "_key", lambda *args: named.append(args[-1]) or real_key(*args))
