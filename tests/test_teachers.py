@@ -373,3 +373,29 @@ def test_a_14x14_student_learns_more_from_a_28x28_teacher_than_its_scratch_twin(
         gains[seed] = distilled - scratch
     assert sum(gains.values()) / len(gains) > RES_MEAN_MARGIN, gains
     assert min(gains.values()) > RES_SEED_FLOOR, gains
+
+
+def test_an_ensembles_test_logits_are_its_members_combined_each_member_run_once(tmp_path, kd_home, mlp_teacher,
+                                                                                 monkeypatch):
+    from kdcore.train.trainer import Trainer
+
+    runs_over_test: list[str] = []
+    real_predict = Trainer._predict
+
+    def spy(self, model, x):
+        if len(x) == len(self.data.test):
+            runs_over_test.append(type(model).__name__)
+        return real_predict(self, model, x)
+
+    monkeypatch.setattr(Trainer, "_predict", spy)
+    trainer = Trainer(RunSpec.from_dict(ensemble_spec(mlp_teacher, epochs=1)), tmp_path)
+    trainer._setup()
+    # each member once (an empty cache folder), the ensemble itself never
+    assert sorted(runs_over_test) == sorted(type(m).__name__ for m in trainer.teacher.members)
+    with torch.no_grad():
+        trainer.teacher.eval()
+        direct = trainer.teacher(trainer.data.test.x)
+    assert torch.allclose(torch.softmax(trainer.teacher_test_logits / 4, 1), torch.softmax(direct / 4, 1), atol=1e-5)
+    assert [m["test_acc"] for m in trainer.info["teacher_members"]] == [
+        pytest.approx(float((m(trainer.data.test.x).argmax(1) == trainer.data.test.y).float().mean()))
+        for m in trainer.teacher.members]

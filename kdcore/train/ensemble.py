@@ -46,5 +46,9 @@ class EnsembleTeacher(nn.Module):
     def members(self) -> list[nn.Module]:
         return [getattr(self, name) for name in self.names]
 
+    def combine(self, member_logits: Sequence[Tensor]) -> Tensor:
+        """The ensemble's logits from its members' (in member order), as forward combines them."""
+        return combine_logits(member_logits, self.weights, self.kind, self.rho)
+
     def forward(self, x: Tensor) -> Tensor:
-        return combine_logits([m(x) for m in self.members], self.weights, self.kind, self.rho)
+        return self.combine([m(x) for m in self.members])

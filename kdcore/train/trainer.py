@@ -364,14 +364,16 @@ class Trainer:
                 and spec.teacher_cache == "auto"):
             self.teacher_cache = TeacherCache(len(self.transfer), info.num_classes, spec.teacher_cache_views,
                                               self.augment, spec.seed, self.device)
-        self.teacher_test_logits = None
-        self.teacher_ece: float | None = None  # the teacher does not change: its calibration is computed once
-        if self.teacher is not None:
-            self.teacher_test_logits = self._teacher_test_logits(self.teacher, spec.teacher)
-            self.teacher_ece = expected_calibration_error(self.teacher_test_logits, self.data.test.y)
         members = self.teacher.members if isinstance(self.teacher, EnsembleTeacher) else []
         member_specs = spec.teacher.members if members else []
         member_test_logits = [self._teacher_test_logits(m, t) for m, t in zip(members, member_specs)]
+        self.teacher_test_logits = None
+        self.teacher_ece: float | None = None  # the teacher does not change: its calibration is computed once
+        if self.teacher is not None:
+            # an ensemble's answer is its members' combined: each member runs over the test set once
+            self.teacher_test_logits = (self.teacher.combine(member_test_logits) if members
+                                        else self._teacher_test_logits(self.teacher, spec.teacher))
+            self.teacher_ece = expected_calibration_error(self.teacher_test_logits, self.data.test.y)
 
         # class-stratified; with more classes than probe_size, one per class rather than blank classes
         per_class = math.ceil(spec.probe_size / info.num_classes) if spec.probe_size else 0
