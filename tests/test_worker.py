@@ -200,6 +200,9 @@ def test_ensure_local_worker_starts_one_detached_worker_and_sigterm_hands_its_ru
         assert ensure_local_worker(kd_home) is None  # one is alive: no second worker
         wait_until(lambda: store.get(run_id).epoch >= 1, RUN_TIMEOUT_S, "the embedded worker to train an epoch",
                    on_timeout=lambda: "\n".join(p.read_text()[-3000:] for p in kd_home.glob("worker-*.log")))
+        # the claim records the worker's run; a heartbeat decided just before the claim may still write "idle"
+        # over it, and the next beat (0.5 s here) puts it back
+        wait_until(lambda: [w.current_run for w in store.workers()] == [run_id], 30, "the worker to report its run")
         (worker,) = store.workers()
         assert (worker.pid, worker.device, worker.current_run) == (pid, "cpu", run_id)
         log = kd_home / f"worker-{worker.id}.log"
