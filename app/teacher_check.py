@@ -169,7 +169,7 @@ def quality_table(teacher: Mapping[str, Any] | None, check: TeacherCheck | None,
         elif scored is None:
             note = "not checked yet"
         elif scored.problem and i in noted:
-            note = "not scored (the note under its field says why)"
+            note = f"{NOT_SCORED} (the note under its field says why)"
         elif scored.problem:
             note = "does not fit this dataset"
             table.warnings.append(f"{subject} cannot teach on {dataset_title}: {scored.problem}.")
