@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import state, tables
 from app.tables import format_duration, status_text
+from kdcore.summary import WARNED
 
 STATUS_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "failed": "red", "cancelled": "orange"}
 STATUS_ICONS = {"queued": "schedule", "running": "play_circle", "completed": "check_circle", "failed": "error",
@@ -130,10 +131,17 @@ def live_sidebar() -> None:
 def seed_table(frame: Any, key: str) -> None:
     """A table of mean ± std over seeds (a study's, or runs grouped by a field). Its n column is widened when a
     cell counts runs with a training warning ("4/5, 1 ⚠ out"), which the grid's own sizing cuts short."""
-    warned = frame["n"].astype(str).str.contains("⚠").any()
+    warned = frame["n"].astype(str).str.contains(WARNED).any()
     st.dataframe(frame, hide_index=True, key=key, placeholder="—", column_config={"n": st.column_config.TextColumn(
-        width=120 if warned else None, help="Runs in the mean / runs; ⚠ = runs with a training warning, kept in "
-                                            "the mean or (out) left out of it.")})
+        width=120 if warned else None, help=f"Runs in the mean / runs; {WARNED} = runs with a training warning, kept "
+                                            "in the mean or (out) left out of it.")})
+
+
+def health_column(full_sentence: str = "in the run's view") -> Any:
+    """The column config of tables.HEALTH in a table of runs; `full_sentence`: where the warning's whole text is."""
+    return st.column_config.TextColumn(
+        width=160, help=f"{WARNED}: the run's trainer warned; collapsed: its student stopped learning, so its numbers "
+                        f"say nothing about the method. The full sentence: {full_sentence}.")
 
 
 def run_options(records: Sequence[Any]) -> dict[str, str]:

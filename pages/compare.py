@@ -119,9 +119,7 @@ if len(final):
     percent = st.column_config.NumberColumn(format="percent")
     st.dataframe(final, key="compare_final", placeholder="—",
                  column_config={"run": st.column_config.TextColumn(width="large"),
-                                tables.HEALTH: st.column_config.TextColumn(
-                                    width=160, help="⚠: the run's trainer warned; collapsed: its student stopped "
-                                                    "learning. The full sentence is in the run's view."),
+                                tables.HEALTH: widgets.health_column(),
                                 **{c: percent for c in ("test acc", "val acc", "agreement", "teacher acc")},
                                 "KL to teacher (ρ=1)": st.column_config.NumberColumn(format="%.3f"),
                                 "ECE": st.column_config.NumberColumn(format="%.3f")})

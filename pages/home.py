@@ -96,7 +96,7 @@ else:
         hide_index=True, placeholder="—",
         column_config={tables.LAST_ACC: st.column_config.NumberColumn(format="percent"),
                        "agreement": st.column_config.NumberColumn(format="percent"),
-                       tables.HEALTH: st.column_config.TextColumn(width=160)},
+                       tables.HEALTH: widgets.health_column()},
         key="home_latest",
     )
     st.page_link(navigation.page("runs"), label="All runs", icon=":material/monitoring:")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import auth, bulk, figures, forms, navigation, state, studies, tables, widgets
+from kdcore.summary import WARNED
 
 store = state.get_store()
 user = auth.require_login()  # the gate again: this page never shows to a visitor who is not signed in
@@ -123,10 +124,7 @@ def show_table() -> None:
             key=f"runs_table_{S.get('runs_table_gen', 0)}", placeholder="—",
             column_config={
                 "status": st.column_config.TextColumn(width="small"),
-                tables.HEALTH: st.column_config.TextColumn(
-                    width=160, help="⚠: the run's trainer warned; collapsed: its student stopped learning, so its "
-                                    "numbers say nothing about the method. The full sentence: below the table and "
-                                    "in the run's view."),
+                tables.HEALTH: widgets.health_column("below the table and in the run's view"),
                 "name": st.column_config.TextColumn(width="medium"),
                 tables.LAST_ACC: st.column_config.NumberColumn(format="percent", width="small"),
                 tables.SELECTED_ACC: st.column_config.NumberColumn(
@@ -144,7 +142,7 @@ def show_table() -> None:
         warned = tables.warned_runs(known[i] for i in shown if i in known)
         if warned:
             count = len({r.id for r, _ in warned})
-            with st.expander(f"⚠ {count} of these runs {'carries' if count == 1 else 'carry'} a training warning"):
+            with st.expander(f"{WARNED} {count} of these runs {'carries' if count == 1 else 'carry'} a training warning"):
                 for r, sentence in warned:
                     st.markdown(f"**{r.name}** (`{r.id}`)  \n{sentence}")
 
