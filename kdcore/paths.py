@@ -31,13 +31,18 @@ def cache_dir() -> Path:
 
 
 # What the cache folder holds, by kind: the subfolder each kind is kept in and what it is (`python -m kdcore cache`
-# lists and clears them). Written by kdcore.data.sources (idx/), kdcore.data.loader (splits/) and
-# kdcore.train.split_logits (logits/).
+# lists and clears them). Written through cache_folder() by kdcore.data.sources (decoded), kdcore.data.loader
+# (splits) and kdcore.train.split_logits (logits).
 CACHE_KINDS = {
     "decoded": ("idx", "Fashion-MNIST's IDX files decoded"),
     "splits": ("splits", "normalised train/val/test splits, one per validation fraction and seed"),
     "logits": ("logits", "teachers' test-set logits"),
 }
+
+
+def cache_folder(kind: str) -> Path:
+    """The subfolder of cache_dir() that keeps `kind` (a key of CACHE_KINDS)."""
+    return cache_dir() / CACHE_KINDS[kind][0]
 
 
 def cached(path: Path, load: Callable[[Path], T | None], build: Callable[[], T],

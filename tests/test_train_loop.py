@@ -160,7 +160,7 @@ def test_the_augmented_cache_serves_the_teachers_logits_for_the_stored_views(tmp
         for term in fresh_loss:
             torch.testing.assert_close(cached_loss[term], fresh_loss[term], rtol=1e-5, atol=1e-6)
     # the views differ from each other
-    assert not torch.equal(cache.params[0], cache.params[1])
+    assert not torch.equal(cache.view_params(0), cache.view_params(1))
 
 
 def test_a_cache_draws_a_views_augmentation_when_an_epoch_first_shows_it(monkeypatch):

@@ -54,6 +54,10 @@ class DatasetBundle:
     # so what is derived from them can be kept under it without hashing them; None for splits computed unnamed.
     key: str | None = None
 
+    def split_key(self, split: str) -> str | None:
+        """A name for one kept split's contents ("train", "val" or "test"); None for splits computed unnamed."""
+        return f"{self.key}/{split}" if self.key else None
+
     @property
     def device(self) -> torch.device:
         return self.train.device

@@ -142,10 +142,10 @@ def load_dataset(
         return build(device)
     key = (f"{source}|val_fraction {float(val_fraction)!r}|seed {int(seed)}|held out {HELD_OUT_TEST_FRACTION!r} "
            f"{HELD_OUT_TEST_SEED}|format {SPLITS_FORMAT}|torch {torch.__version__}")
-    name = hashlib.sha1(key.encode()).hexdigest()[:24]
-    bundle = paths.cached(paths.cache_dir() / "splits" / f"{name}.pt", lambda file: _read_kept_splits(file, info),
-                          lambda: build("cpu"), _keep_splits)
-    return replace(bundle, key=f"splits {name}").to(device)
+    kept_name = hashlib.sha1(key.encode()).hexdigest()[:24]
+    bundle = paths.cached(paths.cache_folder("splits") / f"{kept_name}.pt",
+                          lambda file: _read_kept_splits(file, info), lambda: build("cpu"), _keep_splits)
+    return replace(bundle, key=f"splits {kept_name}").to(device)
 
 
 def split_and_normalise(raw: sources.RawData, info: DatasetInfo, val_fraction: float, seed: int,

@@ -91,7 +91,7 @@ def _files_key(files: dict[str, Path]) -> str:
 def _decoded_cache_file(files: dict[str, Path]) -> Path:
     """Where the decoded arrays of these IDX files are kept: named after the files, so a changed or moved file is
     decoded afresh."""
-    return paths.cache_dir() / "idx" / (hashlib.sha1(_files_key(files).encode()).hexdigest()[:20] + ".npz")
+    return paths.cache_folder("decoded") / (hashlib.sha1(_files_key(files).encode()).hexdigest()[:20] + ".npz")
 
 
 def local_files_key(name: str, root: Path) -> str | None:

@@ -52,7 +52,7 @@ def cached_split_logits(source: Path | None, x: Tensor, how: str, compute: Calla
     """compute() (a frozen model's float32 logits for the inputs x), or the copy kept from an earlier run.
     `inputs_key` names x's contents when something already does (a kept split's: DatasetBundle.key); hashing
     Fashion-MNIST's test images instead costs ~30 ms of every run's start-up."""
-    from kdcore.paths import cache_dir, cached
+    from kdcore.paths import cache_folder, cached
 
     if source is None or not source.is_file():
         return compute()
@@ -61,5 +61,5 @@ def cached_split_logits(source: Path | None, x: Tensor, how: str, compute: Calla
         kept = torch.load(path, map_location="cpu", weights_only=True)
         return kept.to(x.device) if isinstance(kept, Tensor) and kept.dim() == 2 and len(kept) == len(x) else None
 
-    return cached(cache_dir() / "logits" / f"{_key(source, x, how, inputs_key)}.pt", load, compute,
+    return cached(cache_folder("logits") / f"{_key(source, x, how, inputs_key)}.pt", load, compute,
                   lambda logits, path: torch.save(logits.detach().cpu(), path))

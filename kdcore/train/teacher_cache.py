@@ -39,11 +39,6 @@ class TeacherCache:
             self._params[view] = self.augment.draw(self._size, generator).to(self.device)
         return self._params[view]
 
-    @property
-    def params(self) -> Tensor:
-        """(views, N, 3): every view's parameters."""
-        return torch.stack([self.view_params(v) for v in range(self.views)])
-
     def view_of(self, epoch: int) -> int:
         return (epoch - 1) % self.views
 

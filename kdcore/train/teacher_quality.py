@@ -55,7 +55,7 @@ def load_test_split(dataset: DataSpec) -> HeldOutSplit:
     data = load_dataset(dataset.name, val_fraction=dataset.val_fraction, seed=SPLIT_SEED, device=CPU,
                         path=dataset.path)
     return HeldOutSplit(data.test.x, data.test.y, data.info.num_classes, tuple(data.info.input_shape),
-                        f"{data.key}/test" if data.key else None)
+                        data.split_key("test"))
 
 
 def evaluate_teacher(teacher: TeacherSpec, split: HeldOutSplit, *, eval_batch: int | None = None,

@@ -437,7 +437,7 @@ class Trainer:
             return self._predict_sharded(model, x)
         how = evaluation_key(self.device.type, self.precision, self.eval_batch, self.channels_last)
         return cached_split_logits(teacher_file(source), x, how, lambda: self._predict(model, x),
-                                   inputs_key=f"{self.data.key}/test" if self.data.key else None)
+                                   inputs_key=self.data.split_key("test"))
 
     def _predict_sharded(self, model: nn.Module, x: Tensor) -> Tensor:
         """Logits of a whole split: with several ranks each predicts its block and every rank gets them all."""
