@@ -68,7 +68,9 @@ def runs_frame(table: StudyTable) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["configuration", "seed", "run", *fields, *SUMMARY_METRICS, "selected_epoch"])
 
 
-CURVE_COLUMNS = ["configuration", "seed", "epoch", "value", "warned"]
+def curve_columns(x: str = "epoch") -> list[str]:
+    """The columns of what `band_figure` averages: one point of one run, against `x`."""
+    return ["configuration", "seed", x, "value", "warned"]
 
 
 def epoch_curves(store: Any, table: StudyTable, metric: str = "val/acc") -> pd.DataFrame:
@@ -81,14 +83,14 @@ def epoch_curves(store: Any, table: StudyTable, metric: str = "val/acc") -> pd.D
         for p in store.metrics(r.run_id, names=[metric], kind="epoch"):
             rows.append({"configuration": r.label, "seed": r.seed, "epoch": p.epoch, "value": p.value,
                          "warned": r.warned})
-    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    return pd.DataFrame(rows, columns=curve_columns())
 
 
 def band_figure(curves: pd.DataFrame, metric: str, *, x: str = "epoch", title: str | None = None,
                 height: int | None = None) -> go.Figure:
     """Mean over seeds per configuration and `x` value (the epoch, or the step for a step metric), with a
     ±1 std band (std over the runs at that point); the legend counts the runs, and those with a training
-    warning ("n=5, 1 ⚠") when `curves` has a `warned` column."""
+    warning ("n=5, 1 ⚠")."""
     if curves.empty:
         return empty_figure("No epoch has finished yet." if x == "epoch" else "No point logged yet.",
                             title=metric_label(metric))
@@ -96,7 +98,7 @@ def band_figure(curves: pd.DataFrame, metric: str, *, x: str = "epoch", title: s
     for i, (label, part) in enumerate(curves.groupby("configuration", sort=False)):
         color = PALETTE[i % len(PALETTE)]
         stats = part.groupby(x)["value"].agg(["mean", "std", "count"]).reset_index()
-        warned = int(part.groupby(x)["warned"].sum().max()) if "warned" in part else 0
+        warned = int(part.groupby(x)["warned"].sum().max())
         std = stats["std"].fillna(0.0)
         xs = stats[x].tolist()
         fig.add_trace(go.Scatter(x=xs + xs[::-1], y=(stats["mean"] + std).tolist() + (stats["mean"] - std).tolist()[::-1],
@@ -394,6 +396,6 @@ def group_curves(records: Sequence[Any], frames: Mapping[str, pd.DataFrame], key
                                                x: points[x].to_numpy(), "value": points["value"].to_numpy(),
                                                "warned": bool(r.warnings)})))
     if not parts:
-        return pd.DataFrame(columns=["configuration", "seed", x, "value", "warned"])
+        return pd.DataFrame(columns=curve_columns(x))
     parts.sort(key=lambda part: _order(part[0]))  # the groups in the grouped table's order
     return pd.concat([frame for _, frame in parts], ignore_index=True)
