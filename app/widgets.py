@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import state, tables
+from app import state, studies, tables
 from app.tables import format_duration, status_text
 from kdcore.summary import WARNED
 
@@ -128,13 +128,21 @@ def live_sidebar() -> None:
     st.fragment(run_every=3.0)(sidebar_status)()
 
 
-def seed_table(frame: Any, key: str) -> None:
-    """A table of mean ± std over seeds (a study's, or runs grouped by a field). Its n column is widened when a
-    cell counts runs with a training warning ("4/5, 1 ⚠ out"), which the grid's own sizing cuts short."""
+def exclude_warned(any_warned: Any, key: str) -> bool:
+    """The box that leaves runs with a training warning out of a table's means: shown only when a run has one."""
+    return bool(any_warned) and st.checkbox(studies.EXCLUDE_WARNED, key=key, help=studies.EXCLUDE_WARNED_HELP)
+
+
+def seed_table(table: Any, frame: Any, key: str, caption: str) -> None:
+    """A table of mean ± std over seeds (`frame`, drawn from the StudyTable `table`: a study's, or runs grouped by
+    a field) and its caption, followed by what the means did with runs with a training warning. Its n column is
+    widened when a cell counts such runs ("4/5, 1 ⚠ out"), which the grid's own sizing cuts short."""
     warned = frame["n"].astype(str).str.contains(WARNED).any()
     st.dataframe(frame, hide_index=True, key=key, placeholder="—", column_config={"n": st.column_config.TextColumn(
         width=120 if warned else None, help=f"Runs in the mean / runs; {WARNED} = runs with a training warning, kept "
                                             "in the mean or (out) left out of it.")})
+    note = table.health_note()
+    st.caption(caption + (f"  \n{note}" if note else ""))
 
 
 def health_column(full_sentence: str = "in the run's view") -> Any:

@@ -53,8 +53,7 @@ group = st.selectbox("Group by", group_keys, format_func=studies.group_key_label
 grouped = group != studies.NO_GROUP
 group_table = None
 if grouped:
-    exclude = any(r.warnings for r in chosen) and st.checkbox(
-        studies.EXCLUDE_WARNED, key="compare_exclude_warned", help=studies.EXCLUDE_WARNED_HELP)
+    exclude = widgets.exclude_warned(any(r.warnings for r in chosen), "compare_exclude_warned")
     group_table = studies.grouped_table(chosen, state.run_summaries(store, chosen), group, exclude_warned=exclude)
 
 
@@ -110,10 +109,9 @@ if sweep_field is not None:
 
 st.subheader("Final metrics")
 if grouped:
-    widgets.seed_table(studies.grouped_frame(group_table, group), "compare_grouped")
-    note = group_table.health_note()
-    st.caption("Per group: mean ± std over its runs at the epoch with the best validation accuracy; n = finished "
-               "runs / runs; ★ = best group on validation accuracy." + (f"  \n{note}" if note else ""))
+    widgets.seed_table(group_table, studies.grouped_frame(group_table, group), "compare_grouped",
+                       "Per group: mean ± std over its runs at the epoch with the best validation accuracy; "
+                       "n = finished runs / runs; ★ = best group on validation accuracy.")
 final = tables.final_metrics_table(chosen, labels)
 if len(final):
     percent = st.column_config.NumberColumn(format="percent")

@@ -16,16 +16,13 @@ GROUP_METRICS = ("val/acc", "test/acc", "fidelity/agreement", "train/loss")
 def grouped_view(records: list, key: str, metric: str) -> None:
     """The shown runs grouped by `key`: the study table (mean ± std over each group's runs) and a curve with
     a ± std band per group."""
-    exclude = any(r.warnings for r in records) and st.checkbox(
-        studies.EXCLUDE_WARNED, key="runs_exclude_warned", help=studies.EXCLUDE_WARNED_HELP)
+    exclude = widgets.exclude_warned(any(r.warnings for r in records), "runs_exclude_warned")
     table = studies.grouped_table(records, state.run_summaries(store, records), key, exclude_warned=exclude)
-    widgets.seed_table(studies.grouped_frame(table, key), "runs_grouped_table")
-    note = table.health_note()
-    st.caption("Each group's runs (seeds) at the epoch with the best validation accuracy: mean ± std; n = finished "
-               "runs / runs. ★ = best group on validation accuracy" + ("; Δ = paired difference in test accuracy "
-                                                                       "to the runs without a teacher, by seed."
-                                                                       if table.baseline else ".")
-               + (f"  \n{note}" if note else ""))
+    widgets.seed_table(table, studies.grouped_frame(table, key), "runs_grouped_table",
+                       "Each group's runs (seeds) at the epoch with the best validation accuracy: mean ± std; "
+                       "n = finished runs / runs. ★ = best group on validation accuracy"
+                       + ("; Δ = paired difference in test accuracy to the runs without a teacher, by seed."
+                          if table.baseline else "."))
     frames = state.one_metric_frames(store, records, metric)
     curves = studies.group_curves(records, frames, key, metric, left_out=table.left_out)
     st.plotly_chart(studies.band_figure(curves, metric, title=f"{figures.metric_label(metric)} by "

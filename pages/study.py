@@ -73,16 +73,13 @@ try:
 except KDError as err:
     st.error(str(err))
     st.stop()
-if table.warned and st.checkbox(studies.EXCLUDE_WARNED, key="study_exclude_warned",
-                                help=studies.EXCLUDE_WARNED_HELP):
+if widgets.exclude_warned(table.warned, "study_exclude_warned"):
     table = table.with_warned(excluded=True)
 
-widgets.seed_table(studies.table_frame(table), "study_table")
 summary = studies.best_summary(table)
-note = table.health_note()
-st.caption((summary + "  \n" if summary else "") + "Mean ± std over seeds at each run's selected epoch; "
-           "★ = best configuration on validation accuracy; Δ = paired difference to scratch, 95 % t-interval."
-           + (f"  \n{note}" if note else ""))
+widgets.seed_table(table, studies.table_frame(table), "study_table",
+                   (summary + "  \n" if summary else "") + "Mean ± std over seeds at each run's selected epoch; "
+                   "★ = best configuration on validation accuracy; Δ = paired difference to scratch, 95 % t-interval.")
 fmt = st.segmented_control("Export", ["markdown", "csv", "latex"], default="markdown", key="study_format",
                            required=True)
 st.code(table.format(fmt), language=None)
