@@ -44,11 +44,10 @@ def _plain_files(folder: Path) -> list[tuple[Path, int]]:
     return found
 
 
-def survey(kinds: list[str], root: Path | None = None) -> list[KindContents]:
-    root = paths.cache_dir() if root is None else root
+def survey(kinds: list[str]) -> list[KindContents]:
     out = []
     for kind in kinds:
-        folder = root / paths.CACHE_KINDS[kind][0]
+        folder = paths.cache_folder(kind)
         if folder.is_symlink():
             out.append(KindContents(kind, folder, [], 0, linked=True))
             continue
@@ -108,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     kinds = list(paths.CACHE_KINDS) if args.kind == "all" else [args.kind]
     if args.clear:
         check_clearable(root)
-    contents = survey(kinds, root)
+    contents = survey(kinds)
     links = [c for c in contents if c.linked]
     if not args.clear:
         print(f"Cache folder: {root} (KD_CACHE_DIR){'' if root.is_dir() else ', not created yet'}")
         rows = [[c.kind, str(len(c.files)), human_size(c.size),
-                 f"{paths.CACHE_KINDS[c.kind][1]} ({paths.CACHE_KINDS[c.kind][0]}/)"] for c in contents]
+                 f"{paths.CACHE_KINDS[c.kind][1]} ({c.folder.name}/)"] for c in contents]
         if len(contents) > 1:
             rows.append(["total", str(sum(len(c.files) for c in contents)), human_size(sum(c.size for c in contents)),
                          ""])
