@@ -13,6 +13,10 @@ decoded data and the teacher's test logits kept). Baselines, in fresh interprete
 and `import torch` + one torch.optim step (any PyTorch loop's first optimiser use imports torch._dynamo; the
 trainer's does the same).
 
+As on a user's machine, the project's modules run from cached bytecode: the children may write it (an
+environment's PYTHONDONTWRITEBYTECODE is dropped for them), and an untimed run of each example comes first.
+Without the cache every start-up also compiles kdcore's modules (about 0.07 s here).
+
 Each child reports its own CPU time (user + system, interpreter start included) and the wall time since the
 parent launched it. Children alternate; the figure is the best of --repeats (a shared machine's load only ever
 adds), with the median beside it. Also prints which heavy modules the run had imported by its first step.
@@ -44,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -59,17 +64,21 @@ CHILD = r"""
 import os, resource, sys, time
 launched, what, threads = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 
-marks = []
+def now():
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return time.time() - launched, use.ru_utime + use.ru_stime
+
+started, marks = [], []  # training about to start (set-up done); the ends of the first two steps
 
 def report(*args, steps=1):
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    marks.append((time.time() - launched, use.ru_utime + use.ru_stime))
+    marks.append(now())
     if len(marks) < steps:
         return
     (wall, cpu), (wall2, cpu2) = marks[0], marks[-1]
     wall, cpu = wall - (wall2 - wall), cpu - (cpu2 - cpu)  # less one step (none for the baselines)
+    (start_wall, start_cpu), = started or [(wall, cpu)]
     heavy = sorted(m for m in sys.argv[4].split(",") if m in sys.modules)
-    print(f"{wall} {cpu} {','.join(heavy) or '-'}", flush=True)
+    print(f"{start_wall} {start_cpu} {wall} {cpu} {','.join(heavy) or '-'}", flush=True)
     os._exit(0)
 
 import torch
@@ -83,6 +92,14 @@ if what == "optim":  # what any torch.optim loop pays: its first use imports tor
     report()
 import runpy
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from kdcore.commands.train import ConsoleCallbacks
+on_start = ConsoleCallbacks.on_start
+
+def start(self, info):  # the trainer's set-up is done: its first step comes next
+    started.append(now())
+    on_start(self, info)
+
+ConsoleCallbacks.on_start = start
 register_optimizer_step_post_hook(lambda *args: report(steps=2))
 sys.argv = ["kdcore", "train", what, "--fresh", "--quiet", "--out", sys.argv[5]]
 runpy.run_module("kdcore", run_name="__main__", alter_sys=True)
@@ -90,15 +107,31 @@ raise SystemExit("the run ended without a training step")
 """
 
 
-def child(what: str, threads: int, out: str = "", cache: str = "") -> tuple[float, float, str]:
+def child_env(**extra: str) -> dict[str, str]:
+    """The children's environment: the project importable, its bytecode cached as a normal install has it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+class Timing(NamedTuple):
+    """Seconds since the child's launch (wall) and its CPU time, when its training was about to start (set-up done)
+    and at the end of its first step less one step; the heavy modules it had imported by then."""
+    start_wall: float
+    start_cpu: float
+    wall: float
+    cpu: float
+    heavy: str
+
+
+def child(what: str, threads: int, out: str = "", cache: str = "") -> Timing:
     launched = time.time()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"KD_CACHE_DIR": cache} if cache else {})}
+    env = child_env(**({"KD_CACHE_DIR": cache} if cache else {}))
     proc = subprocess.run([sys.executable, "-c", CHILD, repr(launched), what, str(threads), ",".join(HEAVY), out],
                           capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise SystemExit(f"child {what} failed:\n{proc.stderr[-2000:]}")
-    wall, cpu, heavy = proc.stdout.split()[-3:]
-    return float(wall), float(cpu), heavy
+    *numbers, heavy = proc.stdout.split()[-5:]
+    return Timing(*map(float, numbers), heavy)
 
 
 def example_data(name: str, example: str) -> dict:
@@ -170,7 +203,7 @@ def worker_child(mode: str, threads: int, data: dict, cache: str) -> tuple[float
 
     with tempfile.TemporaryDirectory() as home:
         url = f"sqlite:///{Path(home) / 'kdstudio.db'}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "KD_HOME": home, "KD_DATABASE_URL": url, "KD_CACHE_DIR": cache}
+        env = child_env(KD_HOME=home, KD_DATABASE_URL=url, KD_CACHE_DIR=cache)
         with open(Path(home) / "stderr.txt", "w+") as err:
             proc = subprocess.Popen([sys.executable, "-c", WORKER_CHILD, mode, str(threads)], stdout=subprocess.PIPE,
                                     stderr=err, stdin=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
@@ -241,7 +274,7 @@ def phases_main(args: argparse.Namespace, examples: dict[str, str]) -> int:
         kept = str(Path(tmp) / "kept")
         for name in specs:
             child(specs[name], args.threads, str(Path(tmp) / f"{name}-fill"), kept)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "KD_CACHE_DIR": kept}
+        env = child_env(KD_CACHE_DIR=kept)
         for r in range(args.repeats):
             for name, spec in specs.items():
                 proc = subprocess.run([sys.executable, "-c", PHASES_CHILD, spec, str(args.threads),
@@ -292,8 +325,7 @@ def main() -> int:
     if args.phases:
         return phases_main(args, examples)
     runs = ["torch", "optim", *(f"{k} {c}" for k in examples for c in ("first", "again"))]
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
-    imported: dict[str, str] = {}
+    times: dict[str, list[Timing]] = {k: [] for k in runs}
     with tempfile.TemporaryDirectory() as tmp:
         specs = {name: example_spec(name, example, Path(tmp)) for name, example in examples.items()}
         kept = str(Path(tmp) / "kept")  # the cache folder of a machine that has run these before
@@ -304,27 +336,31 @@ def main() -> int:
                 name, _, when = run.partition(" ")
                 # "first": an empty cache folder (data decoded, teacher scored); "again": the kept one
                 cache = str(Path(tmp) / f"empty{r}{name}") if when == "first" else kept
-                wall, cpu, heavy = child(specs.get(name, name), args.threads, str(Path(tmp) / f"{name}{when}{r}"),
-                                         cache)
-                times[run].append((wall, cpu))
-                imported[run] = heavy
-    best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in times.items()}
-    median = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
-    base_wall, base_cpu = best["torch"]
-    print(f"start-up: until the first step is done, less one step; best of {args.repeats} (median), {args.threads} thread(s), "
-          f"python {sys.version.split()[0]}")
-    print(f"  import torch alone: wall {base_wall:.2f} s ({median['torch'][0]:.2f}), "
-          f"cpu {base_cpu:.2f} s ({median['torch'][1]:.2f})")
-    labels = {"optim": "import torch + one torch.optim step"}
-    for k, v in examples.items():
-        labels[f"{k} first"] = f"python -m kdcore train {Path(v).name}, empty cache folder"
-        labels[f"{k} again"] = f"python -m kdcore train {Path(v).name}, data and teacher logits kept"
-    for name, label in labels.items():
-        wall, cpu = best[name]
-        print(f"  {label}: wall {wall:.2f} s (+{wall - base_wall:.2f} over torch; median {median[name][0]:.2f}), "
-              f"cpu {cpu:.2f} s (+{cpu - base_cpu:.2f}; median {median[name][1]:.2f})"
-              + (f"  heavy modules imported: {imported[name]}" if name != "optim" else ""))
-    print(f"  target: +1.0 s over import torch; torch.optim's own first use costs +{best['optim'][1] - base_cpu:.2f} s "
+                times[run].append(child(specs.get(name, name), args.threads, str(Path(tmp) / f"{name}{when}{r}"),
+                                        cache))
+
+    def best(run: str, field: str) -> float:
+        return min(getattr(t, field) for t in times[run])
+
+    def median(run: str, field: str) -> float:
+        return statistics.median(getattr(t, field) for t in times[run])
+
+    base_wall, base_cpu = best("torch", "wall"), best("torch", "cpu")
+    print(f"start-up: best of {args.repeats} (median), {args.threads} thread(s), python {sys.version.split()[0]}; "
+          f"CPU s over `import torch` alone ({base_cpu:.2f} s cpu, {base_wall:.2f} s wall)")
+    print(f"  import torch + one torch.optim step: +{best('optim', 'cpu') - base_cpu:.2f} "
+          f"(median +{median('optim', 'cpu') - base_cpu:.2f})")
+    print("  python -m kdcore train SPEC: until the set-up is done (the first step comes next) | until the first step "
+          "is done, less one step | wall, the same")
+    for name, example in examples.items():
+        for when, cache in (("first", "empty cache folder"), ("again", "data and teacher logits kept")):
+            run = f"{name} {when}"
+            start, done = best(run, "start_cpu") - base_cpu, best(run, "cpu") - base_cpu
+            print(f"    {Path(example).name}, {cache}: +{start:.2f} (median +{median(run, 'start_cpu') - base_cpu:.2f}) | "
+                  f"+{done:.2f} (median +{median(run, 'cpu') - base_cpu:.2f}) | "
+                  f"+{best(run, 'start_wall') - base_wall:.2f} | +{best(run, 'wall') - base_wall:.2f}"
+                  f"  heavy modules imported: {times[run][-1].heavy}")
+    print(f"  target: +1.0 s over import torch; torch.optim's own first use costs +{best('optim', 'cpu') - base_cpu:.2f} s "
           f"cpu of that")
     return 0
 

@@ -103,20 +103,26 @@ def _collector_states(monkeypatch) -> dict[str, list[bool]]:
     return states
 
 
-def test_the_command_line_pauses_collection_for_its_set_up_only_when_the_process_is_its_own(
+def test_the_command_line_pauses_collection_and_holds_freed_memory_only_when_the_process_is_its_own(
         tmp_path, kd_home, monkeypatch):
     from kdcore import cli
     from kdcore.commands import train as train_command
 
+    from kdcore.train import allocator
+
     spec_file = _digits_spec_file(tmp_path)
     states = _collector_states(monkeypatch)
+    held: list[bool] = []
+    monkeypatch.setattr(allocator, "hold_freed_memory", lambda: held.append(True) or True)
     frozen = gc.get_freeze_count()
     # a caller passing argv (a test, a notebook) keeps its process's collector exactly as it was
     assert cli.main(["train", str(spec_file), "--quiet", "--fresh", "--out", str(tmp_path / "a")]) == 0
     assert states["set-up"] == [True] and states["steps"] and all(states["steps"])
     assert gc.get_freeze_count() == frozen and gc.isenabled()
+    assert not held  # nor its C allocator's settings
 
-    # as the process's entry point: imports frozen, no collection during the set-up, collection back for training
+    # as the process's entry point: imports frozen, no collection during the set-up, collection back for training,
+    # and freed memory held for the next step (the process lives for this run)
     states["set-up"].clear(), states["steps"].clear()
     args = cli.build_parser().parse_args(["train", str(spec_file), "--quiet", "--fresh", "--out", str(tmp_path / "b")])
     args.entry_point = True
@@ -124,6 +130,7 @@ def test_the_command_line_pauses_collection_for_its_set_up_only_when_the_process
         assert train_command.run(args) == 0
         assert states["set-up"] == [False] and states["steps"] and all(states["steps"])
         assert gc.get_freeze_count() > frozen and gc.isenabled()
+        assert held == [True]
     finally:
         gc.enable()
         gc.unfreeze()

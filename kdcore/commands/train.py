@@ -98,7 +98,12 @@ def _pause_collection_for_start_up() -> bool:
 def run(args: argparse.Namespace) -> int:
     import kdcore.train  # noqa: F401  (torch and the trainer, imported before they are frozen below)
 
-    paused = getattr(args, "entry_point", False) and _pause_collection_for_start_up()
+    own_process = getattr(args, "entry_point", False)
+    if own_process:
+        from kdcore.train.allocator import hold_freed_memory
+
+        hold_freed_memory()  # the process lives for this run: its steps reuse freed memory
+    paused = own_process and _pause_collection_for_start_up()
     try:
         return _train_command(args, on_training_start=gc.enable if paused else None)
     finally:

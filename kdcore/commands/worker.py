@@ -104,8 +104,10 @@ def run_slot(worker_id: str, options: dict, pool=None) -> int:
     from kdcore.jobs.store import RunStore
     from kdcore.jobs.worker import Worker, WorkerConfig
     from kdcore.paths import kd_home
+    from kdcore.train.allocator import hold_freed_memory
 
     _configure_logging(kd_home() / f"worker-{worker_id}.log", quiet=options["quiet"])
+    hold_freed_memory()  # a run's steps reuse what they free; the worker hands it back when the run ends
     config = WorkerConfig(
         device=options["device"], poll_interval_s=options["poll"],
         heartbeat_interval_s=options["heartbeat"] or store_module.HEARTBEAT_INTERVAL_S,
@@ -127,9 +129,11 @@ def _run_rank(args: argparse.Namespace) -> int:
     from kdcore.jobs.store import RunStore
     from kdcore.jobs.worker import Worker, WorkerConfig
     from kdcore.paths import kd_home
+    from kdcore.train.allocator import hold_freed_memory
     from kdcore.train.distributed import world_from_env
 
     _configure_logging(kd_home() / f"worker-{args.worker_id}-rank{world_from_env().rank}.log", quiet=True)
+    hold_freed_memory()  # this process lives for one run
     store = RunStore(args.db)
     worker = Worker(store, WorkerConfig(device=args.device), worker_id=args.worker_id)
     return worker.execute_rank(store.get(args.rank_of))

@@ -28,6 +28,7 @@ from kdcore.jobs.launcher import new_worker_id
 from kdcore.jobs.records import RunRecord, RunStatus
 from kdcore.jobs.store import ARTIFACT_FILES, HEARTBEAT_INTERVAL_S, MAX_ATTEMPTS, STALE_AFTER_S, RunStore
 from kdcore.paths import run_dir
+from kdcore.train.allocator import return_freed_memory
 from kdcore.train.callbacks import NullCallbacks
 
 log = logging.getLogger(__name__)
@@ -616,7 +617,10 @@ def warm_up() -> None:
 
 
 def _free_memory() -> None:
+    """What the run held goes back: its tensors, the CUDA cache, and the heap memory the process kept for reuse
+    while it trained (kdcore.train.allocator)."""
     gc.collect()
+    return_freed_memory()
     try:
         import torch
 
