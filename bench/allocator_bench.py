@@ -84,7 +84,8 @@ def main() -> int:
     for mode in modes:
         v = med[mode]
         print(f"  {mode:7s}: later step {v['step'] * 1000:.0f} ms cpu, {v['faults']:.0f} page faults; "
-              f"first step {v['first'] * 1000:.0f} ms (one-offs: first less a later step {1000 * (v['first'] - v['step']):.0f} ms)")
+              f"first step {v['first'] * 1000:.0f} ms (one-offs: first less a later step "
+              f"{1000 * (v['first'] - v['step']):.0f} ms)")
     ratios = [h["step"] / d["step"] for d, h in zip(seen["default"], seen["held"])]
     print(f"  held / default, later step's cpu: {statistics.median(ratios):.3f} (median of the {args.repeats} pairs; "
           f"range {min(ratios):.3f}–{max(ratios):.3f})")

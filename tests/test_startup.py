@@ -107,7 +107,6 @@ def test_the_command_line_pauses_collection_and_holds_freed_memory_only_when_the
         tmp_path, kd_home, monkeypatch):
     from kdcore import cli
     from kdcore.commands import train as train_command
-
     from kdcore.train import allocator
 
     spec_file = _digits_spec_file(tmp_path)
