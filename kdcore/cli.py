@@ -30,12 +30,16 @@ def _command_module(name: str):
     return importlib.import_module(f"kdcore.commands.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command listed; the options of `command` alone when one is named (only its module is imported),
+    of all of them otherwise."""
     parser = argparse.ArgumentParser(prog="python -m kdcore", description="KD Studio command line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=name)
+        if command not in (None, name):
+            continue
         try:
             _command_module(name).add_arguments(p)
         except ModuleNotFoundError:  # a command not built yet stays listed but unusable
@@ -43,9 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _named_command(argv: list[str]) -> str | None:
+    """The command argv names (its first word, as no option comes before it), if it is one."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_named_command(words))
+    args = parser.parse_args(words)
     # Called without argv, main is this process's entry point (python -m kdcore, the kdstudio script): a command
     # may then tune process-wide settings, which a caller passing argv (a test, a notebook) keeps as they are.
     args.entry_point = argv is None

@@ -133,3 +133,25 @@ def test_the_command_line_pauses_collection_and_holds_freed_memory_only_when_the
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+COMMAND_CHILD = r"""
+import json, runpy, sys
+sys.argv = ["kdcore", *sys.argv[1:]]
+try:
+    runpy.run_module("kdcore", run_name="__main__", alter_sys=True)
+except SystemExit as done:
+    assert not done.code, done.code
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("kdcore.commands."))))
+"""
+
+
+def test_a_command_imports_its_own_module_and_no_other_commands(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KD_HOME": str(tmp_path / "home"),
+           "KD_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", COMMAND_CHILD, "cache"], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cache folder" in proc.stdout.lower()
+    # the cache command and the table formatter it borrows from the layers command: none of the other twelve
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["kdcore.commands.cache", "kdcore.commands.layers"]
