@@ -1,17 +1,19 @@
-"""Start-up: `python -m kdcore train SPEC` until its first training step is done, against `import torch` alone.
+"""Start-up: `python -m kdcore train SPEC` until its first training step, against `import torch` alone.
 
     .venv/bin/python bench/startup_bench.py [--repeats 5] [--threads 1]
 
 What a user runs: for each shipped KD example (examples/digits_kd.yaml, examples/fmnist_kd.yaml, on the CPU,
 with the shipped teacher of its dataset from kdcore/assets standing in for the one the example trains first)
 a fresh interpreter runs the command line (`python -m kdcore train SPEC --fresh --quiet`, through runpy)
-until its second optimiser step returns (a global torch.optim step hook); start-up is the time to the end of
-the first step less one step (the second's time), i.e. everything before training proper, the first step's
-one-off costs included. Each example runs twice: with an empty cache folder (KD_CACHE_DIR: Fashion-MNIST's
-files are decoded and the teacher scored on the test set) and with the folder a previous run left (the
-decoded data and the teacher's test logits kept). Baselines, in fresh interpreters too: `import torch` alone,
-and `import torch` + one torch.optim step (any PyTorch loop's first optimiser use imports torch._dynamo; the
-trainer's does the same).
+until its second optimiser step returns (a global torch.optim step hook). Two figures: start-up proper, the time
+until the first step begins (the Distiller's first forward call: data, models, teacher, optimiser all ready);
+and the time to the end of the first step less one step (the second's time), which also counts the first
+step's one-off costs (PyTorch's first touch of the activations' memory and first use of each kernel, which a
+hand-written loop pays as well: bench/allocator_bench.py measures them there). Each example runs twice: with an
+empty cache folder (KD_CACHE_DIR: Fashion-MNIST's files are decoded and the teacher scored on the test set) and
+with the folder a previous run left (the decoded data and the teacher's test logits kept). Baselines, in fresh
+interpreters too: `import torch` alone, and `import torch` + one torch.optim step (any PyTorch loop's first
+optimiser use imports torch._dynamo; the trainer's does the same).
 
 As on a user's machine, the project's modules run from cached bytecode: the children may write it (an
 environment's PYTHONDONTWRITEBYTECODE is dropped for them), and an untimed run of each example comes first.
@@ -68,7 +70,7 @@ def now():
     use = resource.getrusage(resource.RUSAGE_SELF)
     return time.time() - launched, use.ru_utime + use.ru_stime
 
-started, marks = [], []  # training about to start (set-up done); the ends of the first two steps
+started, marks = [], []  # the first step's start; the ends of the first two steps
 
 def report(*args, steps=1):
     marks.append(now())
@@ -92,14 +94,14 @@ if what == "optim":  # what any torch.optim loop pays: its first use imports tor
     report()
 import runpy
 from torch.optim.optimizer import register_optimizer_step_post_hook
-from kdcore.commands.train import ConsoleCallbacks
-on_start = ConsoleCallbacks.on_start
+from torch.nn.modules.module import register_module_forward_pre_hook
 
-def start(self, info):  # the trainer's set-up is done: its first step comes next
-    started.append(now())
-    on_start(self, info)
+def first_forward(module, args):  # the Distiller's first call: the first training step begins
+    if type(module).__name__ == "Distiller":
+        started.append(now())
+        hook.remove()
 
-ConsoleCallbacks.on_start = start
+hook = register_module_forward_pre_hook(first_forward)  # no kdcore module imported before the command line's
 register_optimizer_step_post_hook(lambda *args: report(steps=2))
 sys.argv = ["kdcore", "train", what, "--fresh", "--quiet", "--out", sys.argv[5]]
 runpy.run_module("kdcore", run_name="__main__", alter_sys=True)
@@ -114,8 +116,8 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 class Timing(NamedTuple):
-    """Seconds since the child's launch (wall) and its CPU time, when its training was about to start (set-up done)
-    and at the end of its first step less one step; the heavy modules it had imported by then."""
+    """Seconds since the child's launch (wall) and its CPU time, when its first training step began and at the end
+    of that step less one step; the heavy modules it had imported by then."""
     start_wall: float
     start_cpu: float
     wall: float
@@ -350,8 +352,8 @@ def main() -> int:
           f"CPU s over `import torch` alone ({base_cpu:.2f} s cpu, {base_wall:.2f} s wall)")
     print(f"  import torch + one torch.optim step: +{best('optim', 'cpu') - base_cpu:.2f} "
           f"(median +{median('optim', 'cpu') - base_cpu:.2f})")
-    print("  python -m kdcore train SPEC: until the set-up is done (the first step comes next) | until the first step "
-          "is done, less one step | wall, the same")
+    print("  python -m kdcore train SPEC: until its first step begins | until its first step is done, less one step "
+          "| wall, the same")
     for name, example in examples.items():
         for when, cache in (("first", "empty cache folder"), ("again", "data and teacher logits kept")):
             run = f"{name} {when}"

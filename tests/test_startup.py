@@ -86,24 +86,31 @@ def _digits_spec_file(tmp_path: Path) -> Path:
     return path
 
 
-def _collector_states(monkeypatch) -> dict[str, list[bool]]:
-    """Whether the garbage collector is on during the run's set-up and at each reported step."""
+def _collector_states(monkeypatch) -> dict[str, list]:
+    """Whether the garbage collector is on during the run's set-up and at each reported step, and how many objects
+    were frozen out of collection when the set-up began and ended and at each step."""
     from kdcore.commands.train import ConsoleCallbacks
     from kdcore.train.trainer import Trainer
 
-    states: dict[str, list[bool]] = {"set-up": [], "steps": []}
+    states: dict[str, list] = {"set-up": [], "steps": [], "frozen": [], "frozen at steps": []}
     setup = Trainer._setup
 
     def recording_setup(self):
         states["set-up"].append(gc.isenabled())
+        states["frozen"].append(gc.get_freeze_count())
         setup(self)
+        states["frozen"].append(gc.get_freeze_count())
+
+    def recording_step(self, *args):
+        states["steps"].append(gc.isenabled())
+        states["frozen at steps"].append(gc.get_freeze_count())
 
     monkeypatch.setattr(Trainer, "_setup", recording_setup)
-    monkeypatch.setattr(ConsoleCallbacks, "on_step", lambda self, *args: states["steps"].append(gc.isenabled()))
+    monkeypatch.setattr(ConsoleCallbacks, "on_step", recording_step)
     return states
 
 
-def test_the_command_line_pauses_collection_and_holds_freed_memory_only_when_the_process_is_its_own(
+def test_the_command_line_pauses_collection_and_holds_freed_memory_only_in_its_own_process(
         tmp_path, kd_home, monkeypatch):
     from kdcore import cli
     from kdcore.commands import train as train_command
@@ -120,14 +127,19 @@ def test_the_command_line_pauses_collection_and_holds_freed_memory_only_when_the
     assert gc.get_freeze_count() == frozen and gc.isenabled()
     assert not held  # nor its C allocator's settings
 
-    # as the process's entry point: imports frozen, no collection during the set-up, collection back for training,
-    # and freed memory held for the next step (the process lives for this run)
-    states["set-up"].clear(), states["steps"].clear()
+    # as the process's entry point: imports frozen, no collection during the set-up, what the set-up built frozen
+    # too when collection comes back for training, and freed memory held for the next step (the process lives for
+    # this run)
+    for recorded in states.values():
+        recorded.clear()
     args = cli.build_parser().parse_args(["train", str(spec_file), "--quiet", "--fresh", "--out", str(tmp_path / "b")])
     args.entry_point = True
     try:
         assert train_command.run(args) == 0
         assert states["set-up"] == [False] and states["steps"] and all(states["steps"])
+        imports_frozen, set_up_done = states["frozen"]
+        # (a frozen object can still be freed, so the count only grows by freezing again)
+        assert frozen < imports_frozen and set_up_done < min(states["frozen at steps"])
         assert gc.get_freeze_count() > frozen and gc.isenabled()
         assert held == [True]
     finally:

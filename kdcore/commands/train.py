@@ -95,6 +95,14 @@ def _pause_collection_for_start_up() -> bool:
     return True
 
 
+def _resume_collection() -> None:
+    """Training starts: what the set-up built (models, data, the modules torch.optim's first use imports) lives
+    as long as the run, so it is frozen too before collection resumes; otherwise the first collections walk all
+    of it (~0.1 s here, at the first step)."""
+    gc.freeze()
+    gc.enable()
+
+
 def run(args: argparse.Namespace) -> int:
     import kdcore.train  # noqa: F401  (torch and the trainer, imported before they are frozen below)
 
@@ -105,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         hold_freed_memory()  # the process lives for this run: its steps reuse freed memory
     paused = own_process and _pause_collection_for_start_up()
     try:
-        return _train_command(args, on_training_start=gc.enable if paused else None)
+        return _train_command(args, on_training_start=_resume_collection if paused else None)
     finally:
         if paused:
             gc.enable()
