@@ -72,6 +72,14 @@ def two_node_run_on_a_and_b(store_url: str) -> tuple[RunStore, str]:
     return store, run_id
 
 
+def test_an_idle_beat_after_a_node_claim_keeps_the_run_on_every_node_worker(store_url):
+    store, run_id = two_node_run_on_a_and_b(store_url)
+    for worker in ("a", "b", "c"):  # heartbeat threads that read "no run" just before their worker's claim
+        assert store.heartbeat(worker)
+    current = {w.id: w.current_run for w in store.workers()}
+    assert current == {"a": run_id, "b": run_id, "c": None}
+
+
 def silent_since(store: RunStore, run_id: str, node_rank: int, hours: float) -> None:
     """Node `node_rank`'s last heartbeat moved `hours` back: its worker went silent, without a test waiting."""
     n = t.run_nodes.c

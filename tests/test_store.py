@@ -585,6 +585,29 @@ def test_workers_heartbeat_and_stop(store):
     assert [w.id for w in store.workers(stale_after_s=5)] == ["w1"]
 
 
+def _current_run(store: RunStore, worker_id: str) -> str | None:
+    return next(w.current_run for w in store.workers(alive_only=False) if w.id == worker_id)
+
+
+def test_an_idle_beat_just_after_a_claim_keeps_the_claimed_run_and_clears_one_no_longer_held(store):
+    run_id = store.submit(tiny(), check=False)
+    run = claim(store, "w1")
+    # the worker's heartbeat thread read "no run" a moment before the claim, and beats after it
+    assert store.heartbeat("w1")
+    assert _current_run(store, "w1") == run_id
+    assert store.finish_run(run_id, "w1", run.attempts, RunStatus.COMPLETED)
+    assert _current_run(store, "w1") is None
+
+    # a run another worker holds (this one's was taken over) is cleared by the next idle beat
+    other = store.submit(tiny(), check=False)
+    claim(store, "w2")
+    with store.engine.begin() as conn:
+        conn.execute(update(t.workers).where(t.workers.c.id == "w1").values(current_run=other))
+    assert store.heartbeat("w1")
+    assert _current_run(store, "w1") is None
+    assert _current_run(store, "w2") == other
+
+
 def _clock_off_by(seconds: float):
     """This process's clock (datetime.now, time.time) runs `seconds` off; the database's does not."""
     import time_machine

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, union, update
+from sqlalchemy import Connection, and_, case, delete, exists, func, insert, or_, select, union, update
 from sqlalchemy.engine import RowMapping
 
 from kdcore.errors import KDError
@@ -390,8 +390,13 @@ class RunStore:
         A worker holding node k > 0 of a run over several machines heartbeats its node instead."""
         with write_tx(self.engine) as conn:
             now = database_now(conn)
-            conn.execute(update(t.workers).where(t.workers.c.id == worker_id)
-                         .values(heartbeat_at=now, current_run=run_id))
+            w = t.workers.c
+            # An idle beat can be sent just after the worker claimed a run (its heartbeat thread read "no run" a
+            # moment before): it must not hide that run. Every way a run ends clears current_run itself, so an
+            # idle beat keeps a current_run this worker still holds and clears any other.
+            current = run_id if run_id is not None else case((self._held_by(w.current_run, worker_id), w.current_run),
+                                                             else_=None)
+            conn.execute(update(t.workers).where(w.id == worker_id).values(heartbeat_at=now, current_run=current))
             if run_id is None:
                 return True
             if node_rank:
@@ -824,6 +829,14 @@ class RunStore:
             if len(found) > 1:
                 raise RunNotFoundError(f"more than one run id starts with {run_id!r}; give more characters")
         raise RunNotFoundError(f"there is no run {run_id!r} in the store")
+
+    @staticmethod
+    def _held_by(run_id, worker_id: str):
+        """The run (a column or a value) is running with this worker on it: as its owner or on one of its nodes."""
+        r, n = t.runs.c, t.run_nodes.c
+        running = and_(r.id == run_id, r.status == RunStatus.RUNNING.value)
+        return or_(exists().where(running, r.worker_id == worker_id),
+                   exists().where(running, n.run_id == r.id, n.attempt == r.attempts, n.worker_id == worker_id))
 
     @staticmethod
     def _owned(run_id: str, worker_id: str, attempt: int | None):
