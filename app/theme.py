@@ -16,6 +16,7 @@ import streamlit as st
 from app import navigation
 
 THEMES = ("Light", "Dark")
+SWITCH_KEY = "theme_switch"  # the sidebar button's key: True in session state during the run it was pressed in
 
 # Runs once in the browser when the element appears: reads whether the page is dark now, opens the ⋮ menu and
 # picks the other theme there. The test ids are Streamlit's own (stMainMenuButton, stMainMenuItem-theme-<name>).
@@ -68,10 +69,18 @@ def switch_script(target: str | None = None, pages: Sequence[str] = ()) -> str:
     return _SWITCH_JS % {"target": json.dumps(target), "pages": json.dumps([re.escape(p) for p in pages])}
 
 
+def page_is_dark() -> bool:
+    """Whether the page is dark once this run's output is drawn. Streamlit's context tells the theme the browser
+    had when the run began and no theme change reruns the app; when the sidebar button was pressed in this run,
+    the browser flips the theme right after it, so figures that pick their colours by theme count the flip."""
+    dark = st.context.theme.type == "dark"
+    return not dark if st.session_state.get(SWITCH_KEY, False) else dark
+
+
 def switch_button() -> None:
     """A sidebar button to the other theme. Its label names both: the browser switches without a rerun, so a
     label naming the other theme would be out of date until the next one."""
-    if st.button("Light / dark theme", icon=":material/contrast:", key="theme_switch", type="tertiary",
+    if st.button("Light / dark theme", icon=":material/contrast:", key=SWITCH_KEY, type="tertiary",
                  help="Switches to the other theme. Also in the ⋮ menu at the top right, with “System” to follow "
                       "your computer's setting."):
         # A new element each time (the count differs), so the browser runs the script again on every press.

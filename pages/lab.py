@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from app import auth, lab, lab_state, lab_text, state, widgets
+from app import auth, lab, lab_state, lab_text, state, theme, widgets
 from kdcore.data import dataset_info
 from kdcore.errors import KDError
 from kdcore.lab import experiments as ex
@@ -111,7 +111,7 @@ def explorer() -> None:
     matrix = lab_state.similarity(dataset, rho)
     pairs = softlabels.most_similar_pairs(matrix, top=5)
     # The matrix across the page: in a column of an 800 px window its cells were too narrow for their labels.
-    plot(lab.similarity_figure(matrix, rho, dark=st.context.theme.type == "dark"), "lab_similarity_chart")
+    plot(lab.similarity_figure(matrix, rho, dark=theme.page_is_dark()), "lab_similarity_chart")
     c1, c2 = st.columns(2, gap="large")
     c1.markdown(lab_text.for_dataset(lab_text.SIMILARITY, dataset))
     with c2:

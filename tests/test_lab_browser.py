@@ -8,6 +8,8 @@ import browser_support as bs
 import pytest
 from browser_support import idle
 
+from app import lab
+
 pytestmark = [pytest.mark.browser]
 
 
@@ -20,6 +22,20 @@ def chart_title_shown(page, text: str, timeout_ms: int = 30_000) -> None:
     page.wait_for_function(
         "t => [...document.querySelectorAll('.js-plotly-plot .gtitle')].some(e => e.textContent.trim() === t)",
         arg=text, timeout=timeout_ms)
+
+
+# Whether the page's background is dark, and the first colour of the class-similarity heatmap's scale, as drawn.
+PAGE_IS_DARK = """(() => {
+  const bg = getComputedStyle(document.querySelector('[data-testid="stApp"]')).backgroundColor;
+  const [r, g, b] = bg.match(/\\d+/g).map(Number);
+  return (0.299 * r + 0.587 * g + 0.114 * b) / 255 < 0.5;
+})()"""
+HEATMAP_FIRST_COLOUR = """() => {
+  const chart = [...document.querySelectorAll('.js-plotly-plot')]
+    .find(c => (c.layout?.title?.text || '').includes('Average soft label per true class'));
+  return chart ? chart.data[0].colorscale[0][1] : null;
+}"""
+HEAT_SCALES = {False: lab.HEAT_SCALE, True: lab.HEAT_SCALE_DARK}
 
 
 def move_rho(page, steps: int) -> None:
@@ -80,6 +96,16 @@ def test_lab_in_the_browser(lab_server):
         idle(page)
         page.get_by_text("T-shirt/top").first.wait_for(timeout=30_000)
         snap(page, "lab_03_fashion_rho8")
+
+        # The sidebar's theme switch: the heatmap takes the dark page's colours at once, and the light ones back.
+        for dark in (True, False):
+            page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Light / dark theme").click()
+            page.wait_for_function(f"() => {PAGE_IS_DARK} === {str(dark).lower()}", timeout=30_000)
+            idle(page)
+            want = HEAT_SCALES[dark][0][1]
+            assert bs.eventually(page, lambda want=want: page.evaluate(HEATMAP_FIRST_COLOUR) == want), want
+            if dark:
+                snap(page, "lab_03b_fashion_rho8_dark")
 
         # Another sample: the page redraws once (the entropy curves follow the sample), ρ stays where it was.
         page.get_by_role("combobox").first.click()

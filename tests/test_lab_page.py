@@ -39,6 +39,23 @@ def chart(at: AppTest, key: str) -> dict:
     return json.loads(found[0].proto.spec)
 
 
+def test_the_similarity_heatmap_takes_the_theme_the_sidebar_switch_turns_the_page_to(lab_page):
+    """The browser changes the theme after the run the switch was pressed in, and no theme change reruns the app:
+    that run already draws the heatmap in the other theme's colours, and the next one goes by Streamlit's context
+    (light here, where no browser switched anything)."""
+    at = lab_page
+
+    def scale() -> list:
+        return chart(at, "lab_similarity_chart")["data"][0]["colorscale"]
+
+    assert scale() == lab.HEAT_SCALE
+    at.button(key="theme_switch").click().run()
+    assert not at.exception, at.exception
+    assert scale() == lab.HEAT_SCALE_DARK
+    at.run()
+    assert scale() == lab.HEAT_SCALE
+
+
 def test_lab_opens_on_a_shipped_teacher_with_every_chart(lab_page):
     at = lab_page
     assert at.title[0].value == "Dark-knowledge lab"
