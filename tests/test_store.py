@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,7 @@ from sqlalchemy import select, text, update
 from kdcore.errors import KDError
 from kdcore.jobs import RunNotFoundError, RunStateError, RunStatus, RunStore
 from kdcore.jobs import schema as t
-from kdcore.jobs.db import StoreUnavailableError, dispose_engines
+from kdcore.jobs.db import StoreUnavailableError, dispose_engines, write_tx
 from kdcore.jobs.testing import claim_all, database_url
 from kdcore.jobs.worker import StoreCallbacks
 from kdcore.paths import run_dir
@@ -606,6 +607,31 @@ def test_an_idle_beat_just_after_a_claim_keeps_the_claimed_run_and_clears_one_no
     assert store.heartbeat("w1")
     assert _current_run(store, "w1") is None
     assert _current_run(store, "w2") == other
+
+
+def test_a_beat_for_a_run_that_has_ended_does_not_show_it_again(store):
+    run_id = store.submit(tiny(), check=False)
+    run = claim(store, "w1")
+    assert store.finish_run(run_id, "w1", run.attempts, RunStatus.COMPLETED)
+    # the heartbeat thread read the run as current just before it finished
+    assert not store.heartbeat("w1", run_id, run.attempts)
+    assert _current_run(store, "w1") is None
+
+
+def test_an_idle_beat_waiting_on_a_claim_being_committed_shows_the_claimed_run(store):
+    run_id = store.submit(tiny(), check=False)
+    store.register_worker("w1", host="test-host", pid=1, device="cpu")
+    with write_tx(store.engine) as conn:  # a claim's writes, not yet committed
+        conn.execute(update(t.runs).where(t.runs.c.id == run_id)
+                     .values(status=RunStatus.RUNNING.value, worker_id="w1", attempts=1))
+        conn.execute(update(t.workers).where(t.workers.c.id == "w1").values(current_run=run_id))
+        beat = threading.Thread(target=store.heartbeat, args=("w1",))
+        beat.start()
+        beat.join(timeout=1.0)
+        assert beat.is_alive()  # the idle beat waits for the claim's lock
+    beat.join(timeout=60)
+    assert not beat.is_alive()
+    assert _current_run(store, "w1") == run_id
 
 
 def _clock_off_by(seconds: float):

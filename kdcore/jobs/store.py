@@ -388,26 +388,31 @@ class RunStore:
         """The worker (and the run it executes) are alive. Returns False when the worker no longer owns
         the run (another worker took it over, or it was deleted): the caller must stop working on it.
         A worker holding node k > 0 of a run over several machines heartbeats its node instead."""
+        w = t.workers.c
         with write_tx(self.engine) as conn:
             now = database_now(conn)
-            w = t.workers.c
-            # An idle beat can be sent just after the worker claimed a run (its heartbeat thread read "no run" a
-            # moment before): it must not hide that run. Every way a run ends clears current_run itself, so an
-            # idle beat keeps a current_run this worker still holds and clears any other.
-            current = run_id if run_id is not None else case((self._held_by(w.current_run, worker_id), w.current_run),
-                                                             else_=None)
-            conn.execute(update(t.workers).where(w.id == worker_id).values(heartbeat_at=now, current_run=current))
-            if run_id is None:
-                return True
-            if node_rank:
+            held = True
+            if run_id is not None and node_rank:
                 n = t.run_nodes.c
                 done = conn.execute(update(t.run_nodes).where(n.run_id == run_id, n.attempt == attempt,
                                                               n.node_rank == node_rank, n.worker_id == worker_id)
                                     .values(heartbeat_at=now))
-                return done.rowcount == 1 and self._current_attempt(conn, run_id, attempt)
-            done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt))
-                                .values(heartbeat_at=now))
-            return done.rowcount == 1
+                held = done.rowcount == 1 and self._current_attempt(conn, run_id, attempt)
+            elif run_id is not None:
+                done = conn.execute(update(t.runs).where(self._owned(run_id, worker_id, attempt))
+                                    .values(heartbeat_at=now))
+                held = done.rowcount == 1
+            else:
+                # An idle beat can come just after the worker claimed a run (its heartbeat thread read "no run" a
+                # moment before). Locking the worker's row first waits for a claim still being committed, so the
+                # update below (a new statement, hence a new snapshot on PostgreSQL) sees the claimed run.
+                conn.execute(select(w.id).where(w.id == worker_id).with_for_update())
+            # The run shown as the worker's: the one it beats for while it holds it; otherwise the one it had, while
+            # it still holds that (every way a run ends clears it), else none.
+            current = run_id if run_id is not None and held else case(
+                (self._held_by(w.current_run, worker_id), w.current_run), else_=None)
+            conn.execute(update(t.workers).where(w.id == worker_id).values(heartbeat_at=now, current_run=current))
+            return held
 
     def claim_next(self, worker_id: str, *, device: str, max_devices: int | None = None,
                    endpoint: str | None = None, host: str | None = None) -> RunRecord | None:
