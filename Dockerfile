@@ -56,8 +56,12 @@ COPY app/ app/
 COPY pages/ pages/
 COPY examples/ examples/
 COPY .streamlit/config.toml .streamlit/config.toml
+# Compiled here as well: the working folder comes first on sys.path, so `python -m kdcore` and the app import
+# these copies, and with PYTHONDONTWRITEBYTECODE (and root-owned files) nothing would ever cache their bytecode:
+# every process would compile them again at start-up.
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
-    pip install --no-cache-dir --no-deps .
+    pip install --no-cache-dir --no-deps . \
+    && python -m compileall -q kdcore app pages
 
 # Numeric, so that a host or an orchestrator (runAsNonRoot) can tell it is not root: the `kd` user above.
 USER 1000:1000

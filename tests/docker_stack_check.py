@@ -173,6 +173,15 @@ def test_the_containers_run_as_the_non_root_user(stack):
         assert stack.exec(service, "test", "-w", "/srv/kdstudio").returncode == 0, service
 
 
+def test_the_code_the_containers_run_is_compiled(stack):
+    """`python -m kdcore` and the app import the working folder's copy (it comes first on sys.path): its bytecode
+    is cached at build time, since the containers never write it."""
+    probe = "import os, kdcore.train.trainer as m; print(m.__file__, os.path.isfile(m.__cached__))"
+    for service in ("app", "worker-cpu"):
+        assert stack.exec(service, "python", "-c", probe).stdout.split() == [
+            "/opt/kdstudio/kdcore/train/trainer.py", "True"], service
+
+
 def test_the_network_stays_on_loopback(stack):
     for service in SERVICES:
         assert stack.inspect(stack.container(service), "{{.HostConfig.NetworkMode}}") == "host", service
