@@ -5,8 +5,8 @@
 Fashion-MNIST's student of examples/fmnist_kd.yaml (cnn_small, batch 256, SGD with Nesterov momentum, random
 inputs of the data's shape), trained by a hand-written loop in fresh interpreters, alternately with glibc's
 default allocator settings and with freed memory held by the process (what `python -m kdcore train` and the
-worker set). Each child reports its first step's CPU time, the median of its later steps (the first two left
-out), and the page faults of those steps. Printed: the median over --repeats of each, and the held step's CPU
+worker set). Each child reports its first step's CPU time and page faults, the median of its later steps (the
+first two left out), and the page faults of those steps. Printed: the median over --repeats of each, and the held step's CPU
 time as a ratio of the default's. The first step less a later one is what any PyTorch loop pays once (its
 activations' memory faulted in, kernels' first use), and what start-up's "until the first step is done, less
 one step" counts beyond the set-up (bench/startup_bench.py).
@@ -53,7 +53,8 @@ for _ in range(steps):
     after = now()
     cpu.append(after[0] - before[0])
     faults.append(after[1] - before[1])
-print(json.dumps({"first": cpu[0], "step": statistics.median(cpu[2:]), "faults": statistics.median(faults[2:])}))
+print(json.dumps({"first": cpu[0], "step": statistics.median(cpu[2:]), "faults": statistics.median(faults[2:]),
+                  "first_faults": faults[0]}))
 """
 
 
@@ -79,12 +80,13 @@ def main() -> int:
             seen[mode].append(child(mode, args.steps, args.threads))
     print(f"cnn_small, batch 256, SGD, {args.threads} thread(s): median of {args.repeats} fresh interpreters, "
           f"{args.steps} steps each")
-    med = {m: {k: statistics.median(r[k] for r in rows) for k in ("first", "step", "faults")}
+    med = {m: {k: statistics.median(r[k] for r in rows) for k in ("first", "step", "faults", "first_faults")}
            for m, rows in seen.items()}
     for mode in modes:
         v = med[mode]
         print(f"  {mode:7s}: later step {v['step'] * 1000:.0f} ms cpu, {v['faults']:.0f} page faults; "
-              f"first step {v['first'] * 1000:.0f} ms (one-offs: first less a later step "
+              f"first step {v['first'] * 1000:.0f} ms, {v['first_faults']:.0f} page faults "
+              f"({v['first_faults'] * 4 / 1024:.0f} MB of 4 KB pages; one-offs: first less a later step "
               f"{1000 * (v['first'] - v['step']):.0f} ms)")
     ratios = [h["step"] / d["step"] for d, h in zip(seen["default"], seen["held"])]
     print(f"  held / default, later step's cpu: {statistics.median(ratios):.3f} (median of the {args.repeats} pairs; "

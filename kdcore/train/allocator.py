@@ -3,13 +3,15 @@
 PyTorch's CPU tensors come from the C library's malloc. glibc's malloc gives large freed blocks back to the kernel
 (a block over its dynamic threshold is mmap'd and unmapped on free; the heap's free top is trimmed), so each
 training step faults its activations' pages in again and the kernel zeroes them: on Fashion-MNIST's CNN at
-batch 256, ~25k page faults and ~5 % of a CPU step (bench/allocator_bench.py). A process that trains keeps its
+batch 256, ~19–28k page faults and ~6–8 % of a CPU step (bench/allocator_bench.py). A process that trains keeps its
 freed memory instead (`hold_freed_memory`); one that outlives its run (a worker) hands it back when the run ends
-(`return_freed_memory`). Elsewhere than glibc both do nothing.
+(`return_freed_memory`). Elsewhere than glibc both do nothing, and so does holding when the user has tuned the
+allocator (glibc's MALLOC_* variables or tunables) or preloaded another one (jemalloc, tcmalloc).
 """
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 from functools import cache
 
@@ -31,11 +33,18 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+def _user_tuned() -> bool:
+    """The user chose the allocator's behaviour: their settings stand."""
+    env = os.environ
+    return (any(k.startswith("MALLOC_") for k in env) or "glibc.malloc" in env.get("GLIBC_TUNABLES", "")
+            or bool(env.get("LD_PRELOAD", "").strip()))
+
+
 def hold_freed_memory() -> bool:
     """Keep freed blocks up to 32 MB in the process's heap for reuse instead of returning them to the kernel.
     True when the allocator took the settings."""
     libc = _glibc()
-    if libc is None:
+    if libc is None or _user_tuned():
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
         libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
