@@ -200,12 +200,12 @@ def test_sweep_and_alpha_specs():
         ex.experiment_tag("nope", "digits")
 
 
-def record(run_id, rho=4.0, alpha=0.1, beta=0.9, sweep="s1", minutes=0, status="completed", acc=0.9):
+def record(run_id, rho=4.0, alpha=0.1, beta=0.9, sweep="s1", minutes=0, status="completed", acc=0.9, val=None):
     spec = ex.base_spec("digits", rho=rho, alpha=alpha, beta=beta)
+    final = {"test/acc": acc, "val/acc": acc if val is None else val, "fidelity/agreement": acc + 0.02}
     return SimpleNamespace(id=run_id, spec=spec, sweep_id=sweep, status=SimpleNamespace(value=status),
                            created_at=datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes),
-                           final={"test/acc": acc, "fidelity/agreement": acc + 0.02} if status == "completed" else {},
-                           epoch=3)
+                           final=final if status == "completed" else {}, epoch=3)
 
 
 def test_result_frames_read_the_newest_group_only():
@@ -244,8 +244,8 @@ def test_every_figure_is_valid_plotly(digits):
         assert fig.layout.template.to_plotly_json() == {}  # Streamlit's theme fills it in the browser
 
 
-def seeded(run_id, rho, seed, acc, alpha=0.1, beta=0.9):
-    r = record(run_id, rho=rho, alpha=alpha, beta=beta, acc=acc)
+def seeded(run_id, rho, seed, acc, alpha=0.1, beta=0.9, val=None):
+    r = record(run_id, rho=rho, alpha=alpha, beta=beta, acc=acc, val=val)
     return SimpleNamespace(**{**vars(r), "spec": r.spec.model_copy(update={"seed": seed})})
 
 
@@ -263,6 +263,11 @@ def test_sweep_over_seeds_gives_mean_std_and_says_what_the_data_shows():
             [seeded(f"b{s}", 4, s, acc + 0.05) for s, acc in enumerate((0.80, 0.82, 0.815))]
     assert "outside the seed noise, a ρ above 1 helps" in ex.rho_verdict(clear)
     assert ex.rho_verdict(noisy[:1]) is None
+    # the ρ compared with ρ = 1 is chosen on validation, never on the test set it is then scored on
+    lucky = clear + [seeded(f"c{s}", 8, s, acc + 0.08, val=0.70) for s, acc in enumerate((0.80, 0.82, 0.815))]
+    assert ex.rho_verdict(lucky).startswith("ρ = 4, the best ρ above 1 on validation,")
+    blind = [seeded(r.id, float(r.spec.logit.rho), r.spec.seed, r.final["test/acc"], val=float("nan")) for r in clear]
+    assert ex.rho_verdict(blind) is None  # no validation split: nothing to choose on
     alpha = ex.alpha_frame([seeded(f"h{s}", 4, s, 0.8 + s / 100, alpha=1.0, beta=0.0) for s in range(3)])
     assert alpha["n"].iloc[0] == 3 and "error_y" in lab.alpha_figure(alpha).data[0]
 

@@ -22,6 +22,7 @@ from kdcore.errors import KDError
 from kdcore.lab.assets import LAB_DATASETS, teacher_path
 from kdcore.lab.bias import BiasFit, correction_table, fit_class_bias, per_class_accuracy
 from kdcore.spec import RunSpec
+from kdcore.summary import VAL_METRIC
 
 RHO_SWEEP: tuple[float, ...] = (1, 2, 4, 8, 16, 32)
 # Every setting of the sweep and of soft-vs-hard runs with these seeds: a difference smaller than the
@@ -221,28 +222,36 @@ def alpha_frame(records: Sequence[Any]) -> pd.DataFrame:
 
 
 def rho_verdict(records: Sequence[Any]) -> str | None:
-    """What the newest sweep shows about "a ρ above 1 helps": the best ρ > 1 (by mean test accuracy at the
-    last epoch) against ρ = 1, paired over seeds with a 95 % t-interval. None until two seeds of both are done."""
+    """What the newest sweep shows about "a ρ above 1 helps": the ρ > 1 with the best mean validation accuracy
+    (chosen on validation: choosing on the test set would favour whichever ρ got lucky there) against ρ = 1 on
+    the test set at the last epoch, paired over seeds with a 95 % t-interval. None until two seeds of both are
+    done, or when the runs have no validation split to choose on."""
     from kdcore.studies.stats import paired_difference
 
-    by_rho: dict[float, dict[int, float]] = {}
+    test: dict[float, dict[int, float]] = {}
+    val: dict[float, list[float]] = {}
     for r in latest_group(records):
         if _status(r) == "completed" and np.isfinite(_final(r, "test/acc")):
-            by_rho.setdefault(float(r.spec.logit.rho), {})[int(r.spec.seed)] = _final(r, "test/acc")
-    above = {rho: accs for rho, accs in by_rho.items() if rho > 1 and len(accs) >= 2}
-    if 1.0 not in by_rho or len(by_rho[1.0]) < 2 or not above:
+            rho = float(r.spec.logit.rho)
+            test.setdefault(rho, {})[int(r.spec.seed)] = _final(r, "test/acc")
+            if np.isfinite(_final(r, VAL_METRIC)):
+                val.setdefault(rho, []).append(_final(r, VAL_METRIC))
+    above = {rho: accs for rho, accs in test.items() if rho > 1 and len(accs) >= 2 and rho in val}
+    if 1.0 not in test or len(test[1.0]) < 2 or not above:
         return None
-    best = max(above, key=lambda rho: np.mean(list(above[rho].values())))
-    d = paired_difference(above[best], by_rho[1.0])
+    best = max(above, key=lambda rho: np.mean(val[rho]))
+    d = paired_difference(above[best], test[1.0])
     if d.n < 2:
         return None
-    span = f"{d.mean * 100:+.2f} points (95 % interval {d.low * 100:+.2f} to {d.high * 100:+.2f}, {d.n} seeds)"
+    chosen = f"ρ = {best:g}, the best ρ above 1 on validation,"
+    span = f"{d.mean * 100:+.2f} points on the test set (95 % interval {d.low * 100:+.2f} to {d.high * 100:+.2f}, " \
+           f"{d.n} seeds)"
     if d.low > 0:
-        return f"ρ = {best:g} beats ρ = 1 by {span}: outside the seed noise, a ρ above 1 helps here."
+        return f"{chosen} beats ρ = 1 by {span}: outside the seed noise, a ρ above 1 helps here."
     if d.high < 0:
-        return f"ρ = {best:g}, the best ρ above 1, is below ρ = 1 by {span}: here ρ = 1 is better."
-    return (f"The best ρ above 1 (ρ = {best:g}) differs from ρ = 1 by {span}: within the seed noise, so this "
-            "run does not show that a ρ above 1 helps.")
+        return f"{chosen} is below ρ = 1 by {span}: here ρ = 1 is better."
+    return f"{chosen} differs from ρ = 1 by {span}: within the seed noise, so this run does not show that a ρ " \
+           "above 1 helps."
 
 
 @dataclass(frozen=True)
