@@ -98,7 +98,7 @@ def _pause_collection_for_start_up() -> bool:
 def _resume_collection() -> None:
     """Training starts: what the set-up built (models, data, the modules torch.optim's first use imports) lives
     as long as the run, so it is frozen too before collection resumes; otherwise the first collections walk all
-    of it (~0.1 s here, at the first step)."""
+    of it, at the first step (bench/startup_bench.py, bench/RESULTS.md)."""
     gc.freeze()
     gc.enable()
 

@@ -22,7 +22,7 @@ from kdcore.errors import KDError
 from kdcore.lab.assets import LAB_DATASETS, teacher_path
 from kdcore.lab.bias import BiasFit, correction_table, fit_class_bias, per_class_accuracy
 from kdcore.spec import RunSpec
-from kdcore.summary import VAL_METRIC
+from kdcore.summary import TEST_METRIC, VAL_METRIC
 
 RHO_SWEEP: tuple[float, ...] = (1, 2, 4, 8, 16, 32)
 # Every setting of the sweep and of soft-vs-hard runs with these seeds: a difference smaller than the
@@ -231,9 +231,9 @@ def rho_verdict(records: Sequence[Any]) -> str | None:
     test: dict[float, dict[int, float]] = {}
     val: dict[float, list[float]] = {}
     for r in latest_group(records):
-        if _status(r) == "completed" and np.isfinite(_final(r, "test/acc")):
+        if _status(r) == "completed" and np.isfinite(_final(r, TEST_METRIC)):
             rho = float(r.spec.logit.rho)
-            test.setdefault(rho, {})[int(r.spec.seed)] = _final(r, "test/acc")
+            test.setdefault(rho, {})[int(r.spec.seed)] = _final(r, TEST_METRIC)
             if np.isfinite(_final(r, VAL_METRIC)):
                 val.setdefault(rho, []).append(_final(r, VAL_METRIC))
     above = {rho: accs for rho, accs in test.items() if rho > 1 and len(accs) >= 2 and rho in val}
