@@ -153,6 +153,19 @@ def eventually(page, check, timeout_s: float = 30) -> bool:
     return ok
 
 
+APP_BACKGROUND = "() => getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor"
+
+
+def brightness(css: str) -> float:
+    """0 (black) to 1 (white): the luma of a CSS colour "rgb(r, g, b)" or "rgba(r, g, b, a)"."""
+    r, g, b = (float(v) for v in css[css.index("(") + 1:].rstrip(")").split(",")[:3])
+    return (0.299 * r + 0.587 * g + 0.114 * b) / 255
+
+
+def page_is_dark(page) -> bool:
+    return brightness(page.evaluate(APP_BACKGROUND)) < 0.5
+
+
 def has_traceback(page) -> bool:
     return page.locator('[data-testid="stException"]').count() > 0
 

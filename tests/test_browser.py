@@ -174,37 +174,32 @@ def test_the_theme_switch_turns_the_page_and_its_charts_dark_and_back(kd_home):
 
     bs.require_chromium()
     completed_run(RunStore(), SCRATCH)
-    background = "() => getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor"
     title = "() => getComputedStyle(document.querySelector('.js-plotly-plot .gtitle')).fill"
     errors: list[str] = []
-
-    def brightness(css: str) -> float:
-        r, g, b = (float(v) for v in css[css.index("(") + 1:].rstrip(")").split(",")[:3])
-        return (0.299 * r + 0.587 * g + 0.114 * b) / 255
 
     with bs.streamlit_app(kd_home, kd_home.parent / "streamlit.log", local_worker=False) as url, \
             bs.chromium_page(errors) as page:
         page.goto(f"{url}/compare", wait_until="networkidle")
         page.locator(".js-plotly-plot .gtitle").first.wait_for(timeout=60_000)
         idle(page)
-        assert brightness(page.evaluate(background)) > 0.5
-        assert bs.eventually(page, lambda: brightness(page.evaluate(title)) < 0.4)
+        assert not bs.page_is_dark(page)
+        assert bs.eventually(page, lambda: bs.brightness(page.evaluate(title)) < 0.4)
         switch = page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Light / dark theme")
         switch.click()
-        page.wait_for_function(f"() => ({background})().startsWith('rgb(') && "
-                               f"!({background})().startsWith('rgb(255')", timeout=30_000)
+        page.wait_for_function(f"() => ({bs.APP_BACKGROUND})().startsWith('rgb(') && "
+                               f"!({bs.APP_BACKGROUND})().startsWith('rgb(255')", timeout=30_000)
         idle(page)
-        assert brightness(page.evaluate(background)) < 0.5
-        assert bs.eventually(page, lambda: brightness(page.evaluate(title)) > 0.6)  # the chart's text follows
+        assert bs.page_is_dark(page)
+        assert bs.eventually(page, lambda: bs.brightness(page.evaluate(title)) > 0.6)  # the chart's text follows
         snap(page, "theme_compare_dark")
         page.reload(wait_until="networkidle")  # the choice is Streamlit's, kept by the browser
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         idle(page)
-        assert brightness(page.evaluate(background)) < 0.5
+        assert bs.page_is_dark(page)
         page.goto(f"{url}/runs", wait_until="networkidle")  # a link straight to another page: dark too
         page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
         idle(page)
-        assert brightness(page.evaluate(background)) < 0.5
+        assert bs.page_is_dark(page)
         switch.click()
-        page.wait_for_function(f"() => ({background})().startsWith('rgb(255')", timeout=30_000)
+        page.wait_for_function(f"() => ({bs.APP_BACKGROUND})().startsWith('rgb(255')", timeout=30_000)
     assert not errors, errors

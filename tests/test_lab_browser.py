@@ -24,12 +24,7 @@ def chart_title_shown(page, text: str, timeout_ms: int = 30_000) -> None:
         arg=text, timeout=timeout_ms)
 
 
-# Whether the page's background is dark, and the first colour of the class-similarity heatmap's scale, as drawn.
-PAGE_IS_DARK = """(() => {
-  const bg = getComputedStyle(document.querySelector('[data-testid="stApp"]')).backgroundColor;
-  const [r, g, b] = bg.match(/\\d+/g).map(Number);
-  return (0.299 * r + 0.587 * g + 0.114 * b) / 255 < 0.5;
-})()"""
+# The first colour of the class-similarity heatmap's scale, as drawn.
 HEATMAP_FIRST_COLOUR = """() => {
   const chart = [...document.querySelectorAll('.js-plotly-plot')]
     .find(c => (c.layout?.title?.text || '').includes('Average soft label per true class'));
@@ -100,7 +95,7 @@ def test_lab_in_the_browser(lab_server):
         # The sidebar's theme switch: the heatmap takes the dark page's colours at once, and the light ones back.
         for dark in (True, False):
             page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Light / dark theme").click()
-            page.wait_for_function(f"() => {PAGE_IS_DARK} === {str(dark).lower()}", timeout=30_000)
+            assert bs.eventually(page, lambda dark=dark: bs.page_is_dark(page) == dark)
             idle(page)
             want = HEAT_SCALES[dark][0][1]
             assert bs.eventually(page, lambda want=want: page.evaluate(HEATMAP_FIRST_COLOUR) == want), want
